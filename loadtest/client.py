@@ -1,0 +1,261 @@
+"""One streamed chat turn over httpx, with the timestamps that make TTFT and turn latency.
+
+`stream_turn` never raises for a failure of the endpoint under test: a 4xx/5xx, a wrong content
+type, an `{"error": ...}` inside the stream, a cut connection or a timeout all come back as a
+`TurnResult` with `ok=False` and a `kind`.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from loadtest import nlx
+from loadtest.errors import EventTooLarge, redact
+from loadtest.sse import SSEDecoder
+
+# How much of an error body we keep as an example: enough to read, small enough to ship.
+ERROR_BODY_BYTES = 2048
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One SSL context for every client: building one costs milliseconds and loads the CA bundle."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = ssl.create_default_context()
+    return _SSL_CONTEXT
+
+
+def make_client(
+    *,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    verify: bool = True,
+) -> httpx.Client:
+    """An httpx client for one simulated user: its own connection pool, the shared SSL context."""
+    timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=connect_timeout, pool=None)
+    return httpx.Client(
+        verify=shared_ssl_context() if verify else False,
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
+        headers={"User-Agent": "loadtest"},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """What one turn did, with perf_counter_ns timestamps (None when the turn never got there)."""
+
+    ok: bool
+    kind: str | None
+    detail: str
+    status: int | None
+    t_start_ns: int
+    t_end_ns: int
+    t_headers_ns: int | None = None
+    t_first_event_ns: int | None = None
+    t_first_content_ns: int | None = None
+    t_last_event_ns: int | None = None
+    content: str = ""
+    chunks: int = 0
+    itl_ns: tuple[int, ...] = ()
+    done: bool = False
+    finish_reason: str | None = None
+    system_fingerprint: str | None = None
+    conversation_id: str | None = None
+    protocol: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ttft_ns(self) -> int | None:
+        return None if self.t_first_content_ns is None else self.t_first_content_ns - self.t_start_ns
+
+    @property
+    def latency_ns(self) -> int:
+        """Request start to the last event of the stream; to the failure for a failed turn."""
+        end = self.t_last_event_ns if self.ok and self.t_last_event_ns is not None else self.t_end_ns
+        return end - self.t_start_ns
+
+
+class _Stream:
+    """Mutable state while one response streams in."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.chunks = 0
+        self.itl_ns: list[int] = []
+        self.t_first_event: int | None = None
+        self.t_first_content: int | None = None
+        self.t_last_content: int | None = None
+        self.t_last_event: int | None = None
+        self.done = False
+        self.finish_reason: str | None = None
+        self.fingerprint: str | None = None
+        self.role_only = 0
+        self.after_done = 0
+
+
+def stream_turn(
+    client: httpx.Client,
+    url: str,
+    body: dict[str, Any],
+    *,
+    api_key: str,
+    max_event_bytes: int | None = 1 << 20,
+    secrets: Sequence[str] = (),
+) -> TurnResult:
+    """POST one chat completion request and read its event stream to the end."""
+    hidden = (api_key, *secrets)
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream",
+    }
+    payload = orjson.dumps(body)
+    state = _Stream()
+    decoder = SSEDecoder(max_event_bytes=max_event_bytes)
+    status: int | None = None
+    t_headers: int | None = None
+    t_start = time.perf_counter_ns()
+
+    def result(ok: bool, kind: str | None = None, detail: str = "") -> TurnResult:
+        protocol = {
+            "comments": decoder.comments,
+            "empty_events": decoder.empty_events,
+            "bom": decoder.bom,
+            "unterminated_tail": decoder.unterminated_tail,
+            "role_only_chunks": state.role_only,
+            "events_after_done": state.after_done,
+        }
+        if ok and not state.done:
+            protocol["no_done"] = 1
+        return TurnResult(
+            ok=ok,
+            kind=kind,
+            detail=redact(detail, hidden),
+            status=status,
+            t_start_ns=t_start,
+            t_end_ns=time.perf_counter_ns(),
+            t_headers_ns=t_headers,
+            t_first_event_ns=state.t_first_event,
+            t_first_content_ns=state.t_first_content,
+            t_last_event_ns=state.t_last_event,
+            content="".join(state.parts),
+            chunks=state.chunks,
+            itl_ns=tuple(state.itl_ns),
+            done=state.done,
+            finish_reason=state.finish_reason,
+            system_fingerprint=state.fingerprint,
+            protocol={k: v for k, v in protocol.items() if v},
+        )
+
+    try:
+        with client.stream("POST", url, content=payload, headers=headers) as response:
+            t_headers = time.perf_counter_ns()
+            status = response.status_code
+            if status >= 400:
+                return result(False, f"http_{status}", _with_body(f"HTTP {status}", _read_some(response)))
+            content_type = response.headers.get("content-type", "")
+            if not content_type.lower().startswith("text/event-stream"):
+                text = _read_some(response)
+                kind = "error_body" if _is_json_error(text) else "content_type"
+                return result(False, kind, _with_body(f"HTTP {status} with Content-Type {content_type!r}", text))
+            for raw, t_read in _reads(response):
+                for event in decoder.feed(raw, t_read):
+                    failure = _on_event(state, event.data, event.t_ns, event.is_done)
+                    if failure is not None:
+                        return result(False, *failure)
+            decoder.close()
+    except EventTooLarge as exc:
+        return result(False, "event_too_large", str(exc))
+    except httpx.TimeoutException as exc:
+        return result(False, "timeout", f"{type(exc).__name__}: {exc}")
+    except httpx.ConnectError as exc:
+        return result(False, "connect", f"ConnectError: {exc}")
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        return result(False, "disconnect", f"{type(exc).__name__}: {exc}")
+    except httpx.HTTPError as exc:
+        return result(False, "transport", f"{type(exc).__name__}: {exc}")
+    if state.chunks == 0:
+        return result(False, "no_content", "the stream ended without any content chunk")
+    return result(True)
+
+
+def _reads(response: httpx.Response) -> Iterator[tuple[bytes, int]]:
+    # Timestamp each read as it leaves the socket, before any parsing.
+    source = response.iter_bytes() if "content-encoding" in response.headers else response.iter_raw()
+    for raw in source:
+        yield raw, time.perf_counter_ns()
+
+
+def _on_event(state: _Stream, data: str, t_ns: int, is_done: bool) -> tuple[str, str] | None:
+    """Fold one event into the stream state; return (kind, detail) when it fails the turn."""
+    if state.t_first_event is None:
+        state.t_first_event = t_ns
+    if state.done:
+        state.after_done += 1
+        return None
+    state.t_last_event = t_ns
+    if is_done:
+        state.done = True
+        return None
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return "bad_json", f"event data is not JSON: {data[:200]!r}"
+    if isinstance(chunk, dict) and "error" in chunk:
+        return "stream_error", orjson.dumps(chunk["error"]).decode()[:ERROR_BODY_BYTES]
+    if isinstance(chunk, dict):
+        fingerprint = chunk.get("system_fingerprint")
+        if isinstance(fingerprint, str):
+            state.fingerprint = fingerprint
+    reason = nlx.finish_reason(chunk)
+    if reason is not None:
+        state.finish_reason = reason
+    content = nlx.delta_content(chunk)
+    if content:
+        if state.t_first_content is None:
+            state.t_first_content = t_ns
+        else:
+            assert state.t_last_content is not None
+            state.itl_ns.append(t_ns - state.t_last_content)
+        state.t_last_content = t_ns
+        state.parts.append(content)
+        state.chunks += 1
+    elif reason is None:
+        state.role_only += 1
+    return None
+
+
+def _read_some(response: httpx.Response) -> str:
+    """The start of a (non-stream) body, for an error example; never the whole of a huge one."""
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        for piece in response.iter_bytes():
+            pieces.append(piece)
+            size += len(piece)
+            if size >= ERROR_BODY_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    return b"".join(pieces)[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
+
+
+def _with_body(prefix: str, body: str) -> str:
+    return f"{prefix}: {body}" if body else prefix
+
+
+def _is_json_error(text: str) -> bool:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and "error" in value

@@ -1,0 +1,189 @@
+"""HDR histograms of TTFT, turn latency and inter-chunk gaps, with counters, mergeable exactly.
+
+Values are recorded in microseconds (1 µs to 1 h, 3 significant digits). A `Metrics` object can be
+drained into a plain, msgpack-friendly dict (histograms as HdrHistogram base64 V2 strings) and merged
+into another, so Locust workers ship their data to the master without losing a sample.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT_DIGITS = 3
+
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p95", 95.0),
+    ("p99", 99.0),
+    ("p999", 99.9),
+)
+
+COUNT_KEYS = (
+    "turns",
+    "turns_ok",
+    "turns_failed",
+    "turns_cut",
+    "conversations_started",
+    "conversations_completed",
+    "chunks",
+    "chars",
+)
+
+METRIC_NAMES = ("ttft", "turn", "itl")
+
+# An example error message is kept short: summaries must stay readable and small.
+EXAMPLE_CHARS = 300
+
+
+class Histogram:
+    """One HDR histogram of microsecond values."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self) -> None:
+        self._h = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+    @classmethod
+    def decode(cls, encoded: str) -> Histogram:
+        hist = cls()
+        hist.merge_encoded(encoded)
+        return hist
+
+    @property
+    def count(self) -> int:
+        return int(self._h.get_total_count())
+
+    def record_us(self, value_us: int) -> None:
+        self._h.record_value(min(max(int(value_us), 0), HIGHEST_US))
+
+    def record_ns(self, value_ns: int) -> None:
+        self.record_us(value_ns // 1000)
+
+    def merge(self, other: Histogram) -> None:
+        if other.count == 0:
+            return
+        was_empty = self.count == 0
+        self._h.add(other._h)
+        if was_empty:
+            # hdrh's add() takes min() with an empty histogram's min of 0: restore the true minimum.
+            self._h.min_value = other._h.min_value
+
+    def merge_encoded(self, encoded: str) -> None:
+        self.merge(_wrap(HdrHistogram.decode(encoded)))
+
+    def encode(self) -> str:
+        blob = self._h.encode()
+        return blob.decode("ascii") if isinstance(blob, bytes) else str(blob)
+
+    def value_at_percentile_us(self, percentile: float) -> int:
+        return int(self._h.get_value_at_percentile(percentile))
+
+    def stats_ms(self) -> dict[str, Any]:
+        """count, min, mean, p50 … p999, max in milliseconds, and the encoded histogram."""
+        count = self.count
+        out: dict[str, Any] = {"count": count}
+        if count == 0:
+            out.update({k: None for k in ("min", "mean", *(n for n, _ in PERCENTILES), "max")})
+        else:
+            values = self._h.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+            out["min"] = _ms(self._h.get_min_value())
+            out["mean"] = round(self._h.get_mean_value() / 1000.0, 3)
+            for name, pct in PERCENTILES:
+                out[name] = _ms(values[pct])
+            out["max"] = _ms(self._h.get_max_value())
+        out["hdr"] = self.encode()
+        return out
+
+
+def _wrap(h: HdrHistogram) -> Histogram:
+    hist = Histogram.__new__(Histogram)
+    hist._h = h
+    return hist
+
+
+def _ms(value_us: int) -> float:
+    return round(value_us / 1000.0, 3)
+
+
+@dataclass
+class ErrorTally:
+    count: int = 0
+    example: str = ""
+
+
+@dataclass
+class Metrics:
+    """Everything a run measures; one per process, merged on the master."""
+
+    histograms: dict[str, Histogram] = field(default_factory=lambda: {n: Histogram() for n in METRIC_NAMES})
+    counts: Counter[str] = field(default_factory=Counter)
+    protocol: Counter[str] = field(default_factory=Counter)
+    errors: dict[str, ErrorTally] = field(default_factory=dict)
+    fingerprints: set[str] = field(default_factory=set)
+
+    @property
+    def ttft(self) -> Histogram:
+        return self.histograms["ttft"]
+
+    @property
+    def turn(self) -> Histogram:
+        return self.histograms["turn"]
+
+    @property
+    def itl(self) -> Histogram:
+        return self.histograms["itl"]
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+
+    def error(self, kind: str, example: str) -> None:
+        tally = self.errors.setdefault(kind, ErrorTally())
+        tally.count += 1
+        if not tally.example:
+            tally.example = example[:EXAMPLE_CHARS]
+
+    def drain(self) -> dict[str, Any]:
+        """Return everything recorded so far as plain data and start afresh."""
+        data = self.to_data()
+        self.__init__()  # type: ignore[misc]
+        return data
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "histograms": {n: h.encode() for n, h in self.histograms.items() if h.count},
+            "counts": dict(self.counts),
+            "protocol": dict(self.protocol),
+            "errors": {k: [t.count, t.example] for k, t in self.errors.items()},
+            "fingerprints": sorted(self.fingerprints),
+        }
+
+    def merge_data(self, data: dict[str, Any]) -> None:
+        """Add what another process drained; counts add up and histograms merge losslessly."""
+        for name, encoded in data.get("histograms", {}).items():
+            self.histograms.setdefault(name, Histogram()).merge_encoded(encoded)
+        self.counts.update(data.get("counts", {}))
+        self.protocol.update(data.get("protocol", {}))
+        for kind, (count, example) in data.get("errors", {}).items():
+            tally = self.errors.setdefault(kind, ErrorTally())
+            tally.count += int(count)
+            tally.example = tally.example or str(example)
+        self.fingerprints.update(data.get("fingerprints", []))
+
+    def summary_metrics(self) -> dict[str, Any]:
+        return {f"{name}_ms": self.histograms[name].stats_ms() for name in METRIC_NAMES}
+
+    def summary_counts(self) -> dict[str, int]:
+        return {key: int(self.counts.get(key, 0)) for key in COUNT_KEYS}
+
+    def summary_errors(self) -> list[dict[str, Any]]:
+        return [
+            {"kind": kind, "count": tally.count, "example": tally.example}
+            for kind, tally in sorted(self.errors.items(), key=lambda kv: (-kv[1].count, kv[0]))
+        ]

@@ -1,0 +1,76 @@
+"""summary.json: the data of a run, from which every other report is rendered."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loadtest.metrics import Metrics
+
+SCHEMA = "loadtest.summary/1"
+LATEST = "latest"
+
+
+def build_summary(metrics: Metrics, run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "run": run,
+        "metrics": metrics.summary_metrics(),
+        "counts": metrics.summary_counts(),
+        "errors": metrics.summary_errors(),
+        "protocol": dict(sorted(metrics.protocol.items())),
+    }
+
+
+def write_run(report_dir: Path, run_id: str, summary: dict[str, Any]) -> Path:
+    """Write `{report_dir}/{run_id}/summary.json` and report.html; point `latest` at the run."""
+    from loadtest.report.html import render_html
+
+    run_dir = report_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(run_dir / "summary.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    _write_atomic(run_dir / "report.html", render_html(summary).encode("utf-8"))
+    _point_latest(report_dir, run_id)
+    return run_dir
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _point_latest(report_dir: Path, run_id: str) -> None:
+    link = report_dir / LATEST
+    tmp = report_dir / f".{LATEST}.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(run_id, tmp)
+    os.replace(tmp, link)
+
+
+def console_lines(summary: dict[str, Any], run_dir: Path) -> list[str]:
+    """A short table of the exact percentiles, for the end of a run."""
+    lines = [f"{'metric':<14}{'count':>8}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}{'max':>10}  (ms)"]
+    for name, label in (("ttft_ms", "TTFT"), ("turn_ms", "turn latency"), ("itl_ms", "inter-chunk")):
+        s = summary["metrics"][name]
+        cells = "".join(f"{_fmt(s[k]):>10}" for k in ("p50", "p90", "p95", "p99", "max"))
+        lines.append(f"{label:<14}{s['count']:>8}{cells}")
+    c = summary["counts"]
+    lines.append(
+        f"turns {c['turns']} (ok {c['turns_ok']}, failed {c['turns_failed']}, cut {c['turns_cut']}); "
+        f"conversations {c['conversations_completed']}/{c['conversations_started']} completed; "
+        f"{c['chunks']} chunks, {c['chars']} chars"
+    )
+    for err in summary["errors"]:
+        lines.append(f"error {err['kind']}: {err['count']} (e.g. {err['example'][:120]})")
+    lines.append(f"summary: {run_dir / 'summary.json'}")
+    lines.append(f"report:  {run_dir / 'report.html'}")
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

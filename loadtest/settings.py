@@ -1,0 +1,108 @@
+"""One typed settings object, built once from Locust's parsed options and the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest import nlx
+from loadtest.conversation import HISTORY_MODES, History, Scenario, ThinkTime, load_scenarios
+from loadtest.errors import ConfigError
+
+API_KEY_ENV = "NLX_API_KEY"
+# The built-in mock's key when NLX_API_KEY is not set: it guards nothing, it only exercises the header.
+MOCK_API_KEY = "nlx-mock-key"
+MOCK_DEPLOYMENT = "demo"
+MOCK_CHANNEL = "web-en-US"
+CONVERSATIONS_FILE = "conversations.yaml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    deployment: str
+    channel: str
+    api_key: str = field(repr=False)
+    think_time: ThinkTime
+    history: History
+    scenarios: tuple[Scenario, ...]
+    conversations_path: Path
+    report_dir: Path
+    connect_timeout: float
+    read_timeout: float
+    uses_mock: bool
+
+    @property
+    def url(self) -> str:
+        return nlx.completions_url(self.host, self.deployment, self.channel)
+
+
+def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings:
+    """Validate every option; raise ConfigError with a one-line message naming the fix."""
+    if not host:
+        raise ConfigError("no host: pass --host https://apps.nlx.ai/v1 (or leave it out to use the mock)")
+    if not host.startswith(("http://", "https://")):
+        raise ConfigError(f"--host {host!r} must start with http:// or https://")
+    deployment = getattr(options, "nlx_deployment", None) or (MOCK_DEPLOYMENT if uses_mock else None)
+    channel = getattr(options, "nlx_channel", None) or (MOCK_CHANNEL if uses_mock else None)
+    api_key = os.environ.get(API_KEY_ENV, "")
+    if not api_key:
+        if not uses_mock:
+            raise ConfigError(f"{API_KEY_ENV} is not set: export {API_KEY_ENV}=<your NLX API key>")
+        api_key = MOCK_API_KEY
+    history = getattr(options, "history", "full") or "full"
+    if history not in HISTORY_MODES:
+        raise ConfigError(f"--history {history!r} is not known: use --history full or --history last")
+    conversations = conversations_path(options)
+    return Settings(
+        host=host,
+        deployment=nlx.check_deployment_key(deployment),
+        channel=nlx.check_channel_key(channel),
+        api_key=api_key,
+        think_time=ThinkTime.parse(getattr(options, "think_time", "0") or "0"),
+        history=history,
+        scenarios=tuple(load_scenarios(conversations)),
+        conversations_path=conversations,
+        report_dir=check_report_dir(getattr(options, "report_dir", "reports") or "reports"),
+        connect_timeout=_positive(options, "connect_timeout", 10.0),
+        read_timeout=_positive(options, "read_timeout", 60.0),
+        uses_mock=uses_mock,
+    )
+
+
+def conversations_path(options: Any) -> Path:
+    """--conversations, or the conversations.yaml beside the (first) locustfile."""
+    given = getattr(options, "conversations", None)
+    if given:
+        return Path(given)
+    locustfiles = getattr(options, "locustfile", None) or ""
+    first = str(locustfiles).split(",")[0]
+    base = Path(first).parent if first.endswith(".py") else Path(first or ".")
+    return base / CONVERSATIONS_FILE
+
+
+def check_report_dir(value: str) -> Path:
+    path = Path(value)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--report-dir {value!r} cannot be created ({exc.strerror}): pick a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--report-dir {value!r} is not writable: pick a writable folder")
+    return path
+
+
+def _positive(options: Any, name: str, default: float) -> float:
+    value = getattr(options, name, None)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if number <= 0:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag} {value!r} must be a number of seconds > 0")
+    return number

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import random
+
+from hdrh.histogram import HdrHistogram
+
+from loadtest.metrics import Histogram, Metrics
+
+
+def test_stats_are_exact_hdr_percentiles_in_ms() -> None:
+    h = Histogram()
+    for v in range(1, 10_001):
+        h.record_us(v * 100)  # 0.1 ms .. 1000 ms
+    s = h.stats_ms()
+    assert s["count"] == 10_000
+    assert s["min"] == 0.1
+    assert abs(s["p50"] - 500.0) <= 0.5  # 3 significant digits
+    assert abs(s["p99"] - 990.0) <= 1.0
+    assert abs(s["max"] - 1000.0) <= 1.0
+    assert s["hdr"].startswith("HISTF")
+
+
+def test_empty_histogram_reports_none() -> None:
+    s = Histogram().stats_ms()
+    assert s["count"] == 0 and s["p50"] is None and s["max"] is None
+
+
+def test_drain_and_merge_is_lossless_and_equals_one_histogram_of_all_samples() -> None:
+    rng = random.Random(7)
+    samples = [int(rng.lognormvariate(11, 0.6)) for _ in range(20_000)]
+    reference = HdrHistogram(1, 3_600_000_000, 3)
+    workers = [Metrics() for _ in range(3)]
+    for i, v in enumerate(samples):
+        reference.record_value(v)
+        w = workers[i % 3]
+        w.ttft.record_us(v)
+        w.count("turns")
+        if i % 1000 == 0:
+            w.error("http_500", f"HTTP 500 #{i}")
+    master = Metrics()
+    for w in workers:
+        master.merge_data(w.drain())
+        assert w.ttft.count == 0 and not w.counts  # drained
+    assert master.ttft.count == len(samples)
+    assert master.counts["turns"] == len(samples)
+    assert master.errors["http_500"].count == 20
+    for pct in (50.0, 90.0, 99.0, 99.9):
+        assert master.ttft.value_at_percentile_us(pct) == reference.get_value_at_percentile(pct)
+    stats = master.ttft.stats_ms()
+    assert stats["min"] == reference.get_min_value() / 1000
+    assert stats["max"] == reference.get_max_value() / 1000
+
+
+def test_encoded_histogram_decodes_to_the_same_counts() -> None:
+    h = Histogram()
+    for v in (5, 50, 500, 5000, 50_000):
+        h.record_us(v)
+    again = Histogram.decode(h.encode())
+    assert again.count == 5
+    assert again.stats_ms()["p50"] == h.stats_ms()["p50"]
+    assert again.stats_ms()["min"] == h.stats_ms()["min"]
+
+
+def test_error_examples_are_truncated() -> None:
+    m = Metrics()
+    m.error("stream_error", "x" * 10_000)
+    assert len(m.summary_errors()[0]["example"]) <= 300
