@@ -166,7 +166,9 @@ def stream_turn(
             if not content_type.lower().startswith("text/event-stream"):
                 text = _read_some(response)
                 kind = "error_body" if _is_json_error(text) else "content_type"
-                return result(False, kind, _with_body(f"HTTP {status} with Content-Type {content_type!r}", text))
+                return result(
+                    False, kind, _with_body(f"HTTP {status} with Content-Type {content_type!r}", text)
+                )
             for raw, t_read in _reads(response):
                 for event in decoder.feed(raw, t_read):
                     failure = _on_event(state, event.data, event.t_ns, event.is_done)

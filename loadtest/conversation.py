@@ -91,8 +91,11 @@ def _from_yaml(path: Path, text: str) -> list[Scenario]:
         raise ConfigError(f"{path}: expected a top-level 'scenarios:' list")
     lines = _yaml_item_lines(text)
     return [
-        _scenario(item, f"{path}:{lines[i]}" if i < len(lines) else f"{path}: scenario {i + 1}",
-                  default_name=f"scenario{i + 1}")
+        _scenario(
+            item,
+            f"{path}:{lines[i]}" if i < len(lines) else f"{path}: scenario {i + 1}",
+            default_name=f"scenario{i + 1}",
+        )
         for i, item in enumerate(items)
     ]
 

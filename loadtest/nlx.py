@@ -22,9 +22,7 @@ def has_language_suffix(channel_key: str) -> bool:
 def check_channel_key(channel_key: str | None) -> str:
     """Return the channel key, or raise ConfigError naming the fix."""
     if not channel_key:
-        raise ConfigError(
-            "missing NLX channel key: pass --nlx-channel KEY-en-US (or set NLX_CHANNEL)"
-        )
+        raise ConfigError("missing NLX channel key: pass --nlx-channel KEY-en-US (or set NLX_CHANNEL)")
     if not has_language_suffix(channel_key):
         raise ConfigError(
             f"NLX channel key {channel_key!r} has no language suffix: "
@@ -60,7 +58,7 @@ def conversation_id_from_model(model: str) -> str | None:
         return None
     prefix = MODEL_PREFIX + ":"
     if model.startswith(prefix) and len(model) > len(prefix):
-        return model[len(prefix):]
+        return model[len(prefix) :]
     raise ValueError(f"model must be 'nlx' or 'nlx:{{conversationId}}', got {model!r}")
 
 

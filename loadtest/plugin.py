@@ -55,42 +55,63 @@ class TurnFailed(Exception):
 
 
 def add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("loadtest", "Conversation load test of an NLX / OpenAI-style chat endpoint")
-    group.add_argument(
-        "--nlx-deployment", env_var="NLX_DEPLOYMENT", default=None,
+    # Not in an argument group: Locust's web UI leaves out grouped custom options (locust#2560).
+    parser.add_argument(
+        "--nlx-deployment",
+        env_var="NLX_DEPLOYMENT",
+        default=None,
         help="NLX deployment key (the path segment after the host). Default with the mock: demo",
     )
-    group.add_argument(
-        "--nlx-channel", env_var="NLX_CHANNEL", default=None,
+    parser.add_argument(
+        "--nlx-channel",
+        env_var="NLX_CHANNEL",
+        default=None,
         help="NLX channel key with its language suffix, e.g. web-en-US. Default with the mock: web-en-US",
     )
-    group.add_argument(
-        "--think-time", env_var="LOADTEST_THINK_TIME", default="1-3",
+    parser.add_argument(
+        "--think-time",
+        env_var="LOADTEST_THINK_TIME",
+        default="1-3",
         help="Seconds a user waits between turns and conversations: 3, or a uniform range 2-8. Default 1-3",
     )
-    group.add_argument(
-        "--history", env_var="LOADTEST_HISTORY", default="full", choices=["full", "last"],
+    parser.add_argument(
+        "--history",
+        env_var="LOADTEST_HISTORY",
+        default="full",
+        choices=["full", "last"],
         help="full: each request carries the whole conversation so far; last: only the new user message",
     )
-    group.add_argument(
-        "--conversations", env_var="LOADTEST_CONVERSATIONS", default=None,
+    parser.add_argument(
+        "--conversations",
+        env_var="LOADTEST_CONVERSATIONS",
+        default=None,
         help="Conversation scripts, .yaml or .jsonl. Default: conversations.yaml beside the locustfile",
     )
-    group.add_argument(
-        "--report-dir", env_var="LOADTEST_REPORT_DIR", default="reports",
+    parser.add_argument(
+        "--report-dir",
+        env_var="LOADTEST_REPORT_DIR",
+        default="reports",
         help="Folder for run output: {report-dir}/{run-id}/summary.json, report.html; {report-dir}/latest",
     )
-    group.add_argument(
-        "--connect-timeout", env_var="LOADTEST_CONNECT_TIMEOUT", type=float, default=10.0,
+    parser.add_argument(
+        "--connect-timeout",
+        env_var="LOADTEST_CONNECT_TIMEOUT",
+        type=float,
+        default=10.0,
         help="Seconds to wait for a connection. Default 10",
     )
-    group.add_argument(
-        "--read-timeout", env_var="LOADTEST_READ_TIMEOUT", type=float, default=60.0,
+    parser.add_argument(
+        "--read-timeout",
+        env_var="LOADTEST_READ_TIMEOUT",
+        type=float,
+        default=60.0,
         help="Seconds to wait for the first byte, and between two reads of a stream. Default 60",
     )
-    group.add_argument(
-        "--mock-options", env_var="LOADTEST_MOCK_OPTIONS", default="",
-        help="Options for the built-in mock started when no --host is given, e.g. \"--ttft const:200ms\"",
+    parser.add_argument(
+        "--mock-options",
+        env_var="LOADTEST_MOCK_OPTIONS",
+        default="",
+        help='Options for the built-in mock started when no --host is given, e.g. "--ttft const:200ms"',
     )
 
 
@@ -263,7 +284,7 @@ def register(events: Any) -> LoadtestPlugin:
     return plugin
 
 
-class NLXChatUser(User):  # type: ignore[misc]
+class NLXChatUser(User):
     """A user who holds multi-turn conversations, one conversation id per conversation."""
 
     abstract = True
@@ -279,7 +300,9 @@ class NLXChatUser(User):  # type: ignore[misc]
 
     def on_start(self) -> None:
         settings = self.plugin.current_settings()
-        self.client = make_client(connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
+        self.client = make_client(
+            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout
+        )
 
     def on_stop(self) -> None:
         if self.client is not None:

@@ -52,7 +52,7 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
         if not uses_mock:
             raise ConfigError(f"{API_KEY_ENV} is not set: export {API_KEY_ENV}=<your NLX API key>")
         api_key = MOCK_API_KEY
-    history = getattr(options, "history", "full") or "full"
+    history: History = getattr(options, "history", "full") or "full"
     if history not in HISTORY_MODES:
         raise ConfigError(f"--history {history!r} is not known: use --history full or --history last")
     conversations = conversations_path(options)
@@ -88,7 +88,9 @@ def check_report_dir(value: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--report-dir {value!r} cannot be created ({exc.strerror}): pick a writable folder") from None
+        raise ConfigError(
+            f"--report-dir {value!r} cannot be created ({exc.strerror}): pick a writable folder"
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"--report-dir {value!r} is not writable: pick a writable folder")
     return path

@@ -44,7 +44,9 @@ def run(handler: Callable[[httpx.Request], httpx.Response]) -> TurnResult:
         return stream_turn(client, URL, BODY, api_key=KEY)
 
 
-def sse(pieces: list[bytes], status: int = 200, content_type: str = "text/event-stream") -> Callable[..., httpx.Response]:
+def sse(
+    pieces: list[bytes], status: int = 200, content_type: str = "text/event-stream"
+) -> Callable[..., httpx.Response]:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, headers={"content-type": content_type}, content=iter(pieces))
 
@@ -86,7 +88,9 @@ def test_stream_without_done_is_ok_and_counted() -> None:
 @pytest.mark.parametrize("status", [400, 401, 429, 500, 503])
 def test_http_errors_are_failed_turns_with_kind_and_redacted_body(status: int) -> None:
     body = orjson.dumps({"error": {"message": f"bad key {KEY}"}})
-    r = run(lambda request: httpx.Response(status, content=body, headers={"content-type": "application/json"}))
+    r = run(
+        lambda request: httpx.Response(status, content=body, headers={"content-type": "application/json"})
+    )
     assert not r.ok and r.kind == f"http_{status}" and r.status == status
     assert KEY not in r.detail and "***" in r.detail
 

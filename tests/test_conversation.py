@@ -34,11 +34,20 @@ def test_jsonl_format(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('{"name": "a", "turns": ["hi"]}\n{"name": "b", "turns": []}\n', "c.jsonl:2: scenario 'b' needs 'turns'"),
+        (
+            '{"name": "a", "turns": ["hi"]}\n{"name": "b", "turns": []}\n',
+            "c.jsonl:2: scenario 'b' needs 'turns'",
+        ),
         ('{"name": "a", "turns": ["hi"]}\n{not json\n', "c.jsonl:2: not valid JSON"),
-        ('{"name": "a", "turns": ["hi"], "weight": -1}\n', "c.jsonl:1: scenario 'a' weight must be a number > 0"),
+        (
+            '{"name": "a", "turns": ["hi"], "weight": -1}\n',
+            "c.jsonl:1: scenario 'a' weight must be a number > 0",
+        ),
         ('{"name": "a", "turns": ["hi"], "wieght": 1}\n', "c.jsonl:1: unknown key 'wieght'"),
-        ('{"name": "a", "turns": ["hi"]}\n{"name": "a", "turns": ["x"]}\n', "scenario name 'a' is used twice"),
+        (
+            '{"name": "a", "turns": ["hi"]}\n{"name": "a", "turns": ["x"]}\n',
+            "scenario name 'a' is used twice",
+        ),
     ],
 )
 def test_bad_jsonl_line_is_named(tmp_path: Path, text: str, expected: str) -> None:
@@ -98,7 +107,9 @@ def test_weighted_choice_follows_weights() -> None:
     assert 0.72 < counts["a"] / 8000 < 0.78
 
 
-@pytest.mark.parametrize(("text", "low", "high"), [("0", 0, 0), ("3", 3, 3), ("2-8", 2, 8), ("0.5 - 1.5", 0.5, 1.5)])
+@pytest.mark.parametrize(
+    ("text", "low", "high"), [("0", 0, 0), ("3", 3, 3), ("2-8", 2, 8), ("0.5 - 1.5", 0.5, 1.5)]
+)
 def test_think_time_parses(text: str, low: float, high: float) -> None:
     think = ThinkTime.parse(text)
     assert (think.low, think.high) == (low, high)

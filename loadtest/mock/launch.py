@@ -48,4 +48,4 @@ def start_mock(args: Sequence[str] | str = (), *, env: Mapping[str, str] | None 
         process.kill()
         process.wait()
         raise LoadtestError(f"the mock server did not start (exit code {process.returncode}): {line.strip()}")
-    return MockProcess(url=line[len(READY_PREFIX):].strip(), process=process)
+    return MockProcess(url=line[len(READY_PREFIX) :].strip(), process=process)

@@ -1,0 +1,394 @@
+"""The NLX OpenAI Connect mock: an aiohttp server streaming chat.completion.chunk events on a schedule.
+
+    POST {prefix}/{deploymentKey}/{channelKey}/chat/completions   the contract's endpoint
+    GET  [{prefix}]/_mock/stats                                   counters and server-side histograms
+    POST [{prefix}]/_mock/reset                                   forget everything
+    GET  [{prefix}]/_mock/conversations                           the conversation ids seen, in order
+    GET  [{prefix}]/_mock/conversations/{id}                      what one conversation sent and got
+
+Timings are scheduled against absolute deadlines from the handler's start, so a slow event loop
+shows up as schedule error (recorded) rather than as drift that silently stretches every turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import orjson
+from aiohttp import web
+
+from loadtest import nlx
+from loadtest.mock.dist import Distribution, parse_count_dist, parse_duration_dist
+from loadtest.mock.state import MockState, Turn, record_us
+from loadtest.mock.text import reply_pieces
+
+DEFAULT_API_KEY = "nlx-mock-key"
+DEFAULT_TTFT = "lognormal:300ms:0.3"
+DEFAULT_ITL = "uniform:10ms:40ms"
+DEFAULT_CHUNKS = "uniform:5:20"
+DEFAULT_FINGERPRINT = "loadtest-mock"
+API_KEY_ENV = "NLX_API_KEY"
+
+_ROLES = frozenset({"system", "user", "assistant"})
+_UNAUTHORIZED = {
+    "error": {
+        "message": "Unauthorized - Invalid Bearer Token",
+        "type": "invalid_request_error",
+        "code": "unauthorized",
+    }
+}
+# Open streams get this long to finish after SIGTERM before they are cut.
+_SHUTDOWN_GRACE_S = 1.0
+_MAX_BODY = 64 * 1024 * 1024
+
+STATE_KEY = web.AppKey("state", MockState)
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str = field(default=DEFAULT_API_KEY, repr=False)
+    prefix: str = ""
+    ttft: Distribution = field(default_factory=lambda: parse_duration_dist(DEFAULT_TTFT))
+    itl: Distribution = field(default_factory=lambda: parse_duration_dist(DEFAULT_ITL))
+    chunks: Distribution = field(default_factory=lambda: parse_count_dist(DEFAULT_CHUNKS))
+    send_done: bool = True
+    seed: int = 0
+    fingerprint: str = DEFAULT_FINGERPRINT
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+def _json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _parse_body(raw: bytes) -> tuple[str | None, list[dict[str, Any]]]:
+    """The conversation id (None for a new one) and the messages, or _BadRequest."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _BadRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise _BadRequest("model is required: 'nlx' or 'nlx:{conversationId}'", param="model")
+    try:
+        conversation_id = nlx.conversation_id_from_model(model)
+    except ValueError as exc:
+        raise _BadRequest(str(exc), param="model") from None
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _BadRequest("messages must be a non-empty array", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise _BadRequest(f"messages[{i}].role must be one of system, user, assistant", param="messages")
+        if not isinstance(message.get("content"), str):
+            raise _BadRequest(f"messages[{i}].content must be a string", param="messages")
+    stream = body.get("stream", True)
+    if not isinstance(stream, bool):
+        raise _BadRequest("stream must be a boolean", param="stream")
+    if not stream:
+        raise _BadRequest("only stream=true is supported by the mock", param="stream")
+    return conversation_id, messages
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    if deadline <= loop.time():
+        return
+    waiter = loop.create_future()
+    handle = loop.call_at(deadline, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        handle.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class MockHandlers:
+    """The request handlers of one mock app, sharing its config, state and random generator."""
+
+    def __init__(self, config: MockConfig, state: MockState) -> None:
+        self.config = config
+        self.state = state
+        self.rng = random.Random(config.seed)
+        self._bearer = f"Bearer {config.api_key}".encode()
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), self._bearer)
+
+    def _error(self, status: int, body: Any) -> web.Response:
+        self.state.status[status] += 1
+        return _json_response(body, status)
+
+    def _bad_request(self, exc: _BadRequest) -> web.Response:
+        error = {"message": exc.message, "type": "invalid_request_error", "param": exc.param}
+        return self._error(400, {"error": {**error, "code": "bad_request"}})
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        started_ns = time.perf_counter_ns()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        state = self.state
+        state.requests += 1
+        if not self._authorized(request):
+            return self._error(401, _UNAUTHORIZED)
+        deployment_key = request.match_info["deployment"]
+        channel_key = request.match_info["channel"]
+        try:
+            if not nlx.has_language_suffix(channel_key):
+                raise _BadRequest(
+                    f"channel key {channel_key!r} must end with a language suffix such as -en-US",
+                    param="channelKey",
+                )
+            conversation_id, messages = _parse_body(await request.read())
+        except _BadRequest as exc:
+            return self._bad_request(exc)
+
+        if conversation_id is None:
+            conversation_id = nlx.new_conversation_id()
+        conversation = state.begin_turn(conversation_id, messages)
+        pieces = reply_pieces(self.config.seed, conversation_id, len(conversation.turns), self.config.chunks)
+        conversation.turns.append(Turn(messages, "".join(pieces)))
+        deadlines = [start + self.config.ttft.sample(self.rng)]
+        for _ in pieces[1:]:
+            deadlines.append(deadlines[-1] + self.config.itl.sample(self.rng))
+
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": deployment_key,
+            "system_fingerprint": self.config.fingerprint,
+        }
+
+        def event(delta: dict[str, str], finish_reason: str | None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
+
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Conversation-Id": conversation_id,
+            },
+        )
+        state.status[200] += 1
+        state.turns += 1
+        try:
+            await response.prepare(request)
+            await response.write(event({"role": "assistant", "content": ""}, None))
+            for i, (piece, deadline) in enumerate(zip(pieces, deadlines, strict=True)):
+                await _sleep_until(loop, deadline)
+                await response.write(event({"content": piece}, None))
+                written = loop.time()
+                state.chunks += 1
+                state.chars += len(piece)
+                record_us(state.schedule_error_us, round((written - deadline) * 1e6))
+                if i == 0:
+                    record_us(state.ttft_us, (time.perf_counter_ns() - started_ns) // 1000)
+            await response.write(event({}, "stop"))
+            if self.config.send_done:
+                await response.write(b"data: [DONE]\n\n")
+            record_us(state.turn_us, (time.perf_counter_ns() - started_ns) // 1000)
+            state.turns_completed += 1
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # The client went away; what was written before is already counted.
+        return response
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return _json_response(self.state.snapshot())
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.state.reset()
+        return _json_response({"reset": True})
+
+    async def conversation_ids(self, request: web.Request) -> web.Response:
+        return _json_response({"ids": list(self.state.conversations)})
+
+    async def conversation(self, request: web.Request) -> web.Response:
+        found = self.state.conversations.get(request.match_info["conversation_id"])
+        if found is None:
+            return _json_response({"error": {"message": "no such conversation", "code": "not_found"}}, 404)
+        return _json_response(found.to_json())
+
+
+def create_app(config: MockConfig, state: MockState | None = None) -> web.Application:
+    """The aiohttp application; `app[STATE_KEY]` is its MockState."""
+    state = state if state is not None else MockState()
+    handlers = MockHandlers(config, state)
+    app = web.Application(client_max_size=_MAX_BODY)
+    app[STATE_KEY] = state
+    prefix = config.prefix
+    app.router.add_post(f"{prefix}/{{deployment}}/{{channel}}/chat/completions", handlers.chat_completions)
+    for root in dict.fromkeys([prefix, ""]):
+        app.router.add_get(f"{root}/_mock/stats", handlers.stats)
+        app.router.add_post(f"{root}/_mock/reset", handlers.reset)
+        app.router.add_get(f"{root}/_mock/conversations", handlers.conversation_ids)
+        app.router.add_get(f"{root}/_mock/conversations/{{conversation_id:.+}}", handlers.conversation)
+    return app
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+READY_PREFIX = "loadtest-mock listening on "
+
+
+async def serve(
+    config: MockConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Listen, announce the URL, and run until `stop` is set or (in the main thread) SIGTERM/SIGINT.
+
+    The URL goes to `ready`, or by default to stdout as the single line `READY_PREFIX + url`.
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+    # Installed before the ready line, so a parent may signal as soon as it has read it.
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_S)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        url = f"http://{_url_host(config.host)}:{runner.addresses[0][1]}{config.prefix}"
+        if ready is None:
+            print(READY_PREFIX + url, flush=True)
+        else:
+            ready(url)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="loadtest mock",
+        description="Serve a mock NLX OpenAI Connect endpoint that streams replies on a schedule.",
+        epilog="DIST: const:100ms (or 100ms, 0.1s, 100 = ms), uniform:A:B, normal:MEAN:SD, "
+        "lognormal:MEDIAN:SIGMA, exp:MEAN. Counts take the same forms without units.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 lets the OS pick (default: 0)")
+    parser.add_argument(
+        "--api-key", help=f"the accepted bearer token (default: ${API_KEY_ENV}, else {DEFAULT_API_KEY})"
+    )
+    parser.add_argument("--prefix", default="", help="path prefix such as /v1 (default: none)")
+    parser.add_argument(
+        "--ttft",
+        default=DEFAULT_TTFT,
+        metavar="DIST",
+        help="time to first content chunk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--itl",
+        default=DEFAULT_ITL,
+        metavar="DIST",
+        help="time between content chunks (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chunks",
+        default=DEFAULT_CHUNKS,
+        metavar="DIST",
+        help="content chunks per reply (default: %(default)s)",
+    )
+    parser.add_argument("--no-done", action="store_true", help="do not send the final data: [DONE]")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--fingerprint", default=DEFAULT_FINGERPRINT, help="system_fingerprint value")
+    return parser
+
+
+def _normalize_prefix(prefix: str) -> str:
+    prefix = prefix.strip().strip("/")
+    if any(ch in prefix for ch in "{}?#"):
+        raise ValueError(f"--prefix {prefix!r} must be a plain path such as /v1")
+    return f"/{prefix}" if prefix else ""
+
+
+def _option_dist(option: str, text: str, parse: Callable[[str], Distribution]) -> Distribution:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
+    """Build the config from command-line arguments; ValueError carries a one-line message."""
+    args = build_parser().parse_args(list(argv))
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} is not a port number (0-65535)")
+    api_key = args.api_key if args.api_key is not None else environ.get(API_KEY_ENV) or DEFAULT_API_KEY
+    if not api_key:
+        raise ValueError("--api-key must not be empty")
+    return MockConfig(
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        prefix=_normalize_prefix(args.prefix),
+        ttft=_option_dist("--ttft", args.ttft, parse_duration_dist),
+        itl=_option_dist("--itl", args.itl, parse_duration_dist),
+        chunks=_option_dist("--chunks", args.chunks, parse_count_dist),
+        send_done=not args.no_done,
+        seed=args.seed,
+        fingerprint=args.fingerprint,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the mock until SIGTERM/SIGINT; 0 on a clean stop, 2 on bad options, 1 if it cannot listen."""
+    try:
+        config = parse_config(sys.argv[1:] if argv is None else argv, os.environ)
+    except ValueError as exc:
+        print(f"loadtest mock: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"loadtest mock: error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

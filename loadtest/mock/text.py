@@ -1,0 +1,64 @@
+"""Deterministic reply text for the mock, with the non-ASCII that client parsers must survive."""
+
+from __future__ import annotations
+
+import random
+
+from loadtest.mock.dist import Distribution
+
+LINE_SEPARATOR = "\u2028"
+
+_WORDS = (
+    "the", "order", "is", "ready", "and", "your", "booking", "was", "confirmed", "for", "next",
+    "week", "we", "can", "also", "help", "with", "a", "refund", "if", "you", "prefer", "please",
+    "check", "account", "details", "before", "travel", "thanks", "for", "waiting", "today",
+)  # fmt: skip
+# Every reply carries each of these: accents, a CJK word and an astral-plane emoji.
+_SPECIAL = ("café", "Grüße", "日本語", "🚀")
+_EXTRA = ("résumé", "über", "naïve", "東京", "😀", "señor", "Zürich", "✓")
+
+
+def reply_text(seed: int, conversation_id: str, turn: int, *, min_words: int = 1) -> str:
+    """A few sentences, the same for the same (seed, conversation id, turn index).
+
+    The text has at least `min_words` words; about one reply in three holds a U+2028 LINE
+    SEPARATOR between two words, which JSON allows raw but line-splitting parsers break on.
+    """
+    rng = random.Random(f"{seed}:{conversation_id}:{turn}")
+    words: list[str] = []
+    target = max(min_words, rng.randint(18, 40))
+    while len(words) < target:
+        words.append(rng.choice(_EXTRA) if rng.random() < 0.1 else rng.choice(_WORDS))
+    for special in _SPECIAL:
+        words.insert(rng.randrange(len(words) + 1), special)
+    sentences: list[str] = []
+    start = 0
+    while start < len(words):
+        end = min(len(words), start + rng.randint(5, 12))
+        sentence = " ".join(words[start:end])
+        sentences.append(sentence[0].upper() + sentence[1:] + rng.choice(".!?"))
+        start = end
+    text = " ".join(sentences)
+    if rng.random() < 1 / 3:
+        spaces = [i for i, ch in enumerate(text) if ch == " "]
+        cut = rng.choice(spaces)
+        text = text[:cut] + LINE_SEPARATOR + text[cut + 1 :]
+    return text
+
+
+def split_text(text: str, pieces: int, rng: random.Random) -> list[str]:
+    """Split `text` into `pieces` non-empty parts, cutting after spaces when there are enough."""
+    if pieces < 1 or pieces > len(text):
+        raise ValueError(f"cannot split {len(text)} characters into {pieces} non-empty pieces")
+    spaces = [i + 1 for i, ch in enumerate(text[:-1]) if ch == " "]
+    candidates = spaces if len(spaces) >= pieces - 1 else list(range(1, len(text)))
+    cuts = sorted(rng.sample(candidates, pieces - 1))
+    bounds = [0, *cuts, len(text)]
+    return [text[lo:hi] for lo, hi in zip(bounds, bounds[1:], strict=False)]
+
+
+def reply_pieces(seed: int, conversation_id: str, turn: int, chunks: Distribution) -> list[str]:
+    """The reply for one turn, already split into a `chunks`-sampled number of pieces."""
+    rng = random.Random(f"{seed}:{conversation_id}:{turn}:split")
+    count = chunks.sample_count(rng)
+    return split_text(reply_text(seed, conversation_id, turn, min_words=count), count, rng)

@@ -1,0 +1,521 @@
+"""The NLX mock server, run as a real subprocess and spoken to over HTTP with httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from loadtest.mock import MockConfig, parse_config, parse_count_dist, parse_duration_dist, serve
+from loadtest.mock.text import LINE_SEPARATOR, reply_pieces, reply_text, split_text
+
+ROOT = Path(__file__).resolve().parents[1]
+READY = "loadtest-mock listening on "
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHANNEL_PATH = "/dep-1/chan-en-US/chat/completions"
+
+
+# --- a reusable helper: the mock in a child process --------------------------------------------
+
+
+@dataclass
+class RunningMock:
+    """A mock server child process; `url` includes the prefix, `base` does not."""
+
+    url: str
+    base: str
+    process: subprocess.Popen[str]
+    stderr: str = field(default="", init=False)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Signal the process, wait for it, keep its stderr; return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        _, self.stderr = self.process.communicate()
+        return self.process.returncode
+
+
+@contextmanager
+def running_mock(*args: str, api_key: str = KEY, startup_timeout: float = 15.0) -> Iterator[RunningMock]:
+    """Start `python -m loadtest.mock --port 0 --api-key KEY ARGS`; read its URL from the first line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.mock", "--port", "0", "--api-key", api_key, *args],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], startup_timeout)
+    line = process.stdout.readline() if ready else ""
+    if not line.startswith(READY):
+        process.kill()
+        _, err = process.communicate()
+        raise RuntimeError(f"mock did not start: stdout {line!r}, stderr {err!r}")
+    url = line[len(READY) :].strip()
+    host_port = url.split("/", 3)
+    mock = RunningMock(url=url, base="/".join(host_port[:3]), process=process)
+    try:
+        yield mock
+    finally:
+        mock.stop()
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[RunningMock]:
+    with running_mock(
+        "--ttft", "const:10ms", "--itl", "const:1ms", "--chunks", "uniform:3:8", "--seed", "7"
+    ) as m:
+        yield m
+    assert "Traceback" not in m.stderr, m.stderr
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as c:
+        yield c
+
+
+# --- a small SSE reader for the tests (split on blank lines only: U+2028 must survive) -------
+
+
+@dataclass
+class StreamedTurn:
+    status: int
+    headers: httpx.Headers
+    events: list[bytes]
+    times: list[float]  # arrival time of each event, seconds after the request was sent
+    body: bytes = b""
+
+    @property
+    def chunks(self) -> list[dict[str, Any]]:
+        return [orjson.loads(e) for e in self.events if e != b"[DONE]"]
+
+    @property
+    def contents(self) -> list[str]:
+        return [c["choices"][0]["delta"]["content"] for c in self.chunks[1:] if c["choices"][0]["delta"]]
+
+    @property
+    def first_content_s(self) -> float:
+        return self.times[1]
+
+
+def turn(
+    client: httpx.Client,
+    url: str,
+    body: Any,
+    *,
+    headers: dict[str, str] | None = None,
+    path: str = CHANNEL_PATH,
+) -> StreamedTurn:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    started = time.perf_counter()
+    with client.stream(
+        "POST", url + path, content=content, headers=AUTH if headers is None else headers
+    ) as r:
+        if r.status_code != 200:
+            return StreamedTurn(r.status_code, r.headers, [], [], r.read())
+        events: list[bytes] = []
+        times: list[float] = []
+        buffer = b""
+        for data in r.iter_bytes():
+            buffer += data
+            *complete, buffer = buffer.split(b"\n\n")
+            for raw in complete:
+                assert raw.startswith(b"data: "), raw
+                events.append(raw[len(b"data: ") :])
+                times.append(time.perf_counter() - started)
+        assert buffer == b""
+        return StreamedTurn(200, r.headers, events, times)
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def body_for(model: str, *messages: dict[str, str]) -> dict[str, Any]:
+    return {"model": model, "messages": list(messages) or [user("hello")], "stream": True}
+
+
+def stats(client: httpx.Client, url: str) -> dict[str, Any]:
+    response = client.get(url + "/_mock/stats")
+    assert response.status_code == 200
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def reset(client: httpx.Client, url: str) -> None:
+    assert client.post(url + "/_mock/reset").status_code == 200
+
+
+# --- auth and validation -----------------------------------------------------------------------
+
+UNAUTHORIZED = {
+    "error": {
+        "message": "Unauthorized - Invalid Bearer Token",
+        "type": "invalid_request_error",
+        "code": "unauthorized",
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Bearer {KEY}x"}],
+    ids=["missing", "wrong", "no-bearer", "longer"],
+)
+def test_bad_or_missing_key_is_401(mock: RunningMock, client: httpx.Client, headers: dict[str, str]) -> None:
+    result = turn(client, mock.url, body_for("nlx"), headers=headers)
+    assert result.status == 401
+    assert orjson.loads(result.body) == UNAUTHORIZED
+
+
+def test_auth_is_checked_before_the_request(mock: RunningMock, client: httpx.Client) -> None:
+    result = turn(client, mock.url, b"not json", headers={}, path="/dep/chan/chat/completions")
+    assert result.status == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "needle"),
+    [
+        ("/dep/chan/chat/completions", body_for("nlx"), "language suffix"),
+        (CHANNEL_PATH, b"{not json", "not valid JSON"),
+        (CHANNEL_PATH, b"[1, 2]", "JSON object"),
+        (CHANNEL_PATH, {"messages": [user("hi")]}, "model"),
+        (CHANNEL_PATH, body_for("gpt-4o"), "model"),
+        (CHANNEL_PATH, body_for("nlx:"), "model"),
+        (CHANNEL_PATH, {"model": "nlx", "messages": []}, "messages"),
+        (CHANNEL_PATH, {"model": "nlx"}, "messages"),
+        (CHANNEL_PATH, {"model": "nlx", "messages": [{"role": "tool", "content": "x"}]}, "role"),
+        (CHANNEL_PATH, {"model": "nlx", "messages": [{"role": "user", "content": 5}]}, "content"),
+        (CHANNEL_PATH, {"model": "nlx", "messages": [user("hi")], "stream": False}, "only stream=true"),
+        (CHANNEL_PATH, {"model": "nlx", "messages": [user("hi")], "stream": "yes"}, "stream"),
+    ],
+    ids=[
+        "no-language-suffix",
+        "bad-json",
+        "not-object",
+        "no-model",
+        "foreign-model",
+        "empty-conversation-id",
+        "empty-messages",
+        "no-messages",
+        "bad-role",
+        "non-string-content",
+        "stream-false",
+        "stream-not-bool",
+    ],
+)
+def test_bad_requests_are_400(
+    mock: RunningMock, client: httpx.Client, path: str, body: Any, needle: str
+) -> None:
+    result = turn(client, mock.url, body, path=path)
+    assert result.status == 400
+    error = orjson.loads(result.body)["error"]
+    assert needle in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+# --- the stream --------------------------------------------------------------------------------
+
+
+def test_stream_has_role_chunk_content_chunks_finish_and_done(
+    mock: RunningMock, client: httpx.Client
+) -> None:
+    result = turn(client, mock.url, body_for("nlx:shape-1"))
+    assert result.status == 200
+    assert result.headers["content-type"] == "text/event-stream"
+    assert result.headers["cache-control"] == "no-cache"
+    assert result.headers["x-conversation-id"] == "shape-1"
+    assert result.events[-1] == b"[DONE]"
+    chunks = result.chunks
+    ids = {c["id"] for c in chunks}
+    assert len(ids) == 1 and ids.pop().startswith("chatcmpl-")
+    for c in chunks:
+        assert c["object"] == "chat.completion.chunk"
+        assert c["model"] == "dep-1"
+        assert c["system_fingerprint"] == "loadtest-mock"
+        assert isinstance(c["created"], int)
+        assert len(c["choices"]) == 1 and c["choices"][0]["index"] == 0
+        assert c["choices"][0]["logprobs"] is None
+    first, *content, last = chunks
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert 3 <= len(content) <= 8
+    for c in content:
+        assert set(c["choices"][0]["delta"]) == {"content"} and c["choices"][0]["delta"]["content"]
+        assert c["choices"][0]["finish_reason"] is None
+    assert last["choices"][0]["delta"] == {} and last["choices"][0]["finish_reason"] == "stop"
+
+
+def test_plain_nlx_model_gets_a_new_conversation_id(mock: RunningMock, client: httpx.Client) -> None:
+    ids = [turn(client, mock.url, body_for("nlx")).headers["x-conversation-id"] for _ in range(2)]
+    assert ids[0] != ids[1]
+    for conversation_id in ids:
+        uuid.UUID(conversation_id)
+        assert client.get(f"{mock.url}/_mock/conversations/{conversation_id}").status_code == 200
+
+
+def test_history_mismatches_are_counted(mock: RunningMock, client: httpx.Client) -> None:
+    reset(client, mock.url)
+    model = "nlx:history-1"
+    first = "".join(turn(client, mock.url, body_for(model, user("one"))).contents)
+    second = "".join(
+        turn(
+            client,
+            mock.url,
+            body_for(model, user("one"), {"role": "assistant", "content": first}, user("two")),
+        ).contents
+    )
+    assert stats(client, mock.url)["history_mismatches"] == 0
+    # The client may send only its newest message.
+    turn(client, mock.url, body_for(model, user("three")))
+    assert stats(client, mock.url)["history_mismatches"] == 0
+    history = [
+        user("one"),
+        {"role": "assistant", "content": first},
+        user("two"),
+        {"role": "assistant", "content": second[:-1]},
+        user("four"),
+    ]
+    turn(client, mock.url, body_for(model, *history))
+    assert stats(client, mock.url)["history_mismatches"] == 1
+    # More assistant messages than replies sent is a mismatch too.
+    turn(client, mock.url, body_for("nlx:history-2", {"role": "assistant", "content": "hi"}, user("x")))
+    assert stats(client, mock.url)["history_mismatches"] == 2
+
+    record = client.get(f"{mock.url}/_mock/conversations/history-1").json()
+    assert record["id"] == "history-1"
+    assert [t["reply"] for t in record["turns"][:2]] == [first, second]
+    assert record["turns"][3]["messages"] == history
+    assert client.get(f"{mock.url}/_mock/conversations/nope").status_code == 404
+
+
+def test_stats_match_what_the_client_received(mock: RunningMock, client: httpx.Client) -> None:
+    reset(client, mock.url)
+    received: list[str] = []
+    for i in range(6):
+        received += turn(client, mock.url, body_for(f"nlx:stats-{i % 3}")).contents
+    turn(client, mock.url, body_for("nlx"), headers={})
+    turn(client, mock.url, body_for("bad-model"))
+    s = stats(client, mock.url)
+    assert s["requests"] == 8
+    assert s["turns"] == s["turns_completed"] == 6
+    assert s["chunks"] == len(received)
+    assert s["chars"] == sum(len(piece) for piece in received)
+    assert s["conversations"] == 3
+    assert s["status"] == {"200": 6, "400": 1, "401": 1}
+    for name in ("ttft_ms", "turn_ms"):
+        assert s[name]["count"] == 6
+        assert 0 < s[name]["p50"] <= s[name]["p90"] <= s[name]["p99"] <= s[name]["max"]
+    assert s["schedule_error_ms"]["count"] == len(received)
+    assert HdrHistogram.decode(s["hdr"]["ttft"]).get_total_count() == 6
+    assert HdrHistogram.decode(s["hdr"]["turn"]).get_total_count() == 6
+
+
+def test_replies_carry_non_ascii_and_sometimes_a_line_separator(
+    mock: RunningMock, client: httpx.Client
+) -> None:
+    replies = ["".join(turn(client, mock.url, body_for(f"nlx:text-{i}")).contents) for i in range(12)]
+    for reply in replies:
+        assert "é" in reply and "ü" in reply and "日本語" in reply and "🚀" in reply
+    assert any(LINE_SEPARATOR in reply for reply in replies)
+
+
+def test_client_disconnect_mid_stream_is_harmless() -> None:
+    with (
+        running_mock("--ttft", "0ms", "--itl", "const:10ms", "--chunks", "const:40") as m,
+        httpx.Client() as c,
+    ):
+        with c.stream(
+            "POST", m.url + CHANNEL_PATH, content=orjson.dumps(body_for("nlx:cut")), headers=AUTH
+        ) as r:
+            assert r.status_code == 200
+            next(r.iter_bytes())  # the role chunk; then hang up
+        complete = turn(c, m.url, body_for("nlx:whole"))  # 400 ms: the cut handler has hit its next write
+        assert len(complete.contents) == 40
+        s = stats(c, m.url)
+        assert s["turns"] == 2 and s["turns_completed"] == 1
+        assert 40 <= s["chunks"] < 80
+        assert m.stop() == 0
+    assert "Traceback" not in m.stderr and "Error" not in m.stderr, m.stderr
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+def test_time_to_first_content_follows_the_ttft_setting(client: httpx.Client) -> None:
+    with running_mock("--ttft", "const:80ms", "--itl", "const:5ms", "--chunks", "const:3") as m:
+        turns = [turn(client, m.url, body_for(f"nlx:ttft-{i}")) for i in range(8)]
+        s = stats(client, m.url)
+    for t in turns:
+        assert len(t.contents) == 3
+        assert t.first_content_s >= 0.080
+        assert (
+            t.times[3] - t.times[1] >= 0.010 - 0.002
+        )  # two 5 ms gaps; the client reads them late, not early
+    assert abs(s["ttft_ms"]["p50"] - 80) <= 3
+    assert abs(s["turn_ms"]["p50"] - 90) <= 5
+    assert s["schedule_error_ms"]["p99"] < 3
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+def test_prefix_and_no_done(client: httpx.Client) -> None:
+    with running_mock(
+        "--prefix", "/v1/", "--no-done", "--chunks", "const:2", "--ttft", "1ms", "--itl", "1ms"
+    ) as m:
+        assert m.url.endswith("/v1") and m.base + "/v1" == m.url
+        result = turn(client, m.url, body_for("nlx"))
+        assert result.status == 200
+        assert b"[DONE]" not in result.events
+        assert result.chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        assert len(result.contents) == 2
+        assert turn(client, m.base, body_for("nlx")).status == 404
+        assert stats(client, m.url)["turns_completed"] == 1
+        assert stats(client, m.base)["turns_completed"] == 1
+
+
+def test_bad_distribution_exits_2_with_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.mock", "--ttft", "gaussian:3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1
+    assert "--ttft" in lines[0] and "uniform:A:B" in lines[0] and "lognormal:MEDIAN:SIGMA" in lines[0]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly_even_mid_stream(signum: int) -> None:
+    with running_mock("--ttft", "const:30s", api_key="secret-never-printed") as m, httpx.Client() as c:
+        headers = {"Authorization": "Bearer secret-never-printed"}
+        with c.stream(
+            "POST", m.url + CHANNEL_PATH, content=orjson.dumps(body_for("nlx")), headers=headers
+        ) as r:
+            assert r.status_code == 200
+            next(r.iter_bytes())
+            assert m.stop(signum) == 0
+    assert "Traceback" not in m.stderr, m.stderr
+    assert "secret-never-printed" not in m.stderr + m.url
+
+
+# --- units: distributions, text, config --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("100ms", 0.1),
+        ("0.1s", 0.1),
+        ("100", 0.1),
+        ("250us", 0.00025),
+        ("const:80ms", 0.08),
+        ("uniform:10ms:10ms", 0.01),
+        ("normal:0:0", 0.0),
+    ],
+)
+def test_duration_distributions(text: str, expected: float) -> None:
+    assert parse_duration_dist(text).sample(random.Random(1)) == pytest.approx(expected)
+
+
+def test_sampled_distributions_stay_in_range() -> None:
+    rng = random.Random(3)
+    uniform = parse_duration_dist("uniform:10ms:40ms")
+    assert all(0.01 <= uniform.sample(rng) <= 0.04 for _ in range(1000))
+    assert all(parse_duration_dist("normal:1ms:50ms").sample(rng) >= 0 for _ in range(1000))
+    lognormal = sorted(parse_duration_dist("lognormal:300ms:0.3").sample(rng) for _ in range(2001))
+    assert lognormal[1000] == pytest.approx(0.3, rel=0.05)
+    exp = [parse_duration_dist("exp:20ms").sample(rng) for _ in range(4000)]
+    assert sum(exp) / len(exp) == pytest.approx(0.02, rel=0.1)
+    counts = parse_count_dist("uniform:5:20")
+    assert {counts.sample_count(rng) for _ in range(2000)} == set(range(5, 21))
+    assert parse_count_dist("normal:0:1").sample_count(rng) >= 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "fast", "uniform:1", "uniform:5:1", "normal:1", "exp", "-5ms", "10min", "lognormal:0:1", "1e999"],
+)
+def test_bad_duration_strings(text: str) -> None:
+    with pytest.raises(ValueError, match="const:V .*uniform:A:B.*exp:MEAN") as info:
+        parse_duration_dist(text)
+    assert "\n" not in str(info.value)
+
+
+def test_counts_take_no_unit() -> None:
+    with pytest.raises(ValueError, match="counts take no unit"):
+        parse_count_dist("5ms")
+
+
+def test_replies_are_deterministic_and_split_into_non_empty_pieces() -> None:
+    chunks = parse_count_dist("uniform:1:60")
+    for turn_index in range(30):
+        pieces = reply_pieces(7, "conv", turn_index, chunks)
+        assert pieces == reply_pieces(7, "conv", turn_index, chunks)
+        assert all(pieces)
+    assert reply_text(1, "a", 0) != reply_text(2, "a", 0) != reply_text(1, "a", 1)
+    assert split_text("abc", 3, random.Random(0)) == ["a", "b", "c"]
+    assert len(reply_pieces(0, "x", 0, parse_count_dist("500"))) == 500
+
+
+def test_config_takes_the_key_from_the_environment_and_hides_it() -> None:
+    config = parse_config([], {"NLX_API_KEY": "from-env"})
+    assert config.api_key == "from-env"
+    assert "from-env" not in repr(config)
+    assert parse_config([], {}).api_key == "nlx-mock-key"
+    assert parse_config(["--api-key", "flag"], {"NLX_API_KEY": "from-env"}).api_key == "flag"
+    with pytest.raises(ValueError, match="--port"):
+        parse_config(["--port", "70000"], {})
+
+
+def test_serve_runs_in_process_in_a_thread() -> None:
+    urls: queue.Queue[str] = queue.Queue()
+    stop_events: queue.Queue[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = queue.Queue()
+    config = MockConfig(api_key=KEY, ttft=parse_duration_dist("1ms"), chunks=parse_count_dist("2"))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        stop_events.put((asyncio.get_running_loop(), stop))
+        await serve(config, stop=stop, ready=urls.put)
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),))
+    thread.start()
+    loop, stop = stop_events.get(timeout=10)
+    try:
+        url = urls.get(timeout=10)
+        with httpx.Client() as c:
+            assert len(turn(c, url, body_for("nlx")).contents) == 2
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+    assert not thread.is_alive()
