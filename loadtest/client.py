@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,8 +110,14 @@ def stream_turn(
     api_key: str,
     max_event_bytes: int | None = 1 << 20,
     secrets: Sequence[str] = (),
+    on_cut: Callable[[TurnResult], None] | None = None,
 ) -> TurnResult:
-    """POST one chat completion request and read its event stream to the end."""
+    """POST one chat completion request and read its event stream to the end.
+
+    When the caller's greenlet or thread is stopped mid-turn (GreenletExit, KeyboardInterrupt), the
+    turn so far is handed to `on_cut` as a failed turn of kind `cut` before the exception goes on, so
+    a stopped run still counts what it received.
+    """
     hidden = (api_key, *secrets)
     headers = {
         "Authorization": f"Bearer {api_key}",
@@ -185,6 +191,11 @@ def stream_turn(
         return result(False, "disconnect", f"{type(exc).__name__}: {exc}")
     except httpx.HTTPError as exc:
         return result(False, "transport", f"{type(exc).__name__}: {exc}")
+    except BaseException:
+        if on_cut is not None:
+            elapsed_ms = (time.perf_counter_ns() - t_start) / 1e6
+            on_cut(result(False, "cut", f"turn stopped by the end of the run after {elapsed_ms:.0f} ms"))
+        raise
     if state.chunks == 0:
         return result(False, "no_content", "the stream ended without any content chunk")
     return result(True)

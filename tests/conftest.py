@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -77,18 +78,11 @@ def locust_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def run_locust(tmp_path: Path) -> Callable[..., LocustRun]:
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> LocustRun:
+    def run(cmdline: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> LocustRun:
+        """Run `locust --headless` with the options in `cmdline` (split like a shell), then `args`."""
         report_dir = tmp_path / "reports"
-        cmd = [
-            LOCUST,
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--only-summary",
-            "--report-dir",
-            str(report_dir),
-            *args,
-        ]
+        cmd = [LOCUST, "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--report-dir", str(report_dir)]
+        cmd += [*shlex.split(cmdline), *args]
         proc = subprocess.run(
             cmd,
             env=locust_env() if env is None else env,

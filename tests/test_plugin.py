@@ -16,28 +16,15 @@ from tests.conftest import LOCUST, LOCUSTFILE, TEST_KEY, LocustRun, Mock, locust
 
 FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
 CHANNEL = ("--nlx-deployment", "dep1", "--nlx-channel", "web-en-US")
+NLX = " ".join(CHANNEL)
+KEYED = locust_env(NLX_API_KEY=TEST_KEY)
 
 
 def test_summary_counts_match_what_the_mock_served(
     mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
 ) -> None:
     mock = mock_server(*FAST)
-    run = run_locust(
-        "--host",
-        mock.url,
-        *CHANNEL,
-        "-u",
-        "8",
-        "-r",
-        "8",
-        "-t",
-        "4s",
-        "--think-time",
-        "0",
-        "--stop-timeout",
-        "30",
-        env=locust_env(NLX_API_KEY=TEST_KEY),
-    )
+    run = run_locust(f"--host {mock.url} {NLX} -u 8 -r 8 -t 4s --think-time 0 --stop-timeout 30", env=KEYED)
     assert run.returncode == 0, run.output[-3000:]
     summary = run.summary()
     served = mock.stats()
@@ -72,22 +59,9 @@ def test_history_carries_the_streamed_replies(
     conversations = tmp_path / "c.jsonl"
     conversations.write_text('{"name": "three", "system": "sys", "turns": ["one", "two", "three"]}\n')
     run = run_locust(
-        "--host",
-        mock.url,
-        *CHANNEL,
-        "-u",
-        "2",
-        "-r",
-        "2",
-        "-t",
-        "2s",
-        "--think-time",
-        "0",
-        "--stop-timeout",
-        "30",
-        "--conversations",
+        f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 --stop-timeout 30 --conversations",
         str(conversations),
-        env=locust_env(NLX_API_KEY=TEST_KEY),
+        env=KEYED,
     )
     assert run.returncode == 0, run.output[-3000:]
     served = mock.stats()
@@ -115,24 +89,10 @@ def test_history_last_sends_only_the_new_user_message(
     conversations = tmp_path / "c.yaml"
     conversations.write_text("scenarios:\n  - name: two\n    turns: [one, two]\n")
     run = run_locust(
-        "--host",
-        mock.url,
-        *CHANNEL,
-        "-u",
-        "1",
-        "-r",
-        "1",
-        "-t",
-        "1s",
-        "--think-time",
-        "0",
-        "--stop-timeout",
-        "30",
-        "--history",
-        "last",
+        f"--host {mock.url} {NLX} -u 1 -r 1 -t 1s --think-time 0 --stop-timeout 30 --history last",
         "--conversations",
         str(conversations),
-        env=locust_env(NLX_API_KEY=TEST_KEY),
+        env=KEYED,
     )
     assert run.returncode == 0, run.output[-3000:]
     conv = mock.conversation(mock_conversation_ids(mock)[0])
@@ -153,17 +113,7 @@ def test_wrong_key_gives_http_401_failed_turns(
 ) -> None:
     mock = mock_server(*FAST)
     run = run_locust(
-        "--host",
-        mock.url,
-        *CHANNEL,
-        "-u",
-        "2",
-        "-r",
-        "2",
-        "-t",
-        "2s",
-        "--think-time",
-        "0.05",
+        f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0.05",
         env=locust_env(NLX_API_KEY="wrong-key-4242"),
     )
     assert run.returncode == 1  # Locust's exit code when requests failed
@@ -198,7 +148,7 @@ def test_wrong_key_gives_http_401_failed_turns(
 def test_bad_configuration_is_one_line_at_start(
     run_locust: Callable[..., LocustRun], args: tuple[str, ...], env: dict[str, str], expected: str
 ) -> None:
-    run = run_locust("--host", "https://apps.nlx.ai/v1", "-t", "5s", *args, env=locust_env(**env), timeout=60)
+    run = run_locust("--host https://apps.nlx.ai/v1 -t 5s", *args, env=locust_env(**env), timeout=60)
     assert run.returncode == 2
     error_lines = [line for line in run.stderr.splitlines() if line.startswith("loadtest: error:")]
     assert len(error_lines) == 1 and expected in error_lines[0], run.stderr[-2000:]
@@ -207,7 +157,7 @@ def test_bad_configuration_is_one_line_at_start(
 
 
 def test_without_host_the_built_in_mock_runs_and_stops(run_locust: Callable[..., LocustRun]) -> None:
-    run = run_locust("-u", "3", "-r", "3", "-t", "3s", "--think-time", "0", "--mock-options", " ".join(FAST))
+    run = run_locust("-u 3 -r 3 -t 3s --think-time 0 --mock-options", " ".join(FAST))
     assert run.returncode == 0, run.output[-3000:]
     summary = run.summary()
     assert summary["run"]["mock"] is True and summary["run"]["host"].startswith("http://127.0.0.1:")
@@ -222,20 +172,7 @@ def test_host_with_a_path_prefix(
 ) -> None:
     mock = mock_server(*FAST, "--prefix", "/v1")
     assert mock.url.endswith("/v1")
-    run = run_locust(
-        "--host",
-        mock.url,
-        *CHANNEL,
-        "-u",
-        "1",
-        "-r",
-        "1",
-        "-t",
-        "1s",
-        "--think-time",
-        "0",
-        env=locust_env(NLX_API_KEY=TEST_KEY),
-    )
+    run = run_locust(f"--host {mock.url} {NLX} -u 1 -r 1 -t 1s --think-time 0", env=KEYED)
     assert run.returncode == 0, run.output[-3000:]
     assert run.summary()["counts"]["turns_ok"] > 0
     assert mock.stats()["status"]["200"] > 0
@@ -311,20 +248,7 @@ def test_ttft_matches_the_mock_truth_within_2ms_at_p50_with_50_users(
 ) -> None:
     mock = mock_server("--ttft", "const:100ms", "--itl", "const:20ms", "--chunks", "const:5")
     run = run_locust(
-        "--host",
-        mock.url,
-        *CHANNEL,
-        "-u",
-        "50",
-        "-r",
-        "50",
-        "-t",
-        "8s",
-        "--think-time",
-        "0.2-0.6",
-        "--stop-timeout",
-        "30",
-        env=locust_env(NLX_API_KEY=TEST_KEY),
+        f"--host {mock.url} {NLX} -u 50 -r 50 -t 8s --think-time 0.2-0.6 --stop-timeout 30", env=KEYED
     )
     assert run.returncode == 0, run.output[-3000:]
     summary = run.summary()
@@ -333,3 +257,32 @@ def test_ttft_matches_the_mock_truth_within_2ms_at_p50_with_50_users(
     measured, truth = summary["metrics"]["ttft_ms"]["p50"], served["ttft_ms"]["p50"]
     assert abs(measured - truth) <= 2.0, (measured, truth)
     assert abs(truth - 100.0) <= 2.0
+
+
+def test_turns_cut_by_the_end_of_the_run_are_counted_with_what_they_received(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
+) -> None:
+    mock = mock_server("--ttft", "const:50ms", "--itl", "const:200ms", "--chunks", "const:40")
+    run = run_locust(f"--host {mock.url} {NLX} -u 4 -r 4 -t 2s --think-time 0", env=KEYED)
+    summary = run.summary()
+    counts = summary["counts"]
+    assert counts["turns_cut"] == 4 and counts["turns_ok"] == 0
+    assert counts["turns"] == counts["turns_ok"] + counts["turns_failed"] + counts["turns_cut"]
+    assert 0 < counts["chunks"] <= mock.stats()["chunks"]
+    [cut] = summary["errors"]
+    assert cut["kind"] == "cut" and cut["count"] == 4
+    assert summary["metrics"]["ttft_ms"]["count"] == 0  # latency figures are of completed turns only
+
+
+def test_a_400_from_the_server_is_a_failed_turn_with_its_message(mock_server: Callable[..., Mock]) -> None:
+    from loadtest.client import make_client, stream_turn
+    from loadtest.nlx import completions_url, request_body
+
+    mock = mock_server(*FAST)
+    with make_client() as client:
+        url = completions_url(mock.url, "dep1", "web")  # no language suffix: the server says 400
+        result = stream_turn(
+            client, url, request_body("c1", [{"role": "user", "content": "hi"}]), api_key=TEST_KEY
+        )
+    assert not result.ok and result.kind == "http_400" and result.status == 400
+    assert "language" in result.detail
