@@ -126,6 +126,7 @@ class LoadtestPlugin:
         self.started: datetime | None = None
         self.peak_users = 0
         self.last_run_dir: Path | None = None
+        self.pending_console: list[str] = []
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class LoadtestPlugin:
         self.write_summary()
 
     def on_quit(self, **_: Any) -> None:
+        self.print_console()
         self.close()
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
@@ -251,9 +253,16 @@ class LoadtestPlugin:
         run_dir = write_run(report_dir, self.run_id, summary)
         self.last_run_dir = run_dir
         self.run_id = None
-        for line in console_lines(summary, run_dir):
-            print(line, file=sys.stderr)
+        self.pending_console = console_lines(summary, run_dir)
+        if not getattr(self.environment.parsed_options, "headless", False):
+            self.print_console()
         return run_dir
+
+    def print_console(self) -> None:
+        # Headless runs print this at quit, after Locust's own tables, so it is the last thing seen.
+        for line in self.pending_console:
+            print(line, file=sys.stderr)
+        self.pending_console = []
 
     def close(self) -> None:
         if self.mock is not None:

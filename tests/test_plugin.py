@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -178,7 +179,10 @@ def test_host_with_a_path_prefix(
     assert mock.stats()["status"]["200"] > 0
 
 
-def test_sigterm_still_writes_the_summary(mock_server: Callable[..., Mock], tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_still_writes_the_summary(
+    mock_server: Callable[..., Mock], tmp_path: Path, signum: signal.Signals
+) -> None:
     mock = mock_server(*FAST)
     report_dir = tmp_path / "reports"
     proc = subprocess.Popen(
@@ -211,7 +215,7 @@ def test_sigterm_still_writes_the_summary(mock_server: Callable[..., Mock], tmp_
         deadline = time.monotonic() + 60
         while mock.stats()["turns_completed"] < 10:  # wait on the server's own count, not on the clock
             assert time.monotonic() < deadline and proc.poll() is None, "locust never got going"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -286,3 +290,51 @@ def test_a_400_from_the_server_is_a_failed_turn_with_its_message(mock_server: Ca
         )
     assert not result.ok and result.kind == "http_400" and result.status == 400
     assert "language" in result.detail
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_a_run_started_and_stopped_in_the_web_ui_writes_its_summary(
+    mock_server: Callable[..., Mock], tmp_path: Path
+) -> None:
+    mock = mock_server(*FAST)
+    report_dir = tmp_path / "reports"
+    port = free_port()
+    web = f"http://127.0.0.1:{port}"
+    cmd = [LOCUST, "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1", "--web-port", str(port)]
+    cmd += ["--host", mock.url, *CHANNEL, "--think-time", "0", "--report-dir", str(report_dir)]
+    proc = subprocess.Popen(
+        cmd, env=KEYED, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+
+        def until(condition: Callable[[], bool]) -> None:
+            while not condition():
+                assert time.monotonic() < deadline and proc.poll() is None, "locust web UI did not get there"
+
+        def web_ui_up() -> bool:
+            try:
+                return httpx.get(web + "/", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        until(web_ui_up)
+        answer = httpx.post(
+            web + "/swarm", data={"user_count": 3, "spawn_rate": 3, "host": mock.url}, timeout=10
+        )
+        assert answer.json()["success"] is True
+        until(lambda: mock.stats()["turns_completed"] >= 10)
+        assert httpx.post(web + "/stop", timeout=30).json()["success"] is True
+        until(lambda: (report_dir / "latest" / "summary.json").exists())
+        summary = orjson.loads((report_dir / "latest" / "summary.json").read_bytes())
+        assert summary["counts"]["turns_ok"] >= 10
+        assert summary["run"]["users"] == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
