@@ -70,7 +70,6 @@ class TurnResult:
     done: bool = False
     finish_reason: str | None = None
     system_fingerprint: str | None = None
-    conversation_id: str | None = None
     protocol: dict[str, int] = field(default_factory=dict)
 
     @property

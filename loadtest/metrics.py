@@ -32,11 +32,36 @@ COUNT_KEYS = (
     "turns_cut",
     "conversations_started",
     "conversations_completed",
+    "conversations_failed",
     "chunks",
     "chars",
 )
+TURN_COUNT_KEYS = ("turns", "turns_ok", "turns_failed", "turns_cut")
+SCENARIO_COUNT_KEYS = (
+    *TURN_COUNT_KEYS,
+    "conversations_started",
+    "conversations_completed",
+    "conversations_failed",
+)
 
-METRIC_NAMES = ("ttft", "turn", "itl")
+METRIC_NAMES = ("ttft", "turn", "itl", "conversation")
+TURN_METRICS = ("ttft", "turn")
+SCENARIO_METRICS = ("ttft", "turn", "conversation")
+
+
+def scoped(name: str, scope: str, value: str | int) -> str:
+    """The key of a metric or counter for one turn index or scenario: `ttft{turn=1}`."""
+    return f"{name}{{{scope}={value}}}"
+
+
+def split_key(key: str) -> tuple[str, str | None, str | None]:
+    """`ttft{turn=1}` -> ("ttft", "turn", "1"); `ttft` -> ("ttft", None, None)."""
+    name, brace, rest = key.partition("{")
+    if not brace:
+        return key, None, None
+    scope, _, value = rest[:-1].partition("=")
+    return name, scope, value
+
 
 # An example error message is kept short: summaries must stay readable and small.
 EXAMPLE_CHARS = 300
@@ -122,26 +147,43 @@ class ErrorTally:
 class Metrics:
     """Everything a run measures; one per process, merged on the master."""
 
-    histograms: dict[str, Histogram] = field(default_factory=lambda: {n: Histogram() for n in METRIC_NAMES})
+    histograms: dict[str, Histogram] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     protocol: Counter[str] = field(default_factory=Counter)
     errors: dict[str, ErrorTally] = field(default_factory=dict)
     fingerprints: set[str] = field(default_factory=set)
 
+    def hist(self, key: str) -> Histogram:
+        found = self.histograms.get(key)
+        if found is None:
+            found = self.histograms[key] = Histogram()
+        return found
+
     @property
     def ttft(self) -> Histogram:
-        return self.histograms["ttft"]
+        return self.hist("ttft")
 
     @property
     def turn(self) -> Histogram:
-        return self.histograms["turn"]
+        return self.hist("turn")
 
     @property
     def itl(self) -> Histogram:
-        return self.histograms["itl"]
+        return self.hist("itl")
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] += n
+
+    def record_scoped(self, name: str, value_ns: int, scopes: tuple[str, ...]) -> None:
+        """Record into `name` and into `name{scope}` for each scope (`turn=1`, `scenario=booking`)."""
+        self.hist(name).record_ns(value_ns)
+        for scope in scopes:
+            self.hist(f"{name}{{{scope}}}").record_ns(value_ns)
+
+    def count_scoped(self, name: str, scopes: tuple[str, ...], n: int = 1) -> None:
+        self.counts[name] += n
+        for scope in scopes:
+            self.counts[f"{name}{{{scope}}}"] += n
 
     def error(self, kind: str, example: str) -> None:
         tally = self.errors.setdefault(kind, ErrorTally())
@@ -177,10 +219,34 @@ class Metrics:
         self.fingerprints.update(data.get("fingerprints", []))
 
     def summary_metrics(self) -> dict[str, Any]:
-        return {f"{name}_ms": self.histograms[name].stats_ms() for name in METRIC_NAMES}
+        return {f"{name}_ms": self.hist(name).stats_ms() for name in METRIC_NAMES}
 
     def summary_counts(self) -> dict[str, int]:
         return {key: int(self.counts.get(key, 0)) for key in COUNT_KEYS}
+
+    def scope_values(self, scope: str) -> list[str]:
+        values = {split_key(k)[2] for k in (*self.counts, *self.histograms) if split_key(k)[1] == scope}
+        found = sorted(v for v in values if v is not None)
+        return sorted(found, key=int) if scope == "turn" else found
+
+    def summary_breakdown(self, scope: str) -> dict[str, Any]:
+        """`by_turn` (scope "turn") or `by_scenario` (scope "scenario") of summary.json."""
+        metrics, count_keys = (
+            (TURN_METRICS, TURN_COUNT_KEYS)
+            if scope == "turn"
+            else (
+                SCENARIO_METRICS,
+                SCENARIO_COUNT_KEYS,
+            )
+        )
+        out: dict[str, Any] = {}
+        for value in self.scope_values(scope):
+            entry: dict[str, Any] = {
+                f"{name}_ms": self.hist(scoped(name, scope, value)).stats_ms() for name in metrics
+            }
+            entry["counts"] = {k: int(self.counts.get(scoped(k, scope, value), 0)) for k in count_keys}
+            out[value] = entry
+        return out
 
     def summary_errors(self) -> list[dict[str, Any]]:
         return [

@@ -9,6 +9,10 @@ Use it from a locustfile:
 
     class ChatUser(NLXChatUser):
         pass
+
+In master/worker mode every worker ships its HDR histograms to the master (with Locust's periodic
+report, and once more when its users have stopped), and the master writes the run output from the
+merged data.
 """
 
 from __future__ import annotations
@@ -20,23 +24,27 @@ import locust  # noqa: F401  (first: gevent must patch sockets before httpx is i
 import logging
 import os
 import random
+import socket
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import httpx
 from locust import User, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import nlx
+from loadtest import nlx, thresholds
 from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.conversation import Conversation, choose
-from loadtest.errors import ConfigError, LoadtestError
+from loadtest.errors import LoadtestError
 from loadtest.metrics import Metrics
 from loadtest.mock.launch import MockProcess, start_mock
 from loadtest.report import build_summary, console_lines, write_run
+from loadtest.report.turns import TurnLog
 from loadtest.settings import API_KEY_ENV, MOCK_API_KEY, Settings, from_options
 
 logger = logging.getLogger("loadtest")
@@ -44,8 +52,13 @@ logger = logging.getLogger("loadtest")
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 CONFIG_MESSAGE = "loadtest_config"
+FINAL_MESSAGE = "loadtest_final"
 REPORT_KEY = "loadtest"
-CONFIG_ERROR_EXIT = 2
+
+EXIT_CONFIG_ERROR = 2
+EXIT_THRESHOLDS_FAILED = 3
+# How often --threshold-abort looks at the merged data (Locust workers report every 3 s).
+ABORT_CHECK_SECONDS = 5.0
 
 
 class TurnFailed(Exception):
@@ -92,6 +105,34 @@ def add_arguments(parser: Any) -> None:
         help="Folder for run output: {report-dir}/{run-id}/summary.json, report.html; {report-dir}/latest",
     )
     parser.add_argument(
+        "--threshold",
+        action="append",
+        default=None,
+        help="Pass/fail rule, repeatable: ttft.p95<800ms, turn.p99<=3s, error_rate<1%%, "
+        "conversation_success>=99%%, ttft{turn=1}.p95<500ms. Also LOADTEST_THRESHOLDS, ';'-separated",
+    )
+    parser.add_argument(
+        "--threshold-abort",
+        env_var="LOADTEST_THRESHOLD_ABORT",
+        action="store_true",
+        default=False,
+        help="Stop the run early once a threshold fails after the warm-up",
+    )
+    parser.add_argument(
+        "--threshold-warmup",
+        env_var="LOADTEST_THRESHOLD_WARMUP",
+        type=float,
+        default=30.0,
+        help="Seconds before --threshold-abort may stop a run. Default 30",
+    )
+    parser.add_argument(
+        "--turn-log",
+        env_var="LOADTEST_TURN_LOG",
+        action="store_true",
+        default=False,
+        help="Also write every turn to {report-dir}/{run-id}/turns-*.jsonl (one file per process)",
+    )
+    parser.add_argument(
         "--connect-timeout",
         env_var="LOADTEST_CONNECT_TIMEOUT",
         type=float,
@@ -124,11 +165,31 @@ class LoadtestPlugin:
         self.uses_mock = False
         self.run_id: str | None = None
         self.started: datetime | None = None
+        self.started_monotonic = 0.0
         self.peak_users = 0
         self.last_run_dir: Path | None = None
         self.pending_console: list[str] = []
+        self.turn_log: TurnLog | None = None
+        self.aborted: str | None = None
+        # master only: which workers took part in the run, and which have sent their last data
+        self.workers_seen: set[str] = set()
+        self.workers_final: set[str] = set()
+        self.finals_arrived = gevent.event.Event()
+        self.abort_greenlet: gevent.Greenlet | None = None
 
-    # -- events ------------------------------------------------------------------------------------
+    @property
+    def runner(self) -> Any:
+        return self.environment.runner
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.runner, WorkerRunner)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.runner, MasterRunner)
+
+    # -- Locust events -----------------------------------------------------------------------------
 
     def on_init(self, environment: Any, runner: Any = None, **_: Any) -> None:
         self.environment = environment
@@ -138,14 +199,12 @@ class LoadtestPlugin:
             environment.events.report_to_master.add_listener(self.on_report_to_master)
             return
         if isinstance(runner, MasterRunner):
+            runner.register_message(FINAL_MESSAGE, self._on_final_message)
             environment.events.worker_report.add_listener(self.on_worker_report)
         try:
             if not environment.host:
                 self._start_mock(environment)
             self.settings = self._settings()
-        except ConfigError as exc:
-            self.close()
-            _exit_with(str(exc))
         except LoadtestError as exc:
             self.close()
             _exit_with(str(exc))
@@ -153,26 +212,46 @@ class LoadtestPlugin:
     def on_test_start(self, environment: Any, **_: Any) -> None:
         self.metrics = Metrics()
         self.peak_users = 0
-        if isinstance(environment.runner, WorkerRunner):
+        self.aborted = None
+        if self.is_worker:
+            self._open_turn_log()
             return
         self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + f"{random.getrandbits(16):04x}"
         self.started = datetime.now(UTC)
-        try:
-            # The web UI may have changed the host or options since start-up.
-            self.settings = self._settings()
-        except ConfigError as exc:
-            logger.error("loadtest: %s", exc)
-            raise
-        if isinstance(environment.runner, MasterRunner):
-            environment.runner.send_message(CONFIG_MESSAGE, {"uses_mock": self.uses_mock})
+        self.started_monotonic = time.monotonic()
+        # The web UI may have changed the host or options since start-up.
+        self.settings = self._settings()
+        if not self.is_master:
+            self._open_turn_log()
+        else:
+            self.workers_seen = {client.id for client in self.runner.clients.all}
+            self.workers_final = set()
+            self.finals_arrived.clear()
+            self.runner.send_message(CONFIG_MESSAGE, {"uses_mock": self.uses_mock, "run_id": self.run_id})
+        if self.settings.threshold_abort and self.settings.thresholds:
+            self.abort_greenlet = gevent.spawn(self._watch_thresholds)
 
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
         self.peak_users = max(self.peak_users, user_count)
 
     def on_test_stop(self, environment: Any, **_: Any) -> None:
-        if isinstance(environment.runner, WorkerRunner):
+        self._close_turn_log()
+        if self.is_worker:
+            # Users are stopped by now: everything this worker measured goes to the master.
+            self.runner.send_message(FINAL_MESSAGE, self.metrics.drain())
             return
+        if self.abort_greenlet is not None and self.abort_greenlet is not gevent.getcurrent():
+            self.abort_greenlet.kill(block=False)
+        self.abort_greenlet = None
+        if self.is_master:
+            self._collect_finals()
         self.write_summary()
+
+    def on_quitting(self, environment: Any, **_: Any) -> None:
+        # Ctrl-C and SIGTERM land here while the test still runs, and Locust picks its exit code
+        # right after: stop the test now so the summary and verdict exist before that.
+        if self.run_id is not None and self.runner is not None and not self.is_worker:
+            self.runner.stop()
 
     def on_quit(self, **_: Any) -> None:
         self.print_console()
@@ -183,13 +262,56 @@ class LoadtestPlugin:
 
     def on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
         if REPORT_KEY in data:
+            self.workers_seen.add(client_id)
             self.metrics.merge_data(data[REPORT_KEY])
 
     def _on_config_message(self, environment: Any, msg: Any, **_: Any) -> None:
         self.uses_mock = bool(msg.data.get("uses_mock"))
+        self.run_id = msg.data.get("run_id")
         self.settings = None
 
+    def _on_final_message(self, environment: Any, msg: Any, **_: Any) -> None:
+        self.metrics.merge_data(msg.data)
+        self.workers_seen.add(msg.node_id)
+        self.workers_final.add(msg.node_id)
+        if self.workers_final >= self.workers_seen:
+            self.finals_arrived.set()
+
     # -- pieces ------------------------------------------------------------------------------------
+
+    def _collect_finals(self) -> None:
+        """Wait until every worker of the run has sent its last data (the master stops first)."""
+        if self.workers_final >= self.workers_seen:
+            return
+        if self.runner.user_count:
+            # Only Locust's quit() fires test_stop while workers still run, and it would tell them
+            # to quit only after test_stop: tell them now, so their last data arrives first.
+            from locust.rpc import Message
+
+            for client in self.runner.clients.all:
+                self.runner.server.send_to_client(Message("quit", None, client.id))  # type: ignore[no-untyped-call]
+        timeout = (self.environment.stop_timeout or 0) + 15
+        if not self.finals_arrived.wait(timeout=timeout):
+            missing = sorted(self.workers_seen - self.workers_final)
+            logger.warning("loadtest: no final data from workers %s after %.0f s", missing, timeout)
+
+    def _watch_thresholds(self) -> None:
+        settings = self.current_settings()
+        while True:
+            gevent.sleep(ABORT_CHECK_SECONDS)
+            if time.monotonic() - self.started_monotonic < settings.threshold_warmup:
+                continue
+            summary = self._summary()
+            for threshold in settings.thresholds:
+                if not thresholds.can_still_pass(threshold, summary):
+                    self.aborted = threshold.expr
+                    logger.error(
+                        "loadtest: threshold %s failed after the warm-up: stopping the run", threshold.expr
+                    )
+                    self.abort_greenlet = None
+                    headless = getattr(self.environment.parsed_options, "headless", False)
+                    gevent.spawn(self.runner.quit if headless else self.runner.stop)
+                    return
 
     def _start_mock(self, environment: Any) -> None:
         options = environment.parsed_options
@@ -208,9 +330,22 @@ class LoadtestPlugin:
             self.settings = self._settings()
         return self.settings
 
-    def record(self, result: TurnResult) -> None:
+    def _open_turn_log(self) -> None:
+        self._close_turn_log()
+        settings = self.current_settings()
+        if settings.turn_log and self.run_id:
+            name = f"turns-{socket.gethostname()}-{os.getpid()}.jsonl"
+            self.turn_log = TurnLog(settings.report_dir / self.run_id / name)
+
+    def _close_turn_log(self) -> None:
+        if self.turn_log is not None:
+            self.turn_log.close()
+            self.turn_log = None
+
+    def record(self, result: TurnResult, scenario: str, index: int, conversation_id: str) -> None:
         m = self.metrics
-        m.count("turns")
+        scopes = (f"turn={index}", f"scenario={scenario}")
+        m.count_scoped("turns", scopes)
         for key, n in result.protocol.items():
             m.protocol[key] += n
         if result.system_fingerprint:
@@ -219,40 +354,69 @@ class LoadtestPlugin:
         m.count("chars", len(result.content))
         if result.ok:
             # Latency figures describe turns that worked; failures are counted by kind instead.
-            m.count("turns_ok")
-            m.turn.record_ns(result.latency_ns)
+            m.count_scoped("turns_ok", scopes)
+            m.record_scoped("turn", result.latency_ns, scopes)
             if result.ttft_ns is not None:
-                m.ttft.record_ns(result.ttft_ns)
+                m.record_scoped("ttft", result.ttft_ns, scopes)
             for gap in result.itl_ns:
                 m.itl.record_ns(gap)
         else:
-            m.count("turns_cut" if result.kind == "cut" else "turns_failed")
+            m.count_scoped("turns_cut" if result.kind == "cut" else "turns_failed", scopes)
             m.error(result.kind or "unknown", result.detail)
+        if self.turn_log is not None:
+            self.turn_log.write(
+                {
+                    "scenario": scenario,
+                    "turn": index,
+                    "conversation_id": conversation_id,
+                    "ok": result.ok,
+                    "kind": result.kind,
+                    "status": result.status,
+                    "ttft_us": None if result.ttft_ns is None else result.ttft_ns // 1000,
+                    "latency_us": result.latency_ns // 1000,
+                    "chunks": result.chunks,
+                    "chars": len(result.content),
+                }
+            )
 
-    def write_summary(self) -> Path | None:
-        if self.run_id is None or self.started is None:
-            return None
+    def _summary(self) -> dict[str, Any]:
         settings = self.settings
-        runner = self.environment.runner
-        workers = len(runner.clients) if isinstance(runner, MasterRunner) else 1
+        runner = self.runner
         run = {
             "id": self.run_id,
-            "started": self.started.isoformat(timespec="seconds"),
+            "started": self.started.isoformat(timespec="seconds") if self.started else None,
             "ended": datetime.now(UTC).isoformat(timespec="seconds"),
             "host": self.environment.host,
             "deployment": settings.deployment if settings else None,
             "channel": settings.channel if settings else None,
             "mock": self.uses_mock,
             "users": self.peak_users or getattr(runner, "target_user_count", None) or 0,
-            "workers": workers,
+            "workers": len(self.workers_seen) if self.is_master else 1,
             "history": settings.history if settings else None,
             "system_fingerprints": sorted(self.metrics.fingerprints),
         }
+        if self.is_master and self.workers_seen - self.workers_final:
+            run["workers_without_final_report"] = sorted(self.workers_seen - self.workers_final)
         summary = build_summary(self.metrics, run)
-        report_dir = settings.report_dir if settings else Path("reports")
-        run_dir = write_run(report_dir, self.run_id, summary)
+        outcomes = thresholds.evaluate(settings.thresholds if settings else [], summary)
+        summary["thresholds"] = [o.to_json() for o in outcomes]
+        summary["verdict"] = thresholds.verdict(outcomes)
+        if self.aborted:
+            summary["run"]["aborted_by_threshold"] = self.aborted
+        return summary
+
+    def write_summary(self) -> Path | None:
+        if self.run_id is None:
+            return None
+        summary = self._summary()
+        settings = self.current_settings()
+        run_dir = write_run(settings.report_dir, self.run_id, summary)
         self.last_run_dir = run_dir
         self.run_id = None
+        if settings.thresholds:
+            # With thresholds the verdict decides the exit code, not Locust's any-failure rule.
+            failed = summary["verdict"] != "pass"
+            self.environment.process_exit_code = EXIT_THRESHOLDS_FAILED if failed else 0
         self.pending_console = console_lines(summary, run_dir)
         if not getattr(self.environment.parsed_options, "headless", False):
             self.print_console()
@@ -265,6 +429,7 @@ class LoadtestPlugin:
         self.pending_console = []
 
     def close(self) -> None:
+        self._close_turn_log()
         if self.mock is not None:
             self.mock.stop()
             self.mock = None
@@ -272,7 +437,7 @@ class LoadtestPlugin:
 
 def _exit_with(message: str) -> None:
     print(f"loadtest: error: {message}", file=sys.stderr)
-    sys.exit(CONFIG_ERROR_EXIT)
+    sys.exit(EXIT_CONFIG_ERROR)
 
 
 def register(events: Any) -> LoadtestPlugin:
@@ -283,6 +448,7 @@ def register(events: Any) -> LoadtestPlugin:
     events.test_start.add_listener(plugin.on_test_start)
     events.spawning_complete.add_listener(plugin.on_spawning_complete)
     events.test_stop.add_listener(plugin.on_test_stop)
+    events.quitting.add_listener(plugin.on_quitting)
     events.quit.add_listener(plugin.on_quit)
     return plugin
 
@@ -318,15 +484,20 @@ class NLXChatUser(User):
         assert self.client is not None
         scenario = choose(settings.scenarios, self.rng)
         conv = Conversation(scenario, nlx.new_conversation_id(), settings.history)
-        self.plugin.metrics.count("conversations_started")
+        scopes = (f"scenario={scenario.name}",)
+        # The metrics object is replaced at each test start: always count into the current one.
+        self.plugin.metrics.count_scoped("conversations_started", scopes)
+        t_start = time.perf_counter_ns()
         for index, text in enumerate(scenario.turns, start=1):
             if index > 1:
                 gevent.sleep(settings.think_time.sample(self.rng))
             body = nlx.request_body(conv.conversation_id, conv.request_messages(text))
-            result = stream_turn(
-                self.client, settings.url, body, api_key=settings.api_key, on_cut=self.plugin.record
-            )
-            self.plugin.record(result)
+
+            def on_cut(result: TurnResult, index: int = index) -> None:
+                self.plugin.record(result, scenario.name, index, conv.conversation_id)
+
+            result = stream_turn(self.client, settings.url, body, api_key=settings.api_key, on_cut=on_cut)
+            self.plugin.record(result, scenario.name, index, conv.conversation_id)
             self.environment.events.request.fire(
                 request_type="CHAT",
                 name=f"turn {index}",
@@ -336,6 +507,8 @@ class NLXChatUser(User):
                 context={"scenario": scenario.name, "conversation_id": conv.conversation_id},
             )
             if not result.ok:
+                self.plugin.metrics.count_scoped("conversations_failed", scopes)
                 return
             conv.add_reply(result.content)
-        self.plugin.metrics.count("conversations_completed")
+        self.plugin.metrics.count_scoped("conversations_completed", scopes)
+        self.plugin.metrics.record_scoped("conversation", time.perf_counter_ns() - t_start, scopes)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest import nlx
+from loadtest import nlx, thresholds
 from loadtest.conversation import HISTORY_MODES, History, Scenario, ThinkTime, load_scenarios
 from loadtest.errors import ConfigError
 
@@ -33,6 +33,10 @@ class Settings:
     connect_timeout: float
     read_timeout: float
     uses_mock: bool
+    thresholds: tuple[thresholds.Threshold, ...] = ()
+    threshold_abort: bool = False
+    threshold_warmup: float = 30.0
+    turn_log: bool = False
 
     @property
     def url(self) -> str:
@@ -69,7 +73,20 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
         connect_timeout=_positive(options, "connect_timeout", 10.0),
         read_timeout=_positive(options, "read_timeout", 60.0),
         uses_mock=uses_mock,
+        thresholds=tuple(thresholds.parse_all(threshold_expressions(options))),
+        threshold_abort=bool(getattr(options, "threshold_abort", False)),
+        threshold_warmup=_non_negative(options, "threshold_warmup", 30.0),
+        turn_log=bool(getattr(options, "turn_log", False)),
     )
+
+
+def threshold_expressions(options: Any) -> list[str]:
+    """--threshold (repeatable, also a list in locust.conf) and LOADTEST_THRESHOLDS (';'-separated)."""
+    given = getattr(options, "threshold", None) or []
+    if isinstance(given, str):
+        given = [given]
+    env = os.environ.get("LOADTEST_THRESHOLDS", "")
+    return [*given, *([env] if env.strip() else [])]
 
 
 def conversations_path(options: Any) -> Path:
@@ -94,6 +111,15 @@ def check_report_dir(value: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"--report-dir {value!r} is not writable: pick a writable folder")
     return path
+
+
+def _non_negative(options: Any, name: str, default: float) -> float:
+    value = getattr(options, name, None)
+    if value is None:
+        return default
+    if not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"--{name.replace('_', '-')} {value!r} must be a number of seconds >= 0")
+    return float(value)
 
 
 def _positive(options: Any, name: str, default: float) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import LOCUST, LOCUSTFILE, TEST_KEY, LocustRun, Mock, locust_env
+from tests.conftest import LOCUST, LOCUSTFILE, TEST_KEY, LocustRun, Mock, free_port, locust_env
 
 FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
 CHANNEL = ("--nlx-deployment", "dep1", "--nlx-channel", "web-en-US")
@@ -290,13 +289,6 @@ def test_a_400_from_the_server_is_a_failed_turn_with_its_message(mock_server: Ca
         )
     assert not result.ok and result.kind == "http_400" and result.status == 400
     assert "language" in result.detail
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_a_run_started_and_stopped_in_the_web_ui_writes_its_summary(

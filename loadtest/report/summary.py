@@ -20,20 +20,30 @@ def build_summary(metrics: Metrics, run: dict[str, Any]) -> dict[str, Any]:
         "run": run,
         "metrics": metrics.summary_metrics(),
         "counts": metrics.summary_counts(),
+        "by_turn": metrics.summary_breakdown("turn"),
+        "by_scenario": metrics.summary_breakdown("scenario"),
         "errors": metrics.summary_errors(),
         "protocol": dict(sorted(metrics.protocol.items())),
     }
 
 
 def write_run(report_dir: Path, run_id: str, summary: dict[str, Any]) -> Path:
-    """Write `{report_dir}/{run_id}/summary.json` and report.html; point `latest` at the run."""
+    """Write summary.json, then report.html, junit.xml and summary.md rendered from it, into
+    `{report_dir}/{run_id}/`; point `{report_dir}/latest` at the run; append the Markdown to
+    `$GITHUB_STEP_SUMMARY` when that is set."""
     from loadtest.report.html import render_html
+    from loadtest.report.junit import render_junit
+    from loadtest.report.markdown import append_step_summary, render_markdown
 
     run_dir = report_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(run_dir / "summary.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    markdown = render_markdown(summary)
     _write_atomic(run_dir / "report.html", render_html(summary).encode("utf-8"))
+    _write_atomic(run_dir / "junit.xml", render_junit(summary).encode("utf-8"))
+    _write_atomic(run_dir / "summary.md", markdown.encode("utf-8"))
     _point_latest(report_dir, run_id)
+    append_step_summary(markdown)
     return run_dir
 
 
@@ -54,10 +64,17 @@ def _point_latest(report_dir: Path, run_id: str) -> None:
 
 def console_lines(summary: dict[str, Any], run_dir: Path) -> list[str]:
     """A short table of the exact percentiles, for the end of a run."""
-    lines = [f"{'metric':<14}{'count':>8}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}{'max':>10}  (ms)"]
-    for name, label in (("ttft_ms", "TTFT"), ("turn_ms", "turn latency"), ("itl_ms", "inter-chunk")):
+    head = "".join(f"{h:>10}" for h in ("p50", "p90", "p95", "p99", "p99.9", "max"))
+    lines = [f"{'metric':<14}{'count':>8}{head}  (ms)"]
+    labels = (
+        ("ttft_ms", "TTFT"),
+        ("turn_ms", "turn latency"),
+        ("itl_ms", "inter-chunk"),
+        ("conversation_ms", "conversation"),
+    )
+    for name, label in labels:
         s = summary["metrics"][name]
-        cells = "".join(f"{_fmt(s[k]):>10}" for k in ("p50", "p90", "p95", "p99", "max"))
+        cells = "".join(f"{_fmt(s[k]):>10}" for k in ("p50", "p90", "p95", "p99", "p999", "max"))
         lines.append(f"{label:<14}{s['count']:>8}{cells}")
     c = summary["counts"]
     lines.append(
@@ -67,6 +84,11 @@ def console_lines(summary: dict[str, Any], run_dir: Path) -> list[str]:
     )
     for err in summary["errors"]:
         lines.append(f"error {err['kind']}: {err['count']} (e.g. {err['example'][:120]})")
+    for t in summary.get("thresholds", []):
+        observed = "no data" if t["observed"] is None else f"{t['observed']:g} {t.get('unit', '')}".strip()
+        lines.append(f"threshold {'pass' if t['passed'] else 'FAIL'}: {t['expr']} (observed {observed})")
+    if summary.get("thresholds"):
+        lines.append(f"verdict: {summary.get('verdict', 'pass').upper()}")
     lines.append(f"summary: {run_dir / 'summary.json'}")
     lines.append(f"report:  {run_dir / 'report.html'}")
     return lines

@@ -1,0 +1,87 @@
+"""Locust master and real worker processes: histograms merge exactly, nothing recorded at the end is lost."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from hdrh.histogram import HdrHistogram
+
+from loadtest.metrics import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
+from loadtest.report.turns import read_turns
+from tests.conftest import LOCUST, LOCUSTFILE, TEST_KEY, LocustRun, Mock, free_port, locust_env
+
+FAST = ("--ttft", "uniform:20ms:60ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
+CHANNEL = ["--nlx-deployment", "dep1", "--nlx-channel", "web-en-US"]
+
+
+def test_master_and_two_workers_merge_histograms_exactly(
+    mock_server: Callable[..., Mock], tmp_path: Path
+) -> None:
+    mock = mock_server(*FAST)
+    report_dir = tmp_path / "reports"
+    port = free_port()
+    common = [LOCUST, "-f", str(LOCUSTFILE), "--report-dir", str(report_dir), "--think-time", "0"]
+    common += ["--stop-timeout", "30", "--turn-log", *CHANNEL]
+    env = locust_env(NLX_API_KEY=TEST_KEY)
+    master = subprocess.Popen(
+        [*common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
+        + ["--expect-workers", "2", "--headless", "--only-summary", "-u", "10", "-r", "10", "-t", "4s"]
+        + ["--host", mock.url],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    try:
+        _, stderr = master.communicate(timeout=120)
+        for worker in workers:
+            worker.wait(timeout=60)
+    finally:
+        for proc in (master, *workers):
+            if proc.poll() is None:
+                proc.kill()
+    assert master.returncode == 0, stderr[-3000:]
+    run_dir = (report_dir / "latest").resolve()
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    served = mock.stats()
+    counts = summary["counts"]
+    assert summary["run"]["workers"] == 2
+    assert "workers_without_final_report" not in summary["run"]
+    assert counts["turns"] == counts["turns_ok"] == served["turns"] > 20
+    assert counts["chunks"] == served["chunks"] and counts["chars"] == served["chars"]
+    ttft = summary["metrics"]["ttft_ms"]
+    assert ttft["count"] == served["turns"]
+    # The raw samples every process logged, in one histogram, give the very same percentiles.
+    turns = read_turns(run_dir)
+    assert len({path.name for path in run_dir.glob("turns-*.jsonl")}) == 2  # one file per worker
+    reference = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+    for turn in turns:
+        reference.record_value(turn["ttft_us"])
+    assert reference.get_total_count() == ttft["count"]
+    for key, pct in (("p50", 50.0), ("p99", 99.0), ("p999", 99.9)):
+        assert ttft[key] == round(reference.get_value_at_percentile(pct) / 1000, 3)
+    assert ttft["max"] == round(reference.get_max_value() / 1000, 3)
+    by_turn = summary["by_turn"]
+    assert sum(entry["ttft_ms"]["count"] for entry in by_turn.values()) == ttft["count"]
+
+
+def test_processes_mode_against_the_built_in_mock(run_locust: Callable[..., LocustRun]) -> None:
+    run = run_locust(
+        "--processes 2 -u 4 -r 4 -t 3s --think-time 0 --stop-timeout 30 --mock-options", " ".join(FAST)
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    summary = run.summary()
+    assert summary["run"]["workers"] == 2 and summary["run"]["mock"] is True
+    counts = summary["counts"]
+    assert counts["turns_ok"] > 0 and counts["turns"] == counts["turns_ok"]
+    assert summary["metrics"]["ttft_ms"]["count"] == counts["turns_ok"]

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest.report.junit import render_junit
+from loadtest.report.markdown import append_step_summary, render_markdown
+from loadtest.thresholds import evaluate, parse_all
+
+
+def _stats(p50: float | None = None, count: int = 0) -> dict[str, Any]:
+    scale = {
+        "min": 0.5,
+        "mean": 1.05,
+        "p50": 1.0,
+        "p90": 1.1,
+        "p95": 1.2,
+        "p99": 1.5,
+        "p999": 1.9,
+        "max": 2.0,
+    }
+    return {"count": count, **{k: None if p50 is None else p50 * f for k, f in scale.items()}}
+
+
+def _summary(thresholds: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "schema": "loadtest.summary/1",
+        "run": {
+            "id": "20261125-213515-f003",
+            "started": "2026-11-25T21:35:15+00:00",
+            "ended": "2026-11-25T21:40:15.5+00:00",
+            "host": "https://apps.nlx.ai/v1",
+            "users": 50,
+            "workers": 2,
+        },
+        "metrics": {
+            "ttft_ms": _stats(290.0, 812),
+            "turn_ms": _stats(1200.0, 812),
+            "itl_ms": _stats(0.0512, 9000),
+            "conversation_ms": _stats(),
+        },
+        "counts": {
+            "turns": 820,
+            "turns_ok": 812,
+            "turns_failed": 5,
+            "turns_cut": 3,
+            "conversations_started": 210,
+            "conversations_completed": 200,
+            "conversations_failed": 5,
+            "chunks": 9812,
+            "chars": 123456,
+        },
+        "errors": [{"kind": "http_429", "count": 5, "example": 'HTTP 429: {"error": "a | b `slow down`"}'}],
+        "protocol": {},
+    }
+    if thresholds is not None:
+        summary["thresholds"] = thresholds
+    summary.update(extra)
+    return summary
+
+
+THRESHOLDS = [
+    {"expr": "ttft.p95<800ms", "observed": 912.34, "passed": False, "unit": "ms"},
+    {"expr": "turn.p99<3s", "observed": 1500.0, "passed": True, "unit": "ms"},
+    {"expr": "error_rate<0.1%", "observed": 0.0061, "passed": False, "unit": "ratio"},
+    {"expr": "itl{scenario=x}.p50<50ms", "observed": None, "passed": False, "unit": "ms"},
+]
+
+
+def test_junit_has_one_case_per_threshold_and_counts_failures() -> None:
+    suite = ET.fromstring(render_junit(_summary(THRESHOLDS)))
+    assert suite.tag == "testsuite"
+    assert suite.get("name") == "loadtest thresholds"
+    assert (suite.get("tests"), suite.get("failures")) == ("4", "3")
+    assert suite.get("time") == "300.500"
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == [t["expr"] for t in THRESHOLDS]
+    assert {c.get("classname") for c in cases} == {"loadtest.thresholds"}
+    messages = [None if (f := c.find("failure")) is None else f.get("message") for c in cases]
+    assert messages == [
+        "observed 912.3 ms, limit: ttft.p95<800ms",
+        None,
+        "observed 0.61%, limit: error_rate<0.1%",
+        "no data",
+    ]
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props == {"run.id": "20261125-213515-f003", "host": "https://apps.nlx.ai/v1", "users": "50"}
+
+
+def test_junit_escapes_markup_in_expressions_and_properties() -> None:
+    summary = _summary([{"expr": 'turn.p99<3s & "x"', "observed": 1.0, "passed": True, "unit": "ms"}])
+    summary["run"]["host"] = "http://h/?a=1&b=<2>"
+    text = render_junit(summary)
+    suite = ET.fromstring(text)
+    assert suite.find("testcase") is not None
+    assert suite.find("testcase").get("name") == 'turn.p99<3s & "x"'  # type: ignore[union-attr]
+    assert {p.get("value") for p in suite.iter("property")} >= {"http://h/?a=1&b=<2>"}
+
+
+@pytest.mark.parametrize("thresholds", [None, []])
+def test_junit_without_thresholds_has_one_passing_case(thresholds: list[dict[str, Any]] | None) -> None:
+    suite = ET.fromstring(render_junit(_summary(thresholds)))
+    assert (suite.get("tests"), suite.get("failures")) == ("1", "0")
+    (case,) = suite.findall("testcase")
+    assert case.get("name") == "run completed" and case.find("failure") is None
+
+
+def test_junit_renders_evaluated_outcomes() -> None:
+    summary = _summary()
+    outcomes = evaluate(parse_all(["ttft.p50<=290ms;error_rate<0.5%"]), summary)
+    summary["thresholds"] = [o.to_json() for o in outcomes]
+    suite = ET.fromstring(render_junit(summary))
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    failure = suite.find("testcase/failure")
+    assert failure is not None and failure.get("message") == "observed 0.61%, limit: error_rate<0.5%"
+
+
+def test_markdown_shows_the_verdict_thresholds_latency_counts_errors_and_run() -> None:
+    md = render_markdown(_summary(THRESHOLDS))
+    assert md.startswith("## ❌ Load test: fail\n")
+    assert "| `ttft.p95<800ms` | 912.3 ms | ❌ fail |" in md
+    assert "| `turn.p99<3s` | 1500.0 ms | ✅ pass |" in md
+    assert "| `error_rate<0.1%` | 0.61% | ❌ fail |" in md
+    assert "| `itl{scenario=x}.p50<50ms` | no data | ❌ fail |" in md
+    assert "| metric | count | p50 | p90 | p95 | p99 | p99.9 | max |" in md
+    assert "| TTFT | 812 | 290.0 | 319.0 |" in md
+    assert "| inter-chunk gap | 9000 | 0.0512 |" in md
+    assert "| conversation | 0 | - | - | - | - | - | - |" in md
+    assert "820 (812 ok, 5 failed, 3 cut)" in md
+    assert "200 completed of 210 started, 5 failed" in md
+    assert "https://apps.nlx.ai/v1" in md and "users 50" in md and "workers 2" in md
+    assert "started 2026-11-25T21:35:15+00:00" in md
+    for line in md.splitlines():
+        if line.startswith("|"):
+            assert line.endswith("|")
+
+
+def test_markdown_passes_and_tolerates_an_old_summary() -> None:
+    summary = _summary([{"expr": "ttft.p95<800ms", "observed": 500.0, "passed": True, "unit": "ms"}])
+    del summary["metrics"]["conversation_ms"]
+    del summary["counts"]["conversations_failed"]
+    md = render_markdown(summary)
+    assert md.startswith("## ✅ Load test: pass\n")
+    assert "| conversation |" not in md and "failed," not in md.split("Conversations")[1]
+    old = render_markdown({"schema": "loadtest.summary/1", "metrics": {}, "counts": {}, "run": {}})
+    assert old.startswith("## ✅ Load test: pass") and "No thresholds were set." in old
+
+
+def test_markdown_escapes_pipes_and_backticks_in_error_examples() -> None:
+    md = render_markdown(_summary())
+    (row,) = [line for line in md.splitlines() if line.startswith("| http_429 ")]
+    assert row == '| http_429 | 5 | ``HTTP 429: {"error": "a \\| b `slow down`"}`` |'
+    # Once the escaped pipe is taken out, the row still has exactly three cells.
+    assert row.replace("\\|", "").count("|") == 4
+
+
+def test_markdown_truncates_long_examples_to_one_line() -> None:
+    example = "x" * 100 + "\n" + "y" * 100
+    md = render_markdown(_summary(errors=[{"kind": "stream_error", "count": 1, "example": example}]))
+    (row,) = [line for line in md.splitlines() if line.startswith("| stream_error ")]
+    assert "x" * 100 + " " + "y" * 19 + "…`" in row and "y" * 20 not in row
+
+
+def test_markdown_breakdowns_when_present() -> None:
+    by_turn = {
+        "1": {"ttft_ms": _stats(100.0, 5), "turn_ms": _stats(), "counts": {"turns_ok": 5, "turns_failed": 1}}
+    }
+    md = render_markdown(_summary(by_turn=by_turn, by_scenario={}))
+    assert "### By turn (ms)" in md and "| 1 | 5 | 1 | 100.0 |" in md
+    assert "### By scenario" not in md
+
+
+def test_append_step_summary_appends_and_is_a_no_op_without_the_variable(tmp_path: Path) -> None:
+    target = tmp_path / "step_summary.md"
+    env = {"GITHUB_STEP_SUMMARY": str(target)}
+    assert append_step_summary("## first", env) is True
+    assert append_step_summary("## second\n", env) is True
+    assert target.read_text(encoding="utf-8") == "## first\n## second\n"
+    assert append_step_summary("## third", {}) is False
+    assert append_step_summary("## third", {"GITHUB_STEP_SUMMARY": ""}) is False
+    assert "third" not in target.read_text(encoding="utf-8")
+
+
+def test_append_step_summary_reads_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+    assert append_step_summary("✅ ok") is True
+    assert target.read_text(encoding="utf-8") == "✅ ok\n"
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    assert append_step_summary("again") is False

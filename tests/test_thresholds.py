@@ -1,0 +1,323 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from loadtest.errors import ConfigError
+from loadtest.thresholds import (
+    Outcome,
+    Threshold,
+    can_still_pass,
+    evaluate,
+    format_observed,
+    observe,
+    parse,
+    parse_all,
+    verdict,
+)
+
+
+@pytest.mark.parametrize(
+    ("expr", "metric", "scope", "stat", "op", "limit"),
+    [
+        ("ttft.p95<800ms", "ttft", None, "p95", "<", 800.0),
+        ("turn.p99<=3s", "turn", None, "p99", "<=", 3000.0),
+        ("itl.p50<50ms", "itl", None, "p50", "<", 50.0),
+        ("ttft{turn=1}.p95<500ms", "ttft", ("turn", "1"), "p95", "<", 500.0),
+        ("turn{scenario=booking}.p99 < 2.5s", "turn", ("scenario", "booking"), "p99", "<", 2500.0),
+        ("error_rate<1%", "error_rate", None, None, "<", 0.01),
+        ("conversation_success>=99%", "conversation_success", None, None, ">=", 0.99),
+        ("error_rate{scenario=booking}<0.5%", "error_rate", ("scenario", "booking"), None, "<", 0.005),
+        ("error_rate<0.02", "error_rate", None, None, "<", 0.02),
+        (
+            "conversation_success{scenario=faq}>0.9",
+            "conversation_success",
+            ("scenario", "faq"),
+            None,
+            ">",
+            0.9,
+        ),
+        ("error_rate{turn=3}<=0%", "error_rate", ("turn", "3"), None, "<=", 0.0),
+        ("conversation.p90<30s", "conversation", None, "p90", "<", 30_000.0),
+        (
+            "conversation{scenario=a.b-c_1}.max<=60s",
+            "conversation",
+            ("scenario", "a.b-c_1"),
+            "max",
+            "<=",
+            60e3,
+        ),
+        ("ttft.p95<800", "ttft", None, "p95", "<", 800.0),
+        ("itl.max<250us", "itl", None, "max", "<", 0.25),
+        ("ttft.min>1.5", "ttft", None, "min", ">", 1.5),
+        ("ttft.avg<300ms", "ttft", None, "mean", "<", 300.0),
+        ("ttft.mean<300ms", "ttft", None, "mean", "<", 300.0),
+        ("turn.p99.9<5s", "turn", None, "p999", "<", 5000.0),
+        ("turn.p999<5s", "turn", None, "p999", "<", 5000.0),
+        ("  ttft { turn = 02 } . p99.9 >= 100 us  ", "ttft", ("turn", "2"), "p999", ">=", 0.1),
+        ("turn.p50 > .5s", "turn", None, "p50", ">", 500.0),
+        ("error_rate < 1 %", "error_rate", None, None, "<", 0.01),
+    ],
+)
+def test_parse_valid(
+    expr: str, metric: str, scope: tuple[str, str] | None, stat: str | None, op: str, limit: float
+) -> None:
+    th = parse(expr)
+    assert (th.expr, th.metric, th.scope, th.stat, th.op) == (expr.strip(), metric, scope, stat, op)
+    assert th.limit == pytest.approx(limit)
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ("ttft.p97<800ms", "unknown statistic 'p97': use min, mean, p50, p90, p95, p99, p99.9 or max"),
+        ("ttft.p95<fast", "'fast' is not a number with a unit (us, ms, s)"),
+        (
+            "latency.p95<1s",
+            "unknown metric 'latency': use ttft, turn, itl, conversation, error_rate or conversation_success",
+        ),
+        ("ttft{run=1}.p95<1s", "unknown scope 'run': use {turn=N} or {scenario=NAME}"),
+        ("ttft.p95 800ms", "missing operator: use <, <=, > or >="),
+        ("ttft.p95=800ms", "unknown operator '=': use <, <=, > or >="),
+        ("ttft.p95==800ms", "unknown operator '=='"),
+        ("ttft.p95!=800ms", "unknown operator '!='"),
+        ("ttft.p95=<800ms", "unknown operator '=<'"),
+        ("100ms<ttft.p95<800ms", "more than one operator"),
+        ("ttft.p95<80%", "not %"),
+        ("error_rate<5ms", "error_rate is a ratio, not a time ('ms')"),
+        ("conversation{turn=1}.p95<1s", "conversation has no per-turn scope"),
+        ("conversation_success{turn=2}>=99%", "conversation_success has no per-turn scope"),
+        ("error_rate<101%", "101% is over 100%"),
+        ("conversation_success>1.5", "1.5 is over 1"),
+        ("ttft{turn=0}.p95<1s", "turn '0' is not a turn number: use an integer >= 1"),
+        ("ttft{turn=first}.p95<1s", "turn 'first' is not a turn number"),
+        ("ttft{scenario=a b}.p95<1s", "scenario 'a b' is not a scenario name"),
+        ("ttft{scenario=}.p95<1s", "scope 'scenario' needs a value"),
+        ("ttft{}.p95<1s", "empty scope {}"),
+        ("ttft{turn=1.p95<1s", "unclosed '{'"),
+        ("ttft}.p95<1s", "'}' without '{'"),
+        ("ttft.p95{turn=1}<1s", "misplaced scope"),
+        ("ttft<1s", "missing statistic"),
+        ("ttft.<1s", "missing statistic after '.'"),
+        ("ttft.p95<1min", "unknown unit 'min': use us, ms or s"),
+        ("ttft.p95<-5ms", "'-5ms' is not a number with a unit"),
+        ("ttft.p95<", "missing limit after the operator"),
+        ("error_rate<", "missing limit after the operator"),
+        ("error_rate<few", "'few' is not a fraction (0.01) or a percentage (1%)"),
+        ("error_rate.p95<1%", "error_rate takes no statistic"),
+        ("<1s", "missing metric before the operator"),
+        ("", "empty threshold"),
+        ("   ", "empty threshold"),
+    ],
+)
+def test_parse_malformed_raises_one_line_naming_the_problem(expr: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(expr)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"--threshold '{expr.strip()}': ")
+    assert problem in message
+
+
+def test_error_message_stays_one_line_when_the_expression_has_a_newline() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse("ttft.p95<\n800xs")
+    assert "\n" not in str(info.value)
+    assert "ttft.p95<\\n800xs" in str(info.value)
+
+
+def test_parse_all_splits_on_semicolons_and_skips_empty_items() -> None:
+    ths = parse_all(["ttft.p95<800ms; error_rate<1%;", "", " ; ", "turn.p99<3s"])
+    assert [t.expr for t in ths] == ["ttft.p95<800ms", "error_rate<1%", "turn.p99<3s"]
+    assert parse_all([]) == []
+
+
+def test_parse_all_raises_on_the_bad_item() -> None:
+    with pytest.raises(ConfigError, match="'ttft.p97<1s'"):
+        parse_all(["ttft.p95<1s;ttft.p97<1s"])
+
+
+def _stats(**values: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = dict.fromkeys(("min", "mean", "p50", "p90", "p95", "p99", "p999", "max"))
+    out.update(values)
+    out["count"] = 0 if all(v is None for v in values.values()) else 10
+    return out
+
+
+SUMMARY: dict[str, Any] = {
+    "schema": "loadtest.summary/1",
+    "metrics": {
+        "ttft_ms": _stats(
+            min=120.0, mean=300.0, p50=290.0, p90=420.0, p95=506.4, p99=617.5, p999=681.0, max=681.0
+        ),
+        "turn_ms": _stats(p50=900.0, p99=2400.0, max=3100.0),
+        "itl_ms": _stats(),
+        "conversation_ms": _stats(p90=12_000.0),
+    },
+    "counts": {
+        "turns": 110,
+        "turns_ok": 97,
+        "turns_failed": 3,
+        "turns_cut": 10,
+        "conversations_started": 30,
+        "conversations_completed": 24,
+        "conversations_failed": 1,
+    },
+    "by_turn": {
+        "1": {
+            "ttft_ms": _stats(p95=450.0),
+            "turn_ms": _stats(p95=800.0),
+            "counts": {"turns": 50, "turns_ok": 50, "turns_failed": 0, "turns_cut": 0},
+        },
+        "2": {
+            "ttft_ms": _stats(),
+            "turn_ms": _stats(),
+            "counts": {"turns": 0, "turns_ok": 0, "turns_failed": 0, "turns_cut": 0},
+        },
+    },
+    "by_scenario": {
+        "booking": {
+            "ttft_ms": _stats(p95=700.0),
+            "turn_ms": _stats(p99=2600.0),
+            "conversation_ms": _stats(max=20_000.0),
+            "counts": {
+                "turns": 40,
+                "turns_ok": 36,
+                "turns_failed": 2,
+                "turns_cut": 2,
+                "conversations_started": 10,
+                "conversations_completed": 7,
+                "conversations_failed": 1,
+            },
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("expr", "observed", "passed"),
+    [
+        ("ttft.p95<800ms", 506.4, True),
+        ("ttft.p95<0.5s", 506.4, False),
+        ("ttft.p95<=506.4", 506.4, True),
+        ("ttft.p95<506.4", 506.4, False),
+        ("ttft.p95>=506.4ms", 506.4, True),
+        ("ttft.p95>506.4ms", 506.4, False),
+        ("ttft.p95>506400us", 506.4, False),
+        ("ttft.p95>506399us", 506.4, True),
+        ("ttft.min>100ms", 120.0, True),
+        ("ttft.avg<=300", 300.0, True),
+        ("ttft.p99.9<681ms", 681.0, False),
+        ("turn.p99<=2.4s", 2400.0, True),
+        ("turn.max<3s", 3100.0, False),
+        ("itl.p50<50ms", None, False),
+        ("conversation.p90<15s", 12_000.0, True),
+        ("ttft{turn=1}.p95<500ms", 450.0, True),
+        ("turn{turn=1}.p95<0.5s", 800.0, False),
+        ("ttft{turn=2}.p95<500ms", None, False),
+        ("ttft{turn=9}.p95<500ms", None, False),
+        ("ttft{scenario=booking}.p95<500ms", 700.0, False),
+        ("turn{scenario=booking}.p99 < 2.5s", 2600.0, False),
+        ("conversation{scenario=booking}.max<30s", 20_000.0, True),
+        ("ttft{scenario=nope}.p95<500ms", None, False),
+        ("error_rate<5%", 0.03, True),
+        ("error_rate<3%", 0.03, False),
+        ("error_rate<=0.03", 0.03, True),
+        ("conversation_success>=96%", 0.96, True),
+        ("conversation_success>96%", 0.96, False),
+        ("error_rate{turn=1}<=0%", 0.0, True),
+        ("error_rate{turn=2}<1%", None, False),
+        ("error_rate{scenario=booking}<1%", 2 / 38, False),
+        ("conversation_success{scenario=booking}>=0.875", 0.875, True),
+        ("conversation_success{scenario=nope}>=0.5", None, False),
+    ],
+)
+def test_evaluate_against_a_summary(expr: str, observed: float | None, passed: bool) -> None:
+    (outcome,) = evaluate([parse(expr)], SUMMARY)
+    assert outcome.expr == expr
+    assert outcome.passed is passed
+    if observed is None:
+        assert outcome.observed is None
+    else:
+        assert outcome.observed == pytest.approx(observed)
+    assert outcome.to_json() == {
+        "expr": expr,
+        "observed": outcome.observed,
+        "passed": passed,
+        "unit": "ratio" if expr.startswith(("error_rate", "conversation_success")) else "ms",
+    }
+
+
+def test_rates_without_a_denominator_or_without_counts_have_no_data() -> None:
+    empty = {
+        "counts": {"turns_ok": 0, "turns_failed": 0, "conversations_completed": 0, "conversations_failed": 0}
+    }
+    assert observe(parse("error_rate<1%"), empty) is None
+    assert observe(parse("conversation_success>90%"), empty) is None
+    # Older summaries have no conversations_failed: no data rather than a made-up 100%.
+    old = {"counts": {"turns_ok": 5, "turns_failed": 0, "conversations_completed": 3}}
+    assert observe(parse("conversation_success>90%"), old) is None
+    assert observe(parse("error_rate<1%"), old) == 0.0
+    assert observe(parse("error_rate{turn=1}<1%"), {"counts": {}}) is None
+    assert observe(parse("ttft.p95<1s"), {}) is None
+
+
+def test_check_with_no_data_fails_for_every_operator() -> None:
+    for op in ("<", "<=", ">", ">="):
+        assert parse(f"ttft.p95{op}1s").check(None) is False
+
+
+def test_threshold_and_outcome_are_frozen() -> None:
+    th = parse("ttft.p95<1s")
+    with pytest.raises(AttributeError):
+        th.limit = 2.0  # type: ignore[misc]
+    assert isinstance(th, Threshold)
+    with pytest.raises(AttributeError):
+        Outcome("x", 1.0, True).passed = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("passed", "expected"),
+    [([], "pass"), ([True], "pass"), ([True, True], "pass"), ([True, False], "fail"), ([False], "fail")],
+)
+def test_verdict(passed: list[bool], expected: str) -> None:
+    assert verdict([Outcome(f"t{i}", 1.0, p) for i, p in enumerate(passed)]) == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("turn.max<3s", False),  # max already exceeded: it only grows
+        ("turn.max<=3.1s", True),
+        ("ttft.min>150ms", False),  # min already undercut: it only shrinks
+        ("ttft.min>=120ms", True),
+        ("ttft.p95<800ms", True),
+        ("ttft.p95<500ms", False),  # failing now: --threshold-abort stops at the first breach
+        ("itl.p50<50ms", True),  # no data yet
+        ("error_rate{turn=2}<1%", True),
+        ("error_rate<1%", False),
+        ("conversation_success>=97%", False),
+    ],
+)
+def test_can_still_pass(expr: str, expected: bool) -> None:
+    assert can_still_pass(parse(expr), SUMMARY) is expected
+
+
+@pytest.mark.parametrize(
+    ("observed", "unit", "text"),
+    [
+        (912.34, "ms", "912.3 ms"),
+        (0.0512, "ms", "0.0512 ms"),
+        (0.0152, "ratio", "1.52%"),
+        (None, "ms", "no data"),
+    ],
+)
+def test_format_observed(observed: float | None, unit: str, text: str) -> None:
+    assert format_observed(observed, unit) == text
+
+
+@pytest.mark.parametrize("expr", ["itl{turn=1}.p50<50ms", "itl{scenario=booking}.p99<50ms"])
+def test_itl_has_no_scoped_breakdown(expr: str) -> None:
+    with pytest.raises(ConfigError, match="itl has no per-turn or per-scenario breakdown"):
+        parse(expr)
