@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from loadtest.metrics import Metrics
+from loadtest.thresholds import format_observed
 
 SCHEMA = "loadtest.summary/1"
 LATEST = "latest"
@@ -79,13 +80,14 @@ def console_lines(summary: dict[str, Any], run_dir: Path) -> list[str]:
     c = summary["counts"]
     lines.append(
         f"turns {c['turns']} (ok {c['turns_ok']}, failed {c['turns_failed']}, cut {c['turns_cut']}); "
-        f"conversations {c['conversations_completed']}/{c['conversations_started']} completed; "
+        f"conversations {c['conversations_completed']}/{c['conversations_started']} completed "
+        f"({c['conversations_failed']} failed); "
         f"{c['chunks']} chunks, {c['chars']} chars"
     )
     for err in summary["errors"]:
         lines.append(f"error {err['kind']}: {err['count']} (e.g. {err['example'][:120]})")
     for t in summary.get("thresholds", []):
-        observed = "no data" if t["observed"] is None else f"{t['observed']:g} {t.get('unit', '')}".strip()
+        observed = format_observed(t["observed"], t.get("unit", "ms"))
         lines.append(f"threshold {'pass' if t['passed'] else 'FAIL'}: {t['expr']} (observed {observed})")
     if summary.get("thresholds"):
         lines.append(f"verdict: {summary.get('verdict', 'pass').upper()}")
