@@ -45,6 +45,11 @@ SCENARIO_COUNT_KEYS = (
 )
 
 METRIC_NAMES = ("ttft", "turn", "itl", "conversation")
+# Time series: seconds per interval, and what each interval keeps (keys `ttft@{epoch}` and so on).
+INTERVAL_S = 5
+INTERVAL_METRICS = ("ttft", "turn")
+INTERVAL_COUNTS = ("turns_ok", "turns_failed", "chunks")
+INTERVAL_STATS: tuple[tuple[str, float], ...] = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
 TURN_METRICS = ("ttft", "turn")
 SCENARIO_METRICS = ("ttft", "turn", "conversation")
 
@@ -52,6 +57,15 @@ SCENARIO_METRICS = ("ttft", "turn", "conversation")
 def scoped(name: str, scope: str, value: str | int) -> str:
     """The key of a metric or counter for one turn index or scenario: `ttft{turn=1}`."""
     return f"{name}{{{scope}={value}}}"
+
+
+def interval_of(epoch_s: float) -> int:
+    """Start (epoch seconds) of the time-series interval holding `epoch_s`; the same on every worker."""
+    return int(epoch_s // INTERVAL_S) * INTERVAL_S
+
+
+def at(name: str, interval: int) -> str:
+    return f"{name}@{interval}"
 
 
 def split_key(key: str) -> tuple[str, str | None, str | None]:
@@ -174,11 +188,16 @@ class Metrics:
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] += n
 
-    def record_scoped(self, name: str, value_ns: int, scopes: tuple[str, ...]) -> None:
-        """Record into `name` and into `name{scope}` for each scope (`turn=1`, `scenario=booking`)."""
+    def record_scoped(
+        self, name: str, value_ns: int, scopes: tuple[str, ...], interval: int | None = None
+    ) -> None:
+        """Record into `name`, into `name{scope}` for each scope (`turn=1`, `scenario=booking`), and
+        into the time-series interval `name@{interval}` when one is given."""
         self.hist(name).record_ns(value_ns)
         for scope in scopes:
             self.hist(f"{name}{{{scope}}}").record_ns(value_ns)
+        if interval is not None:
+            self.hist(at(name, interval)).record_ns(value_ns)
 
     def count_scoped(self, name: str, scopes: tuple[str, ...], n: int = 1) -> None:
         self.counts[name] += n
@@ -228,6 +247,32 @@ class Metrics:
         values = {split_key(k)[2] for k in (*self.counts, *self.histograms) if split_key(k)[1] == scope}
         found = sorted(v for v in values if v is not None)
         return sorted(found, key=int) if scope == "turn" else found
+
+    def summary_timeline(self, users: dict[int, int] | None = None) -> dict[str, Any]:
+        """Per-interval percentiles and counts, every interval from the first to the last."""
+        users = users or {}
+        starts = {int(k.rpartition("@")[2]) for k in (*self.histograms, *self.counts) if "@" in k}
+        starts.update(users)
+        points = []
+        if starts:
+            for t in range(min(starts), max(starts) + INTERVAL_S, INTERVAL_S):
+                point: dict[str, Any] = {"t": t, "users": users.get(t)}
+                for name in INTERVAL_COUNTS:
+                    point[name] = int(self.counts.get(at(name, t), 0))
+                for name in INTERVAL_METRICS:
+                    point[f"{name}_ms"] = self._interval_stats(self.histograms.get(at(name, t)))
+                points.append(point)
+        return {"interval_s": INTERVAL_S, "points": points}
+
+    @staticmethod
+    def _interval_stats(hist: Histogram | None) -> dict[str, Any]:
+        if hist is None or hist.count == 0:
+            return {"count": 0, **{k: None for k, _ in INTERVAL_STATS}, "max": None}
+        out: dict[str, Any] = {"count": hist.count}
+        for key, pct in INTERVAL_STATS:
+            out[key] = _ms(hist.value_at_percentile_us(pct))
+        out["max"] = _ms(hist.value_at_percentile_us(100.0))
+        return out
 
     def summary_breakdown(self, scope: str) -> dict[str, Any]:
         """`by_turn` (scope "turn") or `by_scenario` (scope "scenario") of summary.json."""

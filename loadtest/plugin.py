@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import locust  # noqa: F401  (first: gevent must patch sockets before httpx is imported)
 
+import importlib.metadata
 import logging
 import os
 import random
@@ -41,7 +42,7 @@ from loadtest import nlx, thresholds
 from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.conversation import Conversation, choose
 from loadtest.errors import LoadtestError
-from loadtest.metrics import Metrics
+from loadtest.metrics import Metrics, at, interval_of
 from loadtest.mock.launch import MockProcess, start_mock
 from loadtest.report import build_summary, console_lines, write_run
 from loadtest.report.turns import TurnLog
@@ -176,6 +177,8 @@ class LoadtestPlugin:
         self.workers_final: set[str] = set()
         self.finals_arrived = gevent.event.Event()
         self.abort_greenlet: gevent.Greenlet | None = None
+        self.users_greenlet: gevent.Greenlet | None = None
+        self.users_by_interval: dict[int, int] = {}
 
     @property
     def runner(self) -> Any:
@@ -230,6 +233,8 @@ class LoadtestPlugin:
             self.runner.send_message(CONFIG_MESSAGE, {"uses_mock": self.uses_mock, "run_id": self.run_id})
         if self.settings.threshold_abort and self.settings.thresholds:
             self.abort_greenlet = gevent.spawn(self._watch_thresholds)
+        self.users_by_interval = {}
+        self.users_greenlet = gevent.spawn(self._sample_users)
 
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
         self.peak_users = max(self.peak_users, user_count)
@@ -240,9 +245,10 @@ class LoadtestPlugin:
             # Users are stopped by now: everything this worker measured goes to the master.
             self.runner.send_message(FINAL_MESSAGE, self.metrics.drain())
             return
-        if self.abort_greenlet is not None and self.abort_greenlet is not gevent.getcurrent():
-            self.abort_greenlet.kill(block=False)
-        self.abort_greenlet = None
+        for greenlet in (self.abort_greenlet, self.users_greenlet):
+            if greenlet is not None and greenlet is not gevent.getcurrent():
+                greenlet.kill(block=False)
+        self.abort_greenlet = self.users_greenlet = None
         if self.is_master:
             self._collect_finals()
         self.write_summary()
@@ -294,6 +300,14 @@ class LoadtestPlugin:
         if not self.finals_arrived.wait(timeout=timeout):
             missing = sorted(self.workers_seen - self.workers_final)
             logger.warning("loadtest: no final data from workers %s after %.0f s", missing, timeout)
+
+    def _sample_users(self) -> None:
+        # For the time series: the most users active in each interval, as the master sees them.
+        while True:
+            interval = interval_of(time.time())
+            count = int(self.runner.user_count or 0)
+            self.users_by_interval[interval] = max(count, self.users_by_interval.get(interval, 0))
+            gevent.sleep(1.0)
 
     def _watch_thresholds(self) -> None:
         settings = self.current_settings()
@@ -350,18 +364,23 @@ class LoadtestPlugin:
             m.protocol[key] += n
         if result.system_fingerprint:
             m.fingerprints.add(result.system_fingerprint)
+        interval = interval_of(time.time())
         m.count("chunks", result.chunks)
+        m.count(at("chunks", interval), result.chunks)
         m.count("chars", len(result.content))
         if result.ok:
             # Latency figures describe turns that worked; failures are counted by kind instead.
             m.count_scoped("turns_ok", scopes)
-            m.record_scoped("turn", result.latency_ns, scopes)
+            m.count(at("turns_ok", interval))
+            m.record_scoped("turn", result.latency_ns, scopes, interval)
             if result.ttft_ns is not None:
-                m.record_scoped("ttft", result.ttft_ns, scopes)
+                m.record_scoped("ttft", result.ttft_ns, scopes, interval)
             for gap in result.itl_ns:
                 m.itl.record_ns(gap)
         else:
             m.count_scoped("turns_cut" if result.kind == "cut" else "turns_failed", scopes)
+            if result.kind != "cut":
+                m.count(at("turns_failed", interval))
             m.error(result.kind or "unknown", result.detail)
         if self.turn_log is not None:
             self.turn_log.write(
@@ -382,10 +401,14 @@ class LoadtestPlugin:
     def _summary(self) -> dict[str, Any]:
         settings = self.settings
         runner = self.runner
+        ended = datetime.now(UTC)
         run = {
             "id": self.run_id,
             "started": self.started.isoformat(timespec="seconds") if self.started else None,
-            "ended": datetime.now(UTC).isoformat(timespec="seconds"),
+            "ended": ended.isoformat(timespec="seconds"),
+            "duration_s": round((ended - self.started).total_seconds(), 1) if self.started else None,
+            "loadtest_version": _version("loadtest"),
+            "locust_version": _version("locust"),
             "host": self.environment.host,
             "deployment": settings.deployment if settings else None,
             "channel": settings.channel if settings else None,
@@ -397,7 +420,7 @@ class LoadtestPlugin:
         }
         if self.is_master and self.workers_seen - self.workers_final:
             run["workers_without_final_report"] = sorted(self.workers_seen - self.workers_final)
-        summary = build_summary(self.metrics, run)
+        summary = build_summary(self.metrics, run, self.users_by_interval)
         outcomes = thresholds.evaluate(settings.thresholds if settings else [], summary)
         summary["thresholds"] = [o.to_json() for o in outcomes]
         summary["verdict"] = thresholds.verdict(outcomes)
@@ -433,6 +456,13 @@ class LoadtestPlugin:
         if self.mock is not None:
             self.mock.stop()
             self.mock = None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _exit_with(message: str) -> None:

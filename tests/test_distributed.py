@@ -73,6 +73,12 @@ def test_master_and_two_workers_merge_histograms_exactly(
     assert ttft["max"] == round(reference.get_max_value() / 1000, 3)
     by_turn = summary["by_turn"]
     assert sum(entry["ttft_ms"]["count"] for entry in by_turn.values()) == ttft["count"]
+    # The time series merges across workers like the totals.
+    points = summary["timeline"]["points"]
+    assert sum(p["turns_ok"] for p in points) == counts["turns_ok"]
+    assert sum(p["ttft_ms"]["count"] for p in points) == ttft["count"]
+    assert sum(p["chunks"] for p in points) == counts["chunks"]
+    assert max(p["users"] or 0 for p in points) == 10
 
 
 def test_processes_mode_against_the_built_in_mock(run_locust: Callable[..., LocustRun]) -> None:

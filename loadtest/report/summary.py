@@ -15,7 +15,10 @@ SCHEMA = "loadtest.summary/1"
 LATEST = "latest"
 
 
-def build_summary(metrics: Metrics, run: dict[str, Any]) -> dict[str, Any]:
+def build_summary(
+    metrics: Metrics, run: dict[str, Any], users: dict[int, int] | None = None
+) -> dict[str, Any]:
+    """The summary.json document; `users` maps time-series intervals to the users active in them."""
     return {
         "schema": SCHEMA,
         "run": run,
@@ -25,6 +28,7 @@ def build_summary(metrics: Metrics, run: dict[str, Any]) -> dict[str, Any]:
         "by_scenario": metrics.summary_breakdown("scenario"),
         "errors": metrics.summary_errors(),
         "protocol": dict(sorted(metrics.protocol.items())),
+        "timeline": metrics.summary_timeline(users),
     }
 
 
