@@ -118,11 +118,9 @@ def stream_turn(
     a stopped run still counts what it received.
     """
     hidden = (api_key, *secrets)
-    headers = {
-        "Authorization": f"Bearer {api_key}",
-        "Content-Type": "application/json",
-        "Accept": "text/event-stream",
-    }
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     payload = orjson.dumps(body)
     state = _Stream()
     decoder = SSEDecoder(max_event_bytes=max_event_bytes)

@@ -81,6 +81,26 @@ def add_arguments(parser: Any) -> None:
         help="NLX channel key with its language suffix, e.g. web-en-US. Default with the mock: web-en-US",
     )
     parser.add_argument(
+        "--api",
+        env_var="LOADTEST_API",
+        default="nlx",
+        choices=["nlx", "openai"],
+        help="nlx: NLX OpenAI Connect (deployment/channel URL, nlx:{conversationId}); "
+        "openai: any OpenAI-compatible server (--path, --model, full history)",
+    )
+    parser.add_argument(
+        "--model",
+        env_var="LOADTEST_MODEL",
+        default=None,
+        help="Model name sent with --api openai",
+    )
+    parser.add_argument(
+        "--path",
+        env_var="LOADTEST_PATH",
+        default="/v1/chat/completions",
+        help="Path appended to the host with --api openai. Default /v1/chat/completions",
+    )
+    parser.add_argument(
         "--think-time",
         env_var="LOADTEST_THINK_TIME",
         default="1-3",
@@ -521,7 +541,7 @@ class NLXChatUser(User):
         for index, text in enumerate(scenario.turns, start=1):
             if index > 1:
                 gevent.sleep(settings.think_time.sample(self.rng))
-            body = nlx.request_body(conv.conversation_id, conv.request_messages(text))
+            body = settings.request_body(conv.conversation_id, conv.request_messages(text))
 
             def on_cut(result: TurnResult, index: int = index) -> None:
                 self.plugin.record(result, scenario.name, index, conv.conversation_id)

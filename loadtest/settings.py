@@ -17,6 +17,10 @@ MOCK_API_KEY = "nlx-mock-key"
 MOCK_DEPLOYMENT = "demo"
 MOCK_CHANNEL = "web-en-US"
 CONVERSATIONS_FILE = "conversations.yaml"
+APIS = ("nlx", "openai")
+OPENAI_PATH = "/v1/chat/completions"
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+MOCK_MODEL = "mock-model"
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,20 @@ class Settings:
     threshold_warmup: float = 30.0
     turn_log: bool = False
 
+    api: str = "nlx"
+    model: str = ""
+    path: str = OPENAI_PATH
+
     @property
     def url(self) -> str:
+        if self.api == "openai":
+            return self.host.rstrip("/") + self.path
         return nlx.completions_url(self.host, self.deployment, self.channel)
+
+    def request_body(self, conversation_id: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+        if self.api == "openai":
+            return {"model": self.model, "messages": messages, "stream": True}
+        return nlx.request_body(conversation_id, messages)
 
 
 def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings:
@@ -49,6 +64,14 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
         raise ConfigError("no host: pass --host https://apps.nlx.ai/v1 (or leave it out to use the mock)")
     if not host.startswith(("http://", "https://")):
         raise ConfigError(f"--host {host!r} must start with http:// or https://")
+    api = getattr(options, "api", "nlx") or "nlx"
+    if api not in APIS:
+        raise ConfigError(f"--api {api!r} is not known: use --api nlx or --api openai")
+    history: History = getattr(options, "history", "full") or "full"
+    if history not in HISTORY_MODES:
+        raise ConfigError(f"--history {history!r} is not known: use --history full or --history last")
+    if api == "openai":
+        return _openai_settings(options, host, uses_mock=uses_mock, history=history)
     deployment = getattr(options, "nlx_deployment", None) or (MOCK_DEPLOYMENT if uses_mock else None)
     channel = getattr(options, "nlx_channel", None) or (MOCK_CHANNEL if uses_mock else None)
     api_key = os.environ.get(API_KEY_ENV, "")
@@ -56,23 +79,54 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
         if not uses_mock:
             raise ConfigError(f"{API_KEY_ENV} is not set: export {API_KEY_ENV}=<your NLX API key>")
         api_key = MOCK_API_KEY
-    history: History = getattr(options, "history", "full") or "full"
-    if history not in HISTORY_MODES:
-        raise ConfigError(f"--history {history!r} is not known: use --history full or --history last")
-    conversations = conversations_path(options)
-    return Settings(
+    return _common(
+        options,
         host=host,
         deployment=nlx.check_deployment_key(deployment),
         channel=nlx.check_channel_key(channel),
         api_key=api_key,
-        think_time=ThinkTime.parse(getattr(options, "think_time", "0") or "0"),
         history=history,
+        uses_mock=uses_mock,
+    )
+
+
+def _openai_settings(options: Any, host: str, *, uses_mock: bool, history: History) -> Settings:
+    if history != "full":
+        raise ConfigError("--history last needs server-side conversation state: use it with --api nlx")
+    model = getattr(options, "model", None) or (MOCK_MODEL if uses_mock else None)
+    if not model:
+        raise ConfigError("--api openai needs a model name: pass --model NAME (or set LOADTEST_MODEL)")
+    path = getattr(options, "path", None) or OPENAI_PATH
+    if not path.startswith("/"):
+        raise ConfigError(f"--path {path!r} must start with '/', like {OPENAI_PATH}")
+    # Local OpenAI-compatible servers often take no key; send one only when there is one.
+    api_key = (
+        os.environ.get(OPENAI_KEY_ENV) or os.environ.get(API_KEY_ENV) or (MOCK_API_KEY if uses_mock else "")
+    )
+    return _common(
+        options,
+        host=host,
+        deployment="",
+        channel="",
+        api_key=api_key,
+        history=history,
+        uses_mock=uses_mock,
+        api="openai",
+        model=model,
+        path=path,
+    )
+
+
+def _common(options: Any, **fields: Any) -> Settings:
+    conversations = conversations_path(options)
+    return Settings(
+        **fields,
+        think_time=ThinkTime.parse(getattr(options, "think_time", "0") or "0"),
         scenarios=tuple(load_scenarios(conversations)),
         conversations_path=conversations,
         report_dir=check_report_dir(getattr(options, "report_dir", "reports") or "reports"),
         connect_timeout=_positive(options, "connect_timeout", 10.0),
         read_timeout=_positive(options, "read_timeout", 60.0),
-        uses_mock=uses_mock,
         thresholds=tuple(thresholds.parse_all(threshold_expressions(options))),
         threshold_abort=bool(getattr(options, "threshold_abort", False)),
         threshold_warmup=_non_negative(options, "threshold_warmup", 30.0),

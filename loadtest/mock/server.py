@@ -1,6 +1,7 @@
 """The NLX OpenAI Connect mock: an aiohttp server streaming chat.completion.chunk events on a schedule.
 
     POST {prefix}/{deploymentKey}/{channelKey}/chat/completions   the contract's endpoint
+    POST {prefix}/v1/chat/completions                             generic OpenAI route (any model, stateless)
     GET  [{prefix}]/_mock/stats                                   counters and server-side histograms
     POST [{prefix}]/_mock/reset                                   forget everything
     GET  [{prefix}]/_mock/conversations                           the conversation ids seen, in order
@@ -31,7 +32,7 @@ from aiohttp import web
 
 from loadtest import nlx
 from loadtest.mock.dist import Distribution, parse_count_dist, parse_duration_dist
-from loadtest.mock.state import MockState, Turn, record_us
+from loadtest.mock.state import Conversation, MockState, Turn, record_us
 from loadtest.mock.text import reply_pieces
 
 DEFAULT_API_KEY = "nlx-mock-key"
@@ -96,6 +97,10 @@ def _parse_body(raw: bytes) -> tuple[str | None, list[dict[str, Any]]]:
         conversation_id = nlx.conversation_id_from_model(model)
     except ValueError as exc:
         raise _BadRequest(str(exc), param="model") from None
+    return conversation_id, _check_messages_and_stream(body)
+
+
+def _check_messages_and_stream(body: dict[str, Any]) -> list[dict[str, Any]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _BadRequest("messages must be a non-empty array", param="messages")
@@ -109,7 +114,20 @@ def _parse_body(raw: bytes) -> tuple[str | None, list[dict[str, Any]]]:
         raise _BadRequest("stream must be a boolean", param="stream")
     if not stream:
         raise _BadRequest("only stream=true is supported by the mock", param="stream")
-    return conversation_id, messages
+    return messages
+
+
+def _parse_openai_body(raw: bytes) -> tuple[str, list[dict[str, Any]]]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _BadRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _BadRequest("model is required", param="model")
+    return model, _check_messages_and_stream(body)
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
@@ -151,10 +169,7 @@ class MockHandlers:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         started_ns = time.perf_counter_ns()
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        state = self.state
-        state.requests += 1
+        self.state.requests += 1
         if not self._authorized(request):
             return self._error(401, _UNAUTHORIZED)
         deployment_key = request.match_info["deployment"]
@@ -171,9 +186,37 @@ class MockHandlers:
 
         if conversation_id is None:
             conversation_id = nlx.new_conversation_id()
-        conversation = state.begin_turn(conversation_id, messages)
+        conversation = self.state.begin_turn(conversation_id, messages)
+        return await self._stream(request, started_ns, conversation, messages, deployment_key)
+
+    async def openai_chat_completions(self, request: web.Request) -> web.StreamResponse:
+        """The generic OpenAI route: any model name, no server-side state, so each request is new."""
+        started_ns = time.perf_counter_ns()
+        self.state.requests += 1
+        if not self._authorized(request):
+            return self._error(401, _UNAUTHORIZED)
+        try:
+            model, messages = _parse_openai_body(await request.read())
+        except _BadRequest as exc:
+            return self._bad_request(exc)
+        conversation = self.state.begin_stateless_turn(nlx.new_conversation_id(), messages)
+        return await self._stream(request, started_ns, conversation, messages, model)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        started_ns: int,
+        conversation: Conversation,
+        messages: list[dict[str, Any]],
+        model: str,
+    ) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        start = loop.time() - (time.perf_counter_ns() - started_ns) / 1e9
+        state = self.state
+        conversation_id = conversation.id
         pieces = reply_pieces(self.config.seed, conversation_id, len(conversation.turns), self.config.chunks)
         conversation.turns.append(Turn(messages, "".join(pieces)))
+        state.replies_sent.add(conversation.turns[-1].reply)
         deadlines = [start + self.config.ttft.sample(self.rng)]
         for _ in pieces[1:]:
             deadlines.append(deadlines[-1] + self.config.itl.sample(self.rng))
@@ -182,7 +225,7 @@ class MockHandlers:
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk",
             "created": int(time.time()),
-            "model": deployment_key,
+            "model": model,
             "system_fingerprint": self.config.fingerprint,
         }
 
@@ -246,6 +289,7 @@ def create_app(config: MockConfig, state: MockState | None = None) -> web.Applic
     app = web.Application(client_max_size=_MAX_BODY)
     app[STATE_KEY] = state
     prefix = config.prefix
+    app.router.add_post(f"{prefix}/v1/chat/completions", handlers.openai_chat_completions)
     app.router.add_post(f"{prefix}/{{deployment}}/{{channel}}/chat/completions", handlers.chat_completions)
     for root in dict.fromkeys([prefix, ""]):
         app.router.add_get(f"{root}/_mock/stats", handlers.stats)

@@ -69,8 +69,10 @@ class MockState:
         self.chunks = 0
         self.chars = 0
         self.history_mismatches = 0
+        self.history_messages = 0
         self.status: Counter[int] = Counter()
         self.conversations: dict[str, Conversation] = {}
+        self.replies_sent: set[str] = set()
         self.ttft_us = new_histogram()
         self.turn_us = new_histogram()
         self.schedule_error_us = new_histogram()
@@ -85,9 +87,19 @@ class MockState:
         if conversation is None:
             conversation = self.conversations[conversation_id] = Conversation(conversation_id)
         sent = [m["content"] for m in messages if m["role"] == "assistant"]
+        self.history_messages += len(sent)
         if sent and sent != [turn.reply for turn in conversation.turns[: len(sent)]]:
             self.history_mismatches += 1
         return conversation
+
+    def begin_stateless_turn(self, conversation_id: str, messages: list[dict[str, Any]]) -> Conversation:
+        """For the OpenAI route, which keeps no conversation: every assistant message in the
+        history must be a reply this server sent, character for character."""
+        sent = [m["content"] for m in messages if m["role"] == "assistant"]
+        self.history_messages += len(sent)
+        if any(content not in self.replies_sent for content in sent):
+            self.history_mismatches += 1
+        return Conversation(conversation_id)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -98,6 +110,7 @@ class MockState:
             "chars": self.chars,
             "conversations": len(self.conversations),
             "history_mismatches": self.history_mismatches,
+            "history_messages": self.history_messages,
             "status": {str(code): self.status[code] for code in sorted({200, 400, 401, *self.status})},
             "ttft_ms": summary_ms(self.ttft_us),
             "turn_ms": summary_ms(self.turn_us),

@@ -1,0 +1,43 @@
+"""--api openai: the same conversations against any OpenAI-compatible streaming chat server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
+
+FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
+
+
+def test_a_generic_openai_compatible_server_with_full_history(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
+) -> None:
+    mock = mock_server(*FAST)
+    run = run_locust(
+        f"--api openai --model test-model --host {mock.url} -u 4 -r 4 -t 3s --think-time 0 --stop-timeout 30",
+        env=locust_env(OPENAI_API_KEY=TEST_KEY),
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    summary = run.summary()
+    served = mock.stats()
+    counts = summary["counts"]
+    assert counts["turns_ok"] == counts["turns"] == served["turns"] > 10
+    assert counts["chunks"] == served["chunks"] and counts["chars"] == served["chars"]
+    # Later turns carried the earlier replies, exactly as streamed.
+    assert served["history_messages"] > 0 and served["history_mismatches"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ("--api openai --host http://127.0.0.1:9", "--api openai needs a model name: pass --model NAME"),
+        ("--api openai --model m --history last", "--history last needs server-side conversation state"),
+        ("--api openai --model m --path v1/chat", "--path 'v1/chat' must start with '/'"),
+    ],
+)
+def test_openai_configuration_errors(run_locust: Callable[..., LocustRun], args: str, expected: str) -> None:
+    run = run_locust(f"-t 5s {args}", env=locust_env(), timeout=60)
+    assert run.returncode == 2
+    assert expected in run.stderr and "Traceback" not in run.output
