@@ -35,6 +35,11 @@ COUNT_KEYS = (
     "conversations_failed",
     "chunks",
     "chars",
+    "turns_late",
+    "arrivals",
+    "arrivals_late",
+    "arrivals_dropped",
+    "arrivals_cut",
 )
 TURN_COUNT_KEYS = ("turns", "turns_ok", "turns_failed", "turns_cut")
 SCENARIO_COUNT_KEYS = (
@@ -44,7 +49,9 @@ SCENARIO_COUNT_KEYS = (
     "conversations_failed",
 )
 
-METRIC_NAMES = ("ttft", "turn", "itl", "conversation")
+# `*_response` are measured from the intended start of a turn (coordinated omission corrected);
+# the others from the actual send (service time).
+METRIC_NAMES = ("ttft", "turn", "itl", "conversation", "ttft_response", "turn_response")
 # Time series: seconds per interval, and what each interval keeps (keys `ttft@{epoch}` and so on).
 INTERVAL_S = 5
 INTERVAL_METRICS = ("ttft", "turn")

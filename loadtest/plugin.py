@@ -34,11 +34,13 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.queue
 import httpx
 from locust import User, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import nlx, thresholds
+from loadtest.arrivals import LATE_NS, ArrivalRate, Schedule
 from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.conversation import Conversation, choose
 from loadtest.errors import LoadtestError
@@ -99,6 +101,20 @@ def add_arguments(parser: Any) -> None:
         env_var="LOADTEST_PATH",
         default="/v1/chat/completions",
         help="Path appended to the host with --api openai. Default /v1/chat/completions",
+    )
+    parser.add_argument(
+        "--arrival-rate",
+        env_var="LOADTEST_ARRIVAL_RATE",
+        default=None,
+        help="Open model: start this many conversations per second whatever the server does "
+        "(5, poisson:5, constant:5); -u is then the most conversations at once",
+    )
+    parser.add_argument(
+        "--max-queue-wait",
+        env_var="LOADTEST_MAX_QUEUE_WAIT",
+        type=float,
+        default=10.0,
+        help="Open model: an arrival that waits this many seconds for a free user is dropped. Default 10",
     )
     parser.add_argument(
         "--think-time",
@@ -199,6 +215,10 @@ class LoadtestPlugin:
         self.abort_greenlet: gevent.Greenlet | None = None
         self.users_greenlet: gevent.Greenlet | None = None
         self.users_by_interval: dict[int, int] = {}
+        # open model: this process's arrivals, and how many processes share the rate
+        self.arrivals: gevent.queue.Queue[int] | None = None
+        self.arrivals_greenlet: gevent.Greenlet | None = None
+        self.processes = 1
 
     @property
     def runner(self) -> Any:
@@ -238,6 +258,7 @@ class LoadtestPlugin:
         self.aborted = None
         if self.is_worker:
             self._open_turn_log()
+            self._start_arrivals()
             return
         self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + f"{random.getrandbits(16):04x}"
         self.started = datetime.now(UTC)
@@ -246,11 +267,13 @@ class LoadtestPlugin:
         self.settings = self._settings()
         if not self.is_master:
             self._open_turn_log()
+            self._start_arrivals()
         else:
             self.workers_seen = {client.id for client in self.runner.clients.all}
             self.workers_final = set()
             self.finals_arrived.clear()
-            self.runner.send_message(CONFIG_MESSAGE, {"uses_mock": self.uses_mock, "run_id": self.run_id})
+            config = {"uses_mock": self.uses_mock, "run_id": self.run_id, "processes": len(self.workers_seen)}
+            self.runner.send_message(CONFIG_MESSAGE, config)
         if self.settings.threshold_abort and self.settings.thresholds:
             self.abort_greenlet = gevent.spawn(self._watch_thresholds)
         self.users_by_interval = {}
@@ -261,6 +284,7 @@ class LoadtestPlugin:
 
     def on_test_stop(self, environment: Any, **_: Any) -> None:
         self._close_turn_log()
+        self._stop_arrivals()
         if self.is_worker:
             # Users are stopped by now: everything this worker measured goes to the master.
             self.runner.send_message(FINAL_MESSAGE, self.metrics.drain())
@@ -294,6 +318,7 @@ class LoadtestPlugin:
     def _on_config_message(self, environment: Any, msg: Any, **_: Any) -> None:
         self.uses_mock = bool(msg.data.get("uses_mock"))
         self.run_id = msg.data.get("run_id")
+        self.processes = int(msg.data.get("processes") or 1)
         self.settings = None
 
     def _on_final_message(self, environment: Any, msg: Any, **_: Any) -> None:
@@ -320,6 +345,57 @@ class LoadtestPlugin:
         if not self.finals_arrived.wait(timeout=timeout):
             missing = sorted(self.workers_seen - self.workers_final)
             logger.warning("loadtest: no final data from workers %s after %.0f s", missing, timeout)
+
+    def _start_arrivals(self) -> None:
+        settings = self.current_settings()
+        if settings.arrival_rate is None:
+            self.arrivals = None
+            return
+        self.arrivals = gevent.queue.Queue()
+        self.arrivals_greenlet = gevent.spawn(
+            self._generate_arrivals, settings.arrival_rate.share(self.processes)
+        )
+
+    def _generate_arrivals(self, rate: ArrivalRate) -> None:
+        queue = self.arrivals
+        assert queue is not None
+        for intended_ns in Schedule(rate, time.perf_counter_ns(), random.Random()):
+            delay_s = (intended_ns - time.perf_counter_ns()) / 1e9
+            if delay_s > 0:
+                gevent.sleep(delay_s)
+            self.metrics.count("arrivals")
+            queue.put(intended_ns)
+
+    def _stop_arrivals(self) -> None:
+        if self.arrivals_greenlet is not None:
+            self.arrivals_greenlet.kill(block=False)
+            self.arrivals_greenlet = None
+        if self.arrivals is not None:
+            # Arrivals still waiting for a user when the run ends: dropped if they had waited too
+            # long already, else cut by the end of the run.
+            settings = self.current_settings()
+            now_ns = time.perf_counter_ns()
+            while not self.arrivals.empty():
+                waited_ns = now_ns - self.arrivals.get_nowait()
+                dropped = waited_ns > settings.max_queue_wait * 1e9
+                self.metrics.count("arrivals_dropped" if dropped else "arrivals_cut")
+            self.arrivals = None
+
+    def take_arrival(self, max_wait_s: float) -> int:
+        """The intended start (perf_counter_ns) of the next conversation; waits for an arrival in
+        the open model, is now in the closed one."""
+        queue = self.arrivals
+        if queue is None:
+            return time.perf_counter_ns()
+        while True:
+            intended_ns: int = queue.get()
+            waited_ns = time.perf_counter_ns() - intended_ns
+            if waited_ns > max_wait_s * 1e9:
+                self.metrics.count("arrivals_dropped")
+                continue
+            if waited_ns > LATE_NS:
+                self.metrics.count("arrivals_late")
+            return intended_ns
 
     def _sample_users(self) -> None:
         # For the time series: the most users active in each interval, as the master sees them.
@@ -376,10 +452,15 @@ class LoadtestPlugin:
             self.turn_log.close()
             self.turn_log = None
 
-    def record(self, result: TurnResult, scenario: str, index: int, conversation_id: str) -> None:
+    def record(
+        self, result: TurnResult, scenario: str, index: int, conversation_id: str, intended_ns: int
+    ) -> None:
         m = self.metrics
         scopes = (f"turn={index}", f"scenario={scenario}")
         m.count_scoped("turns", scopes)
+        late_ns = max(result.t_start_ns - intended_ns, 0)
+        if late_ns > LATE_NS:
+            m.count("turns_late")
         for key, n in result.protocol.items():
             m.protocol[key] += n
         if result.system_fingerprint:
@@ -393,8 +474,11 @@ class LoadtestPlugin:
             m.count_scoped("turns_ok", scopes)
             m.count(at("turns_ok", interval))
             m.record_scoped("turn", result.latency_ns, scopes, interval)
+            # Response time: from when the turn should have started (coordinated omission corrected).
+            m.hist("turn_response").record_ns(result.latency_ns + late_ns)
             if result.ttft_ns is not None:
                 m.record_scoped("ttft", result.ttft_ns, scopes, interval)
+                m.hist("ttft_response").record_ns(result.ttft_ns + late_ns)
             for gap in result.itl_ns:
                 m.itl.record_ns(gap)
         else:
@@ -413,6 +497,7 @@ class LoadtestPlugin:
                     "status": result.status,
                     "ttft_us": None if result.ttft_ns is None else result.ttft_ns // 1000,
                     "latency_us": result.latency_ns // 1000,
+                    "late_us": late_ns // 1000,
                     "chunks": result.chunks,
                     "chars": len(result.content),
                 }
@@ -478,6 +563,12 @@ class LoadtestPlugin:
             self.mock = None
 
 
+def _sleep_until(deadline_ns: int) -> None:
+    delay_s = (deadline_ns - time.perf_counter_ns()) / 1e9
+    if delay_s > 0:
+        gevent.sleep(delay_s)
+
+
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
@@ -515,7 +606,9 @@ class NLXChatUser(User):
         self.client: httpx.Client | None = None
 
     def wait_time(self) -> float:
-        return self.plugin.current_settings().think_time.sample(self.rng)
+        settings = self.plugin.current_settings()
+        # In the open model the arrival schedule paces conversations, not the users.
+        return 0.0 if settings.arrival_rate is not None else settings.think_time.sample(self.rng)
 
     def on_start(self) -> None:
         settings = self.plugin.current_settings()
@@ -532,22 +625,24 @@ class NLXChatUser(User):
     def conversation(self) -> None:
         settings = self.plugin.current_settings()
         assert self.client is not None
+        intended_ns = self.plugin.take_arrival(settings.max_queue_wait)
         scenario = choose(settings.scenarios, self.rng)
         conv = Conversation(scenario, nlx.new_conversation_id(), settings.history)
         scopes = (f"scenario={scenario.name}",)
         # The metrics object is replaced at each test start: always count into the current one.
         self.plugin.metrics.count_scoped("conversations_started", scopes)
-        t_start = time.perf_counter_ns()
+        t_start = intended_ns
         for index, text in enumerate(scenario.turns, start=1):
             if index > 1:
-                gevent.sleep(settings.think_time.sample(self.rng))
+                intended_ns = time.perf_counter_ns() + int(settings.think_time.sample(self.rng) * 1e9)
+                _sleep_until(intended_ns)
             body = settings.request_body(conv.conversation_id, conv.request_messages(text))
 
-            def on_cut(result: TurnResult, index: int = index) -> None:
-                self.plugin.record(result, scenario.name, index, conv.conversation_id)
+            def on_cut(result: TurnResult, index: int = index, intended_ns: int = intended_ns) -> None:
+                self.plugin.record(result, scenario.name, index, conv.conversation_id, intended_ns)
 
             result = stream_turn(self.client, settings.url, body, api_key=settings.api_key, on_cut=on_cut)
-            self.plugin.record(result, scenario.name, index, conv.conversation_id)
+            self.plugin.record(result, scenario.name, index, conv.conversation_id, intended_ns)
             self.environment.events.request.fire(
                 request_type="CHAT",
                 name=f"turn {index}",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import nlx, thresholds
+from loadtest.arrivals import ArrivalRate
 from loadtest.conversation import HISTORY_MODES, History, Scenario, ThinkTime, load_scenarios
 from loadtest.errors import ConfigError
 
@@ -42,6 +43,8 @@ class Settings:
     threshold_warmup: float = 30.0
     turn_log: bool = False
 
+    arrival_rate: ArrivalRate | None = None
+    max_queue_wait: float = 10.0
     api: str = "nlx"
     model: str = ""
     path: str = OPENAI_PATH
@@ -131,7 +134,14 @@ def _common(options: Any, **fields: Any) -> Settings:
         threshold_abort=bool(getattr(options, "threshold_abort", False)),
         threshold_warmup=_non_negative(options, "threshold_warmup", 30.0),
         turn_log=bool(getattr(options, "turn_log", False)),
+        arrival_rate=_arrival_rate(options),
+        max_queue_wait=_positive(options, "max_queue_wait", 10.0),
     )
+
+
+def _arrival_rate(options: Any) -> ArrivalRate | None:
+    text = getattr(options, "arrival_rate", None)
+    return ArrivalRate.parse(text) if text not in (None, "") else None
 
 
 def threshold_expressions(options: Any) -> list[str]:
