@@ -39,7 +39,7 @@ import httpx
 from locust import User, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import nlx, thresholds
+from loadtest import nlx, thresholds, webui
 from loadtest.arrivals import LATE_NS, ArrivalRate, Schedule
 from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.conversation import Conversation, choose
@@ -237,6 +237,8 @@ class LoadtestPlugin:
     def on_init(self, environment: Any, runner: Any = None, **_: Any) -> None:
         self.environment = environment
         environment.loadtest = self
+        if environment.web_ui is not None:
+            webui.install(environment.web_ui, lambda: webui.rows_from_metrics(self.metrics))
         if isinstance(runner, WorkerRunner):
             runner.register_message(CONFIG_MESSAGE, self._on_config_message)
             environment.events.report_to_master.add_listener(self.on_report_to_master)
