@@ -131,6 +131,11 @@ class Histogram:
     def value_at_percentile_us(self, percentile: float) -> int:
         return int(self._h.get_value_at_percentile(percentile))
 
+    def values_at_percentiles_us(self, percentiles: list[float]) -> dict[float, int]:
+        """Several percentiles in one pass over the counts."""
+        found = self._h.get_percentile_to_value_dict(percentiles)
+        return {float(p): int(v) for p, v in found.items()}
+
     def stats_ms(self) -> dict[str, Any]:
         """count, min, mean, p50 … p999, max in milliseconds, and the encoded histogram."""
         count = self.count
@@ -138,7 +143,7 @@ class Histogram:
         if count == 0:
             out.update({k: None for k in ("min", "mean", *(n for n, _ in PERCENTILES), "max")})
         else:
-            values = self._h.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+            values = self.values_at_percentiles_us([p for _, p in PERCENTILES])
             out["min"] = _ms(self._h.get_min_value())
             out["mean"] = round(self._h.get_mean_value() / 1000.0, 3)
             for name, pct in PERCENTILES:
