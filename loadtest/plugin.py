@@ -25,6 +25,7 @@ import importlib.metadata
 import logging
 import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -246,6 +247,11 @@ class LoadtestPlugin:
         if isinstance(runner, MasterRunner):
             runner.register_message(FINAL_MESSAGE, self._on_final_message)
             environment.events.worker_report.add_listener(self.on_worker_report)
+        else:
+            # Python raises Ctrl-C's KeyboardInterrupt in whatever greenlet runs at that moment,
+            # often a user mid-turn, whose traceback then hides the run's end. Make Ctrl-C take
+            # the path Locust gives SIGTERM: a clean shutdown from the main greenlet.
+            gevent.signal_handler(signal.SIGINT, os.kill, os.getpid(), signal.SIGTERM)
         try:
             if not environment.host:
                 self._start_mock(environment)
