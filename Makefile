@@ -42,3 +42,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache
+
+# A full-page PNG of reports/latest/report.html, re-rendered, in headless Chromium (after a 20-second
+# demo run when there is no run yet): reports/screenshot.png.
+.PHONY: report-screenshot
+report-screenshot: $(TEST_STAMP)
+	test -e reports/latest/summary.json || $(BIN)/locust -f locustfiles/chat.py --headless -u 20 -r 2 -t 20s \
+		--think-time 0.2-1 --stop-timeout 30 --only-summary \
+		--threshold 'ttft.p95<800ms' --threshold 'error_rate<1%' \
+		--mock-options "--ttft lognormal:250ms:0.3 --itl uniform:10ms:40ms" \
+		|| test -e reports/latest/summary.json
+	$(BIN)/loadtest report reports/latest/summary.json
+	$(BIN)/python tests/browser.py reports/latest/report.html reports/screenshot.png

@@ -1,21 +1,27 @@
-"""`loadtest` command: `loadtest mock ...` runs the mock server, `loadtest report SUMMARY` re-renders."""
+"""`loadtest` command: `loadtest mock ...` runs the mock server, `loadtest report SUMMARY` re-renders,
+`loadtest compare BASELINE NEW` compares two runs."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
-
-import orjson
+from typing import NoReturn
 
 USAGE = """usage: loadtest COMMAND [ARGS]
 
 commands:
   mock [OPTIONS]        run the built-in NLX mock server (loadtest mock --help)
   report SUMMARY.json   render report.html beside a summary.json again
+  compare BASELINE NEW  compare two runs: compare.html, Markdown, exit 4 on a regression
+                        (loadtest compare --help)
   options               list the options loadtest adds to locust, with their environment variables
 
 To run a load test: locust -f locustfiles/chat.py (see README.md)."""
+
+EXIT_BAD_INPUT = 2
+EXIT_REGRESSION = 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,10 +36,21 @@ def main(argv: list[str] | None = None) -> int:
         return mock_main(rest)
     if command == "report":
         return _report(rest)
+    if command == "compare":
+        return _compare(rest)
     if command == "options":
         return _options()
-    print(f"loadtest: error: unknown command {command!r}: use mock or report", file=sys.stderr)
-    return 2
+    print(
+        f"loadtest: error: unknown command {command!r}: use mock, report, compare or options", file=sys.stderr
+    )
+    return EXIT_BAD_INPUT
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line that points at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _options() -> int:
@@ -58,20 +75,96 @@ def _options() -> int:
 
 
 def _report(argv: list[str]) -> int:
+    from loadtest.errors import ConfigError
+    from loadtest.report.compare import load_summary
     from loadtest.report.html import render_html
 
-    parser = argparse.ArgumentParser(prog="loadtest report")
-    parser.add_argument("summary", type=Path, help="a summary.json written by a run")
+    parser = _Parser(prog="loadtest report")
+    parser.add_argument("summary", type=Path, help="a summary.json written by a run, or its run folder")
     parser.add_argument("-o", "--output", type=Path, default=None, help="default: report.html beside it")
     ns = parser.parse_args(argv)
     try:
-        summary = orjson.loads(ns.summary.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        print(f"loadtest: error: cannot read {ns.summary}: {exc}", file=sys.stderr)
-        return 2
-    output = ns.output or ns.summary.with_name("report.html")
-    output.write_text(render_html(summary), encoding="utf-8")
+        summary = load_summary(ns.summary)
+    except ConfigError as exc:
+        print(f"loadtest report: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    folder = ns.summary if ns.summary.is_dir() else ns.summary.parent
+    output = ns.output or folder / "report.html"
+    try:
+        output.write_text(render_html(summary), encoding="utf-8")
+    except OSError as exc:
+        print(f"loadtest report: error: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(output)
+    return 0
+
+
+COMPARE_HELP = """Compare a new run with a baseline: compare.html with both runs side by side, and a Markdown
+table for a pull-request comment (on stdout, or in --markdown FILE). A one-line verdict goes to stderr.
+
+exit codes: 0 no regression, 4 a regression beyond the tolerance, 2 bad input."""
+
+
+def _compare(argv: list[str]) -> int:
+    from loadtest.errors import ConfigError
+    from loadtest.report.compare import (
+        DEFAULT_TOLERANCE,
+        compare,
+        load_summary,
+        parse_tolerance,
+        render_markdown,
+        rule,
+    )
+    from loadtest.report.html import render_compare_html
+
+    parser = _Parser(
+        prog="loadtest compare",
+        description=COMPARE_HELP,
+        epilog=textwrap.fill(rule(None), 100),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("baseline", type=Path, help="the baseline run: its summary.json or its folder")
+    parser.add_argument("new", type=Path, help="the run to judge: its summary.json or its folder")
+    parser.add_argument(
+        "--tolerance",
+        default=DEFAULT_TOLERANCE,
+        help="how much worse counts as a regression: 10%% or 0.1 (default %(default)s)",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("compare.html"), help="the HTML (default compare.html)"
+    )
+    parser.add_argument("--markdown", type=Path, default=None, help="write the Markdown here, not to stdout")
+    ns = parser.parse_args(argv)
+    try:
+        tolerance = parse_tolerance(ns.tolerance)
+        baseline = load_summary(ns.baseline)
+        new = load_summary(ns.new)
+    except ConfigError as exc:
+        print(f"loadtest compare: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    comparison = compare(baseline, new, tolerance)
+    markdown = render_markdown(comparison, baseline, new)
+    written = [(ns.output, render_compare_html(comparison, baseline, new))]
+    if ns.markdown is not None:
+        written.append((ns.markdown, markdown))
+    for path, text in written:
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"loadtest compare: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    if ns.markdown is None:
+        print(markdown)
+    else:
+        print("\n".join(str(path) for path, _ in written))
+
+    tol = ns.tolerance.strip()
+    if comparison.regressed:
+        found = "; ".join(comparison.regressions)
+        print(f"loadtest compare: regression beyond {tol}: {found} ({ns.output})", file=sys.stderr)
+        return EXIT_REGRESSION
+    print(f"loadtest compare: no regression beyond {tol} ({ns.output})", file=sys.stderr)
     return 0
 
 

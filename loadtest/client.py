@@ -110,12 +110,17 @@ def stream_turn(
     max_event_bytes: int | None = 1 << 20,
     secrets: Sequence[str] = (),
     on_cut: Callable[[TurnResult], None] | None = None,
+    first_byte_timeout: float | None = None,
+    idle_timeout: float | None = None,
 ) -> TurnResult:
     """POST one chat completion request and read its event stream to the end.
 
     When the caller's greenlet or thread is stopped mid-turn (GreenletExit, KeyboardInterrupt), the
     turn so far is handed to `on_cut` as a failed turn of kind `cut` before the exception goes on, so
     a stopped run still counts what it received.
+
+    `first_byte_timeout` bounds the wait for the response headers, `idle_timeout` each wait for
+    more of the stream; both default to the client's read timeout.
     """
     hidden = (api_key, *secrets)
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -159,9 +164,18 @@ def stream_turn(
             protocol={k: v for k, v in protocol.items() if v},
         )
 
+    # httpcore reads this dict when it starts on the body, so the read timeout can change between
+    # the wait for headers (first byte) and the waits between chunks (idle).
+    timeouts = client.timeout.as_dict()
+    if first_byte_timeout is not None:
+        timeouts["read"] = first_byte_timeout
     try:
-        with client.stream("POST", url, content=payload, headers=headers) as response:
+        with client.stream(
+            "POST", url, content=payload, headers=headers, extensions={"timeout": timeouts}
+        ) as response:
             t_headers = time.perf_counter_ns()
+            if idle_timeout is not None:
+                timeouts["read"] = idle_timeout
             status = response.status_code
             if status >= 400:
                 return result(False, f"http_{status}", _with_body(f"HTTP {status}", _read_some(response)))
@@ -180,6 +194,12 @@ def stream_turn(
             decoder.close()
     except EventTooLarge as exc:
         return result(False, "event_too_large", str(exc))
+    except httpx.ConnectTimeout as exc:
+        return result(False, "connect_timeout", f"no connection within {timeouts['connect']} s: {exc}")
+    except httpx.ReadTimeout as exc:
+        if t_headers is None:
+            return result(False, "first_byte_timeout", f"no response within {timeouts['read']} s: {exc}")
+        return result(False, "idle_timeout", f"the stream stalled for {timeouts['read']} s: {exc}")
     except httpx.TimeoutException as exc:
         return result(False, "timeout", f"{type(exc).__name__}: {exc}")
     except httpx.ConnectError as exc:

@@ -33,6 +33,7 @@ COUNT_KEYS = (
     "conversations_started",
     "conversations_completed",
     "conversations_failed",
+    "conversations_abandoned",
     "chunks",
     "chars",
     "turns_late",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import locust  # noqa: F401  (first: gevent must patch sockets before httpx is imported)
 
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -44,6 +45,7 @@ from loadtest import nlx, thresholds, webui
 from loadtest.arrivals import LATE_NS, ArrivalRate, Schedule
 from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.conversation import Conversation, choose
+from loadtest.pacing import abandon_after
 from loadtest.errors import LoadtestError
 from loadtest.metrics import Metrics, at, interval_of
 from loadtest.mock.launch import MockProcess, start_mock
@@ -121,7 +123,21 @@ def add_arguments(parser: Any) -> None:
         "--think-time",
         env_var="LOADTEST_THINK_TIME",
         default="1-3",
-        help="Seconds a user waits between turns and conversations: 3, or a uniform range 2-8. Default 1-3",
+        help="How long a user waits before a turn and between conversations: 3, 2-8 (uniform), exp:5, "
+        "or human[:read_wpm=240,type_cpm=200,floor=1,jitter=0.25,max=60]. Default 1-3",
+    )
+    parser.add_argument(
+        "--abandon",
+        env_var="LOADTEST_ABANDON",
+        default="0",
+        help="Share of conversations users leave early, after a random turn: 10%% or 0.1. Default 0",
+    )
+    parser.add_argument(
+        "--fallback-pattern",
+        env_var="LOADTEST_FALLBACK_PATTERN",
+        default=None,
+        help="A reply matching this regular expression (case-insensitive) fails its turn as 'assertion', "
+        'e.g. "didn\'t (get|understand) that"',
     )
     parser.add_argument(
         "--history",
@@ -183,6 +199,34 @@ def add_arguments(parser: Any) -> None:
         type=float,
         default=60.0,
         help="Seconds to wait for the first byte, and between two reads of a stream. Default 60",
+    )
+    parser.add_argument(
+        "--first-byte-timeout",
+        env_var="LOADTEST_FIRST_BYTE_TIMEOUT",
+        type=float,
+        default=None,
+        help="Seconds to wait for the response headers. Default: --read-timeout",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        env_var="LOADTEST_IDLE_TIMEOUT",
+        type=float,
+        default=None,
+        help="Seconds a stream may go without data between chunks. Default: --read-timeout",
+    )
+    parser.add_argument(
+        "--on-turn-error",
+        env_var="LOADTEST_ON_TURN_ERROR",
+        default="stop",
+        choices=["stop", "continue"],
+        help="After a failed turn, stop the conversation (default) or go on with the next turn",
+    )
+    parser.add_argument(
+        "--insecure",
+        env_var="LOADTEST_INSECURE",
+        action="store_true",
+        default=False,
+        help="Do not verify TLS certificates (verification is on by default)",
     )
     parser.add_argument(
         "--mock-options",
@@ -616,12 +660,14 @@ class NLXChatUser(User):
     def wait_time(self) -> float:
         settings = self.plugin.current_settings()
         # In the open model the arrival schedule paces conversations, not the users.
-        return 0.0 if settings.arrival_rate is not None else settings.think_time.sample(self.rng)
+        return 0.0 if settings.arrival_rate is not None else settings.pacing.between_conversations(self.rng)
 
     def on_start(self) -> None:
         settings = self.plugin.current_settings()
         self.client = make_client(
-            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            verify=not settings.insecure,
         )
 
     def on_stop(self) -> None:
@@ -635,21 +681,42 @@ class NLXChatUser(User):
         assert self.client is not None
         intended_ns = self.plugin.take_arrival(settings.max_queue_wait)
         scenario = choose(settings.scenarios, self.rng)
+        turns = scenario.pick(self.rng)
         conv = Conversation(scenario, nlx.new_conversation_id(), settings.history)
         scopes = (f"scenario={scenario.name}",)
         # The metrics object is replaced at each test start: always count into the current one.
         self.plugin.metrics.count_scoped("conversations_started", scopes)
         t_start = intended_ns
-        for index, text in enumerate(scenario.turns, start=1):
-            if index > 1:
-                intended_ns = time.perf_counter_ns() + int(settings.think_time.sample(self.rng) * 1e9)
-                _sleep_until(intended_ns)
+        failed = False
+        stop_after = abandon_after(self.rng, settings.abandon, len(turns))
+        previous_reply: str | None = None
+        for index, turn in enumerate(turns, start=1):
+            text = turn.render(self.rng)
+            pause_s = settings.pacing.before_turn(self.rng, previous_reply, text)
+            # The intended start counts from the previous turn's end (or the arrival), so a late
+            # wake-up of this greenlet shows as lateness, not as a shorter pause.
+            intended_ns = (intended_ns if index == 1 else time.perf_counter_ns()) + int(pause_s * 1e9)
+            _sleep_until(intended_ns)
             body = settings.request_body(conv.conversation_id, conv.request_messages(text))
 
             def on_cut(result: TurnResult, index: int = index, intended_ns: int = intended_ns) -> None:
                 self.plugin.record(result, scenario.name, index, conv.conversation_id, intended_ns)
 
-            result = stream_turn(self.client, settings.url, body, api_key=settings.api_key, on_cut=on_cut)
+            result = stream_turn(
+                self.client,
+                settings.url,
+                body,
+                api_key=settings.api_key,
+                on_cut=on_cut,
+                first_byte_timeout=settings.first_byte_timeout,
+                idle_timeout=settings.idle_timeout,
+            )
+            if result.ok:
+                problem = turn.check(result.content) or (
+                    settings.fallback and settings.fallback(result.content)
+                )
+                if problem:
+                    result = dataclasses.replace(result, ok=False, kind="assertion", detail=problem)
             self.plugin.record(result, scenario.name, index, conv.conversation_id, intended_ns)
             self.environment.events.request.fire(
                 request_type="CHAT",
@@ -659,9 +726,19 @@ class NLXChatUser(User):
                 exception=None if result.ok else TurnFailed(result.kind),
                 context={"scenario": scenario.name, "conversation_id": conv.conversation_id},
             )
+            if result.ok or result.kind == "assertion":
+                # A reply that failed a check was still given: it belongs in the history.
+                conv.add_reply(result.content)
+                previous_reply = result.content
             if not result.ok:
-                self.plugin.metrics.count_scoped("conversations_failed", scopes)
+                failed = True
+                if settings.on_turn_error == "stop":
+                    break
+            if index == stop_after:
+                self.plugin.metrics.count_scoped("conversations_abandoned", scopes)
                 return
-            conv.add_reply(result.content)
+        if failed:
+            self.plugin.metrics.count_scoped("conversations_failed", scopes)
+            return
         self.plugin.metrics.count_scoped("conversations_completed", scopes)
         self.plugin.metrics.record_scoped("conversation", time.perf_counter_ns() - t_start, scopes)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loadtest import nlx, thresholds
 from loadtest.arrivals import ArrivalRate
-from loadtest.conversation import HISTORY_MODES, History, Scenario, ThinkTime, load_scenarios
+from loadtest.checks import fallback_check
+from loadtest.conversation import HISTORY_MODES, History, Scenario, load_scenarios
 from loadtest.errors import ConfigError
+from loadtest.pacing import Pacing, parse_abandon, parse_think_time
 
 API_KEY_ENV = "NLX_API_KEY"
 # The built-in mock's key when NLX_API_KEY is not set: it guards nothing, it only exercises the header.
@@ -30,19 +33,25 @@ class Settings:
     deployment: str
     channel: str
     api_key: str = field(repr=False)
-    think_time: ThinkTime
+    pacing: Pacing
     history: History
     scenarios: tuple[Scenario, ...]
     conversations_path: Path
     report_dir: Path
     connect_timeout: float
     read_timeout: float
+    first_byte_timeout: float
+    idle_timeout: float
     uses_mock: bool
     thresholds: tuple[thresholds.Threshold, ...] = ()
     threshold_abort: bool = False
     threshold_warmup: float = 30.0
     turn_log: bool = False
 
+    abandon: float = 0.0
+    fallback: Callable[[str], str | None] | None = None
+    on_turn_error: str = "stop"
+    insecure: bool = False
     arrival_rate: ArrivalRate | None = None
     max_queue_wait: float = 10.0
     api: str = "nlx"
@@ -122,14 +131,21 @@ def _openai_settings(options: Any, host: str, *, uses_mock: bool, history: Histo
 
 def _common(options: Any, **fields: Any) -> Settings:
     conversations = conversations_path(options)
+    read_timeout = _positive(options, "read_timeout", 60.0)
     return Settings(
         **fields,
-        think_time=ThinkTime.parse(getattr(options, "think_time", "0") or "0"),
+        pacing=parse_think_time(getattr(options, "think_time", "0") or "0"),
+        abandon=parse_abandon(getattr(options, "abandon", "0") or "0"),
+        fallback=fallback_check(pattern) if (pattern := getattr(options, "fallback_pattern", None)) else None,
         scenarios=tuple(load_scenarios(conversations)),
         conversations_path=conversations,
         report_dir=check_report_dir(getattr(options, "report_dir", "reports") or "reports"),
         connect_timeout=_positive(options, "connect_timeout", 10.0),
-        read_timeout=_positive(options, "read_timeout", 60.0),
+        read_timeout=read_timeout,
+        first_byte_timeout=_positive(options, "first_byte_timeout", read_timeout),
+        idle_timeout=_positive(options, "idle_timeout", read_timeout),
+        on_turn_error=_choice(options, "on_turn_error", ("stop", "continue")),
+        insecure=bool(getattr(options, "insecure", False)),
         thresholds=tuple(thresholds.parse_all(threshold_expressions(options))),
         threshold_abort=bool(getattr(options, "threshold_abort", False)),
         threshold_warmup=_non_negative(options, "threshold_warmup", 30.0),
@@ -175,6 +191,14 @@ def check_report_dir(value: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"--report-dir {value!r} is not writable: pick a writable folder")
     return path
+
+
+def _choice(options: Any, name: str, allowed: tuple[str, ...]) -> str:
+    value = getattr(options, name, None) or allowed[0]
+    if value not in allowed:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag} {value!r} is not known: use {' or '.join(allowed)}")
+    return str(value)
 
 
 def _non_negative(options: Any, name: str, default: float) -> float:

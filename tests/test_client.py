@@ -131,9 +131,23 @@ def test_cut_stream_is_a_disconnect() -> None:
     assert not r.ok and r.kind == "disconnect" and r.content == "Hel"
 
 
-def test_read_timeout_is_a_timeout() -> None:
+def test_a_stall_mid_stream_is_an_idle_timeout() -> None:
     r = run(cut_after([chunk("Hel")], httpx.ReadTimeout("timed out")))
-    assert not r.ok and r.kind == "timeout"
+    assert not r.ok and r.kind == "idle_timeout"
+
+
+def test_no_headers_in_time_is_a_first_byte_timeout() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out")
+
+    assert run(handler).kind == "first_byte_timeout"
+
+
+def test_connect_timeout() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out")
+
+    assert run(handler).kind == "connect_timeout"
 
 
 def test_connect_error() -> None:

@@ -1,0 +1,287 @@
+"""The data behind the report's charts, computed from a summary and embedded in the page as JSON.
+
+A chart is a plain dict, a "spec", that `assets/report.js` turns into a uPlot chart::
+
+    {"id": "dist-ttft", "kind": "percentile" | "time", "unit": "ms", "height": 300,
+     "series": [{"label": "TTFT", "color": "#2563eb", "scale": "y", "dash": false, "fill": false,
+                 "step": false}],
+     "axes": [{"scale": "y", "label": "ms"}, {"scale": "users", "label": "users", "side": "right"}],
+     "data": [[x, ...], [y, ...], ...]}
+
+Percentile distributions are drawn as HdrHistogram's plotter draws them: latency against
+x = log10(1 / (1 - p)), so that 90%, 99%, 99.9% ... are evenly spaced at x = 1, 2, 3 ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+# Grid step on the x axis: 50 points per decade of "nines".
+X_STEP = 0.02
+# 99.9999%: beyond it a load test has no samples worth drawing.
+X_MAX = 6.0
+
+COLORS = {
+    "ttft": "#2563eb",
+    "turn": "#7c3aed",
+    "baseline": "#9ca3af",
+    "ok": "#16a34a",
+    "failed": "#dc2626",
+    "users": "#64748b",
+}
+# p50, p90, p99 of one metric, light to dark.
+SHADES = {
+    "ttft": ("#93c5fd", "#3b82f6", "#1e3a8a"),
+    "turn": ("#c4b5fd", "#8b5cf6", "#4c1d95"),
+}
+TIMELINE_STATS = ("p50", "p90", "p99")
+# Points labelled on a percentile distribution: summary key, label, percentile (None: the end).
+MARKS: tuple[tuple[str, str, float | None], ...] = (
+    ("p50", "p50", 50.0),
+    ("p90", "p90", 90.0),
+    ("p99", "p99", 99.0),
+    ("p999", "p99.9", 99.9),
+    ("max", "max", None),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """Latency in ms at the percentile levels x = i * X_STEP, i = 0, 1, ... (x = log10(1/(1-p)))."""
+
+    ms: tuple[float, ...]
+    count: int
+
+    @property
+    def x(self) -> tuple[float, ...]:
+        return grid(len(self.ms))
+
+
+def grid(n: int) -> tuple[float, ...]:
+    return tuple(round(i * X_STEP, 6) for i in range(n))
+
+
+def percentile_of(x: float) -> float:
+    """The percentile (0..100) at `x` on the distribution axis."""
+    return 100.0 * (1.0 - math.pow(10.0, -x))
+
+
+def percentile_curve(encoded: str | None) -> Curve | None:
+    """Decode an HdrHistogram (base64 V2, microseconds) and sample it along the distribution axis.
+
+    The curve runs from the minimum (x = 0) to the maximum, reached at x = log10(2N): the middle of the
+    last sample's share of the percentile range. None when the histogram is empty or unreadable.
+    """
+    if not encoded:
+        return None
+    try:
+        hist = HdrHistogram.decode(encoded)
+    except Exception:  # hdrh raises TypeError, zlib.error and its own exceptions on bad input
+        return None
+    count = int(hist.get_total_count())
+    if count <= 0:
+        return None
+    end = min(math.log10(2 * count), X_MAX)
+    steps = max(int(math.floor(end / X_STEP + 1e-9)), 1)
+    levels = [percentile_of(x) for x in grid(steps + 1)]
+    values = hist.get_percentile_to_value_dict(levels)
+    ms = [round(values.get(p, hist.get_max_value()) / 1000.0, 3) for p in levels]
+    ms[-1] = round(hist.get_max_value() / 1000.0, 3)
+    return Curve(ms=tuple(ms), count=count)
+
+
+def distribution_spec(
+    chart_id: str,
+    unit_label: str,
+    curves: Sequence[tuple[str, str, Curve | None]],
+    stats: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """One percentile-distribution chart of several curves (label, color, curve) on a shared x grid.
+
+    With `stats` (a summary's statistics of the first curve) the chart labels p50, p90, p99, p99.9
+    and max on it, with the summary's exact values, where the curve reaches them.
+    """
+    present = [(label, color, curve) for label, color, curve in curves if curve is not None]
+    if not present:
+        return None
+    length = max(len(curve.ms) for _, _, curve in present)
+    data: list[list[float | None]] = [list(grid(length))]
+    series = []
+    for label, color, curve in present:
+        data.append([*curve.ms, *([None] * (length - len(curve.ms)))])
+        series.append(_series(label, color, width=2.25))
+    spec: dict[str, Any] = {
+        "id": chart_id,
+        "kind": "percentile",
+        "unit": "ms",
+        "height": 300,
+        "series": series,
+        "axes": [{"scale": "y", "label": unit_label}],
+        "data": data,
+    }
+    if stats is not None:
+        spec["marks"] = _marks(present[0][2], stats)
+    return spec
+
+
+def _marks(curve: Curve, stats: Mapping[str, Any]) -> list[dict[str, Any]]:
+    end = curve.x[-1]
+    marks = []
+    for key, label, pct in MARKS:
+        value = _number(stats.get(key))
+        x = end if pct is None else math.log10(100.0 / (100.0 - pct))
+        if value is not None and x <= end + 1e-9:
+            marks.append({"x": round(x, 6), "y": value, "label": label})
+    return marks
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Per-interval series of `summary["timeline"]`, rates in turns per second."""
+
+    t: tuple[int, ...]
+    interval_s: int
+    users: tuple[int | None, ...]
+    ok_per_s: tuple[float, ...]
+    failed_per_s: tuple[float, ...]
+    latency: Mapping[str, Mapping[str, tuple[float | None, ...]]]  # metric -> stat -> values
+
+
+def timeline(summary: Mapping[str, Any]) -> Timeline | None:
+    """The timeline of a summary; None when it has none (older summaries) or no points.
+
+    Rates divide by the part of each interval the run covered, so a run that starts or stops
+    mid-interval shows no false dip at its ends.
+    """
+    section = summary.get("timeline")
+    if not isinstance(section, Mapping):
+        return None
+    points = [p for p in section.get("points") or [] if isinstance(p, Mapping) and _number(p.get("t"))]
+    interval = section.get("interval_s")
+    if not points or not isinstance(interval, int | float) or interval <= 0:
+        return None
+    run = summary.get("run") or {}
+    start, end = _epoch(run.get("started")), _epoch(run.get("ended"))
+    t, users, ok, failed = [], [], [], []
+    latency: dict[str, dict[str, list[float | None]]] = {
+        m: {s: [] for s in TIMELINE_STATS} for m in ("ttft", "turn")
+    }
+    for p in points:
+        t0 = _number(p["t"]) or 0.0
+        covered = _covered(t0, float(interval), start, end)
+        t.append(int(t0))
+        u = _number(p.get("users"))
+        users.append(None if u is None else int(u))
+        ok.append(round((_number(p.get("turns_ok")) or 0) / covered, 3))
+        failed.append(round((_number(p.get("turns_failed")) or 0) / covered, 3))
+        for metric, stats in latency.items():
+            section_stats = p.get(f"{metric}_ms")
+            for stat, values in stats.items():
+                value = section_stats.get(stat) if isinstance(section_stats, Mapping) else None
+                values.append(_number(value))
+    return Timeline(
+        t=tuple(t),
+        interval_s=int(interval),
+        users=tuple(users),
+        ok_per_s=tuple(ok),
+        failed_per_s=tuple(failed),
+        latency={m: {s: tuple(v) for s, v in stats.items()} for m, stats in latency.items()},
+    )
+
+
+def latency_over_time_spec(chart_id: str, tl: Timeline, metric: str) -> dict[str, Any]:
+    """p50, p90 and p99 of `metric` ("ttft" or "turn") per interval."""
+    series = [
+        _series(stat, shade, width=2.0 if stat == "p99" else 1.75)
+        for stat, shade in zip(TIMELINE_STATS, SHADES[metric], strict=True)
+    ]
+    data: list[list[Any]] = [_midpoints(tl), *(list(tl.latency[metric][stat]) for stat in TIMELINE_STATS)]
+    return {
+        "id": chart_id,
+        "kind": "time",
+        "unit": "ms",
+        "height": 240,
+        "interval": tl.interval_s,
+        "series": series,
+        "axes": [{"scale": "y", "label": "ms"}],
+        "data": data,
+    }
+
+
+def throughput_spec(chart_id: str, tl: Timeline) -> dict[str, Any]:
+    """Completed and failed turns per second per interval, with the users running (right axis)."""
+    series = [
+        _series("turns/s ok", COLORS["ok"], width=2.0, fill=True),
+        _series("turns/s failed", COLORS["failed"], width=2.0),
+    ]
+    data: list[list[Any]] = [_midpoints(tl), list(tl.ok_per_s), list(tl.failed_per_s)]
+    axes: list[dict[str, Any]] = [{"scale": "y", "label": "turns/s"}]
+    if any(u is not None for u in tl.users):
+        series.append(_series("users", COLORS["users"], width=1.5, scale="users", dash=True, step=True))
+        data.append(list(tl.users))
+        axes.append({"scale": "users", "label": "users", "side": "right"})
+    return {
+        "id": chart_id,
+        "kind": "time",
+        "unit": "/s",
+        "height": 240,
+        "interval": tl.interval_s,
+        "series": series,
+        "axes": axes,
+        "data": data,
+    }
+
+
+def _midpoints(tl: Timeline) -> list[float]:
+    # A point stands for its whole interval: draw it in the middle.
+    return [t + tl.interval_s / 2 for t in tl.t]
+
+
+def _series(
+    label: str,
+    color: str,
+    *,
+    width: float,
+    scale: str = "y",
+    dash: bool = False,
+    fill: bool = False,
+    step: bool = False,
+) -> dict[str, Any]:
+    return {
+        "label": label,
+        "color": color,
+        "width": width,
+        "scale": scale,
+        "dash": dash,
+        "fill": fill,
+        "step": step,
+    }
+
+
+def _covered(t0: float, interval: float, start: float | None, end: float | None) -> float:
+    lo = max(t0, start) if start is not None else t0
+    hi = min(t0 + interval, end) if end is not None else t0 + interval
+    # Run timestamps have whole seconds: never divide by less than one.
+    return max(hi - lo, 1.0)
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a float when it is a finite number, else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
