@@ -86,7 +86,7 @@ def test_report_of_a_real_run_draws_every_chart_offline(
     assert "ttft.p95<5s" in page.locator("#thresholds").inner_text()
     facts = page.locator("#run").inner_text()
     assert mock.url in facts and "dep1" in facts
-    assert page.locator("#latency tbody tr").count() == 4
+    assert page.locator("#latency tbody tr").count() == 6  # service and response time
     assert page.locator("#by-turn tbody tr").count() == len(summary["by_turn"])
     assert page.locator("#by-scenario tbody tr").count() == len(summary["by_scenario"])
     counters = page.locator("#stream-protocol .counter").all_inner_texts()

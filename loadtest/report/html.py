@@ -39,6 +39,10 @@ LATENCY = (
     ("turn_ms", "Turn latency", charts.COLORS["turn"]),
     ("itl_ms", "Inter-chunk gap", "#0891b2"),
     ("conversation_ms", "Conversation", "#64748b"),
+    # Measured from when the turn should have started: differs from the service time above when
+    # arrivals queued or the generator lagged (coordinated omission).
+    ("ttft_response_ms", "TTFT from intended start", "#93c5fd"),
+    ("turn_response_ms", "Turn from intended start", "#c4b5fd"),
 )
 HEADLINE_STATS = (
     ("count", "count"),
