@@ -43,16 +43,12 @@ import yaml
 
 from loadtest.checks import Expectation
 from loadtest.errors import ConfigError
-from loadtest.pacing import Uniform
 from loadtest.variables import Template, check_list, compile_template
 
 History = Literal["full", "last"]
 HISTORY_MODES: tuple[str, ...] = ("full", "last")
 REPLAY_SCENARIO = "replay"
 ROLES = ("user", "assistant", "system")
-
-# The old name of the constant/uniform think time; loadtest.pacing.parse_think_time takes every form.
-ThinkTime = Uniform
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +95,6 @@ class Scenario:
         """A one-script scenario; strings are sent as they are."""
         script = tuple(t if isinstance(t, Turn) else Turn.literal(t) for t in turns)
         return cls(name, (script,), weight, system)
-
-    @property
-    def turns(self) -> tuple[str, ...]:
-        """The messages of the first script as written; pick() and Turn.render() play a scenario."""
-        return tuple(turn.text for turn in self.scripts[0])
 
     def pick(self, rng: random.Random) -> Script:
         """The turns one conversation plays: the only script, or one of several, uniformly."""
