@@ -9,6 +9,10 @@
 
 Timings are scheduled against absolute deadlines from the handler's start, so a slow event loop
 shows up as schedule error (recorded) rather than as drift that silently stretches every turn.
+
+With `--fault KIND=RATE` a chat request may get one fault instead of its normal answer (see
+`faults.py`); the fault is drawn after the key and the body are checked, so a bad request is still
+answered 401 or 400, and counted in the stats under `faults`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import math
 import os
 import random
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -32,6 +39,7 @@ from aiohttp import web
 
 from loadtest import nlx
 from loadtest.mock.dist import Distribution, parse_count_dist, parse_duration_dist
+from loadtest.mock.faults import FAULT_KINDS, HTTP_FAULTS, NO_STREAM_FAULTS, FaultPlan, parse_faults
 from loadtest.mock.state import Conversation, MockState, Turn, record_us
 from loadtest.mock.text import reply_pieces
 
@@ -40,6 +48,7 @@ DEFAULT_TTFT = "lognormal:300ms:0.3"
 DEFAULT_ITL = "uniform:10ms:40ms"
 DEFAULT_CHUNKS = "uniform:5:20"
 DEFAULT_FINGERPRINT = "loadtest-mock"
+DEFAULT_STALL_S = 120.0
 API_KEY_ENV = "NLX_API_KEY"
 
 _ROLES = frozenset({"system", "user", "assistant"})
@@ -53,6 +62,30 @@ _UNAUTHORIZED = {
 # Open streams get this long to finish after SIGTERM before they are cut.
 _SHUTDOWN_GRACE_S = 1.0
 _MAX_BODY = 64 * 1024 * 1024
+# Faults in the middle of a stream come after this many content chunks (fewer if the reply is shorter).
+_CHUNKS_BEFORE_FAULT = 2
+_MID_STREAM_FAULTS = frozenset({"cut", "error_event", "bad_json"})
+# Faults that end the stream with an event of their own (see MockHandlers._inject).
+_EVENT_FAULTS = _MID_STREAM_FAULTS | {"huge_event"}
+# Twice the client's default event cap (1 MiB).
+_HUGE_EVENT_CHARS = 2 * 1024 * 1024
+# How often a stalled stream looks whether its client is still there.
+_STALL_POLL_S = 0.1
+_FAULT_ERRORS: dict[int, dict[str, Any]] = {
+    400: {"message": "Bad request", "type": "invalid_request_error", "code": "bad_request"},
+    401: _UNAUTHORIZED["error"],
+    429: {
+        "message": "Rate limit exceeded, retry later",
+        "type": "rate_limit_error",
+        "code": "rate_limit_exceeded",
+    },
+    500: {"message": "Internal server error", "type": "server_error", "code": "internal_error"},
+    503: {
+        "message": "Service unavailable, retry later",
+        "type": "server_error",
+        "code": "service_unavailable",
+    },
+}
 
 STATE_KEY = web.AppKey("state", MockState)
 
@@ -69,6 +102,8 @@ class MockConfig:
     send_done: bool = True
     seed: int = 0
     fingerprint: str = DEFAULT_FINGERPRINT
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    stall_s: float = DEFAULT_STALL_S
 
 
 class _BadRequest(Exception):
@@ -78,8 +113,14 @@ class _BadRequest(Exception):
         self.param = param
 
 
-def _json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+def _json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _injected(error: dict[str, Any]) -> dict[str, Any]:
+    return {"error": {**error, "message": f"{error['message']} (fault injected by the mock)"}}
 
 
 def _parse_body(raw: bytes) -> tuple[str | None, list[dict[str, Any]]]:
@@ -146,6 +187,41 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _reset(request: web.Request) -> None:
+    """Close the connection with a TCP RST (SO_LINGER 0), before anything is sent."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def _abort(request: web.Request) -> None:
+    """Abort the connection once what was written has left for the socket."""
+    transport = request.transport
+    if transport is None:
+        return
+    for _ in range(100):
+        if transport.is_closing() or transport.get_write_buffer_size() == 0:
+            break
+        await asyncio.sleep(0.01)
+    transport.abort()
+
+
+async def _stall(request: web.Request, seconds: float) -> bool:
+    """Send nothing for `seconds`; False as soon as the client has closed the connection."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+        await asyncio.sleep(min(_STALL_POLL_S, deadline - loop.time()))
+    return True
+
+
 class MockHandlers:
     """The request handlers of one mock app, sharing its config, state and random generator."""
 
@@ -153,15 +229,38 @@ class MockHandlers:
         self.config = config
         self.state = state
         self.rng = random.Random(config.seed)
+        # A generator of its own, so faults leave the timings of a seeded run unchanged.
+        self.fault_rng = random.Random(f"{config.seed}:faults")
         self._bearer = f"Bearer {config.api_key}".encode()
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
         return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), self._bearer)
 
-    def _error(self, status: int, body: Any) -> web.Response:
+    def _error(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
         self.state.status[status] += 1
-        return _json_response(body, status)
+        return _json_response(body, status, headers)
+
+    def _draw_fault(self) -> str | None:
+        fault = self.config.faults.draw(self.fault_rng)
+        if fault is not None:
+            self.state.faults[fault] += 1
+        return fault
+
+    def _answer_fault(self, request: web.Request, fault: str) -> web.Response:
+        """The answer of a fault that replaces the whole stream."""
+        if fault in HTTP_FAULTS:
+            status = HTTP_FAULTS[fault]
+            headers = {"Retry-After": "1"} if status == 429 else None
+            return self._error(status, _injected(_FAULT_ERRORS[status]), headers)
+        if fault == "reset":
+            _reset(request)
+            return web.Response()  # never sent: aiohttp finds the transport closed
+        self.state.status[200] += 1
+        if fault == "content_type":
+            html = "<!doctype html><html><body><h1>Gateway maintenance</h1></body></html>"
+            return web.Response(text=html, content_type="text/html")
+        return _json_response(_injected(_FAULT_ERRORS[500]))  # error_body
 
     def _bad_request(self, exc: _BadRequest) -> web.Response:
         error = {"message": exc.message, "type": "invalid_request_error", "param": exc.param}
@@ -170,6 +269,7 @@ class MockHandlers:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         started_ns = time.perf_counter_ns()
         self.state.requests += 1
+        self.state.saw_connection(request.transport)
         if not self._authorized(request):
             return self._error(401, _UNAUTHORIZED)
         deployment_key = request.match_info["deployment"]
@@ -184,23 +284,30 @@ class MockHandlers:
         except _BadRequest as exc:
             return self._bad_request(exc)
 
+        fault = self._draw_fault()
+        if fault is not None and fault in NO_STREAM_FAULTS:
+            return self._answer_fault(request, fault)
         if conversation_id is None:
             conversation_id = nlx.new_conversation_id()
         conversation = self.state.begin_turn(conversation_id, messages)
-        return await self._stream(request, started_ns, conversation, messages, deployment_key)
+        return await self._stream(request, started_ns, conversation, messages, deployment_key, fault)
 
     async def openai_chat_completions(self, request: web.Request) -> web.StreamResponse:
         """The generic OpenAI route: any model name, no server-side state, so each request is new."""
         started_ns = time.perf_counter_ns()
         self.state.requests += 1
+        self.state.saw_connection(request.transport)
         if not self._authorized(request):
             return self._error(401, _UNAUTHORIZED)
         try:
             model, messages = _parse_openai_body(await request.read())
         except _BadRequest as exc:
             return self._bad_request(exc)
+        fault = self._draw_fault()
+        if fault is not None and fault in NO_STREAM_FAULTS:
+            return self._answer_fault(request, fault)
         conversation = self.state.begin_stateless_turn(nlx.new_conversation_id(), messages)
-        return await self._stream(request, started_ns, conversation, messages, model)
+        return await self._stream(request, started_ns, conversation, messages, model, fault)
 
     async def _stream(
         self,
@@ -209,17 +316,26 @@ class MockHandlers:
         conversation: Conversation,
         messages: list[dict[str, Any]],
         model: str,
+        fault: str | None = None,
     ) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         start = loop.time() - (time.perf_counter_ns() - started_ns) / 1e9
         state = self.state
         conversation_id = conversation.id
         pieces = reply_pieces(self.config.seed, conversation_id, len(conversation.turns), self.config.chunks)
-        conversation.turns.append(Turn(messages, "".join(pieces)))
-        state.replies_sent.add(conversation.turns[-1].reply)
+        turn = Turn(messages, "".join(pieces), fault=fault)
+        conversation.turns.append(turn)
         deadlines = [start + self.config.ttft.sample(self.rng)]
         for _ in pieces[1:]:
             deadlines.append(deadlines[-1] + self.config.itl.sample(self.rng))
+        if fault in _MID_STREAM_FAULTS:
+            # The fault takes the place of the next chunk, on that chunk's schedule.
+            pieces = pieces[:_CHUNKS_BEFORE_FAULT]
+            if len(deadlines) == len(pieces):
+                deadlines.append(deadlines[-1] + self.config.itl.sample(self.rng))
+            deadlines = deadlines[: len(pieces) + 1]
+        elif fault == "huge_event":
+            pieces = []
 
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -241,20 +357,35 @@ class MockHandlers:
                 "X-Conversation-Id": conversation_id,
             },
         )
+        if fault == "idle_close":
+            response.force_close()  # sends Connection: close, and closes once the response is written
         state.status[200] += 1
         state.turns += 1
+        # Shifted by a stall, so the chunks after it keep their gaps.
+        delay = 0.0
         try:
             await response.prepare(request)
             await response.write(event({"role": "assistant", "content": ""}, None))
-            for i, (piece, deadline) in enumerate(zip(pieces, deadlines, strict=True)):
-                await _sleep_until(loop, deadline)
+            for i, (piece, deadline) in enumerate(zip(pieces, deadlines, strict=False)):
+                await _sleep_until(loop, deadline + delay)
                 await response.write(event({"content": piece}, None))
                 written = loop.time()
                 state.chunks += 1
                 state.chars += len(piece)
-                record_us(state.schedule_error_us, round((written - deadline) * 1e6))
+                record_us(state.schedule_error_us, round((written - deadline - delay) * 1e6))
+                if i == len(pieces) - 1 and fault not in _MID_STREAM_FAULTS:
+                    turn.delivered = True
+                    state.replies_sent.add(turn.reply)
                 if i == 0:
                     record_us(state.ttft_us, (time.perf_counter_ns() - started_ns) // 1000)
+                    if fault == "stall":
+                        if not await _stall(request, self.config.stall_s):
+                            return response  # the client gave up waiting
+                        delay = loop.time() - written
+            if fault is not None and fault in _EVENT_FAULTS:
+                await _sleep_until(loop, deadlines[len(pieces)] + delay)
+                await self._inject(request, response, fault, event)
+                return response
             await response.write(event({}, "stop"))
             if self.config.send_done:
                 await response.write(b"data: [DONE]\n\n")
@@ -264,6 +395,29 @@ class MockHandlers:
         except ConnectionResetError:
             pass  # The client went away; what was written before is already counted.
         return response
+
+    async def _inject(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        fault: str,
+        event: Callable[[dict[str, str], str | None], bytes],
+    ) -> None:
+        """Write a mid-stream fault in place of the next chunk, and end the response."""
+        if fault == "cut":
+            half = event({"content": "this event is never finished"}, None)
+            await response.write(half[: len(half) // 2])
+            await _abort(request)
+            return
+        if fault == "huge_event":
+            filler = "lorem ipsum " * (_HUGE_EVENT_CHARS // 12 + 1)
+            await response.write(event({"content": filler[:_HUGE_EVENT_CHARS]}, None))
+        elif fault == "error_event":
+            error = {"message": "The model failed mid-stream", "type": "server_error", "code": "stream_error"}
+            await response.write(b"data: " + orjson.dumps(_injected(error)) + b"\n\n")
+        else:  # bad_json: a chunk cut short, as a broken proxy might pass it on
+            await response.write(event({"content": "truncated"}, None)[:40] + b"\n\n")
+        await response.write_eof()
 
     async def stats(self, request: web.Request) -> web.Response:
         return _json_response(self.state.snapshot())
@@ -285,6 +439,7 @@ class MockHandlers:
 def create_app(config: MockConfig, state: MockState | None = None) -> web.Application:
     """The aiohttp application; `app[STATE_KEY]` is its MockState."""
     state = state if state is not None else MockState()
+    state.fault_kinds = tuple(config.faults.rates)
     handlers = MockHandlers(config, state)
     app = web.Application(client_max_size=_MAX_BODY)
     app[STATE_KEY] = state
@@ -353,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="loadtest mock",
         description="Serve a mock NLX OpenAI Connect endpoint that streams replies on a schedule.",
         epilog="DIST: const:100ms (or 100ms, 0.1s, 100 = ms), uniform:A:B, normal:MEAN:SD, "
-        "lognormal:MEDIAN:SIGMA, exp:MEAN. Counts take the same forms without units.",
+        "lognormal:MEDIAN:SIGMA, exp:MEAN. Counts take the same forms without units. "
+        f"FAULT KINDS: {', '.join(FAULT_KINDS)} (disconnect = cut); "
+        "at most one per request, drawn from --seed.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 lets the OS pick (default: 0)")
@@ -382,6 +539,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-done", action="store_true", help="do not send the final data: [DONE]")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--fingerprint", default=DEFAULT_FINGERPRINT, help="system_fingerprint value")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help="inject a fault into this share of chat requests, e.g. http_429=10%% or stall=0.01 (repeatable)",
+    )
+    parser.add_argument(
+        "--faults",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help='several faults at once, e.g. "http_500=5%%,stall=1%%"',
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=DEFAULT_STALL_S,
+        metavar="S",
+        help="how long the stall fault sends nothing (default: %(default)g)",
+    )
     return parser
 
 
@@ -407,6 +585,12 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
     api_key = args.api_key if args.api_key is not None else environ.get(API_KEY_ENV) or DEFAULT_API_KEY
     if not api_key:
         raise ValueError("--api-key must not be empty")
+    if not (math.isfinite(args.stall_seconds) and args.stall_seconds > 0):
+        raise ValueError(f"--stall-seconds {args.stall_seconds:g} must be a positive number of seconds")
+    try:
+        faults = parse_faults([*args.fault, *args.faults])
+    except ValueError as exc:
+        raise ValueError(f"--fault: {exc}") from None
     return MockConfig(
         host=args.host,
         port=args.port,
@@ -418,6 +602,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
         send_done=not args.no_done,
         seed=args.seed,
         fingerprint=args.fingerprint,
+        faults=faults,
+        stall_s=args.stall_seconds,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +42,12 @@ def summary_ms(histogram: HdrHistogram) -> dict[str, float | int]:
 
 @dataclass
 class Turn:
+    """One streamed request of a conversation; `delivered` once all of the reply's content was sent."""
+
     messages: list[dict[str, Any]]
     reply: str
+    fault: str | None = None
+    delivered: bool = False
 
 
 @dataclass
@@ -52,18 +58,33 @@ class Conversation:
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "turns": [{"messages": turn.messages, "reply": turn.reply} for turn in self.turns],
+            "turns": [
+                {
+                    "messages": turn.messages,
+                    "reply": turn.reply,
+                    "fault": turn.fault,
+                    "delivered": turn.delivered,
+                }
+                for turn in self.turns
+            ],
         }
 
 
 class MockState:
-    """Counters, conversations and histograms of one mock process; `reset()` clears all of it."""
+    """Counters, conversations and histograms of one mock process; `reset()` clears all of it.
 
-    def __init__(self) -> None:
+    `fault_kinds` are the configured faults, listed in the stats even before one is injected.
+    """
+
+    def __init__(self, fault_kinds: Iterable[str] = ()) -> None:
+        self.fault_kinds = tuple(fault_kinds)
         self.reset()
 
     def reset(self) -> None:
         self.requests = 0
+        self.connections = 0
+        self._transports: weakref.WeakSet[object] = weakref.WeakSet()
+        self.faults: Counter[str] = Counter()
         self.turns = 0
         self.turns_completed = 0
         self.chunks = 0
@@ -77,18 +98,26 @@ class MockState:
         self.turn_us = new_histogram()
         self.schedule_error_us = new_histogram()
 
+    def saw_connection(self, transport: object | None) -> None:
+        """Count the connection a chat request came on, once per connection."""
+        if transport is not None and transport not in self._transports:
+            self._transports.add(transport)
+            self.connections += 1
+
     def begin_turn(self, conversation_id: str, messages: list[dict[str, Any]]) -> Conversation:
         """Check the request's assistant messages against the replies sent so far; count mismatches.
 
         A request may carry no assistant message at all (only the newest user message); when it
-        carries k of them they must equal the first k replies of the conversation, in order.
+        carries k of them they must equal the first k replies the conversation was delivered, in order.
         """
         conversation = self.conversations.get(conversation_id)
         if conversation is None:
             conversation = self.conversations[conversation_id] = Conversation(conversation_id)
         sent = [m["content"] for m in messages if m["role"] == "assistant"]
         self.history_messages += len(sent)
-        if sent and sent != [turn.reply for turn in conversation.turns[: len(sent)]]:
+        # A reply that was never delivered (a fault, a client gone) cannot be in the client's history.
+        delivered = [turn.reply for turn in conversation.turns if turn.delivered]
+        if sent and sent != delivered[: len(sent)]:
             self.history_mismatches += 1
         return conversation
 
@@ -104,6 +133,7 @@ class MockState:
     def snapshot(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            "connections": self.connections,
             "turns": self.turns,
             "turns_completed": self.turns_completed,
             "chunks": self.chunks,
@@ -111,6 +141,7 @@ class MockState:
             "conversations": len(self.conversations),
             "history_mismatches": self.history_mismatches,
             "history_messages": self.history_messages,
+            "faults": {kind: self.faults[kind] for kind in sorted({*self.fault_kinds, *self.faults})},
             "status": {str(code): self.status[code] for code in sorted({200, 400, 401, *self.status})},
             "ttft_ms": summary_ms(self.ttft_us),
             "turn_ms": summary_ms(self.turn_us),
