@@ -179,6 +179,8 @@ class Metrics:
     protocol: Counter[str] = field(default_factory=Counter)
     errors: dict[str, ErrorTally] = field(default_factory=dict)
     fingerprints: set[str] = field(default_factory=set)
+    # Time-series intervals whose histograms were replaced by their statistics (see settle_intervals).
+    settled: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def hist(self, key: str) -> Histogram:
         found = self.histograms.get(key)
@@ -241,7 +243,9 @@ class Metrics:
     def merge_data(self, data: dict[str, Any]) -> None:
         """Add what another process drained; counts add up and histograms merge losslessly."""
         for name, encoded in data.get("histograms", {}).items():
-            self.histograms.setdefault(name, Histogram()).merge_encoded(encoded)
+            if "@" in name and int(name.rpartition("@")[2]) in self.settled:
+                continue  # too late for a settled interval of the time series; the totals have it
+            self.hist(name).merge_encoded(encoded)
         self.counts.update(data.get("counts", {}))
         self.protocol.update(data.get("protocol", {}))
         for kind, (count, example) in data.get("errors", {}).items():
@@ -261,10 +265,23 @@ class Metrics:
         found = sorted(v for v in values if v is not None)
         return sorted(found, key=int) if scope == "turn" else found
 
+    def settle_intervals(self, before: int) -> None:
+        """Replace the histograms of the intervals that started before `before` by their statistics.
+
+        An HDR histogram of this range costs about 190 KiB and a run has one per metric every 5 s:
+        keeping them all would grow the master's memory by MiBs a minute. An interval is settled once
+        every worker's data for it has arrived (they report every few seconds)."""
+        for key in [k for k in self.histograms if "@" in k]:
+            name, _, start = key.rpartition("@")
+            if int(start) < before:
+                stats = self._interval_stats(self.histograms.pop(key))
+                self.settled.setdefault(int(start), {})[f"{name}_ms"] = stats
+
     def summary_timeline(self, users: dict[int, int] | None = None) -> dict[str, Any]:
         """Per-interval percentiles and counts, every interval from the first to the last."""
         users = users or {}
         starts = {int(k.rpartition("@")[2]) for k in (*self.histograms, *self.counts) if "@" in k}
+        starts.update(self.settled)
         starts.update(users)
         points = []
         if starts:
@@ -272,8 +289,11 @@ class Metrics:
                 point: dict[str, Any] = {"t": t, "users": users.get(t)}
                 for name in INTERVAL_COUNTS:
                     point[name] = int(self.counts.get(at(name, t), 0))
+                settled = self.settled.get(t, {})
                 for name in INTERVAL_METRICS:
-                    point[f"{name}_ms"] = self._interval_stats(self.histograms.get(at(name, t)))
+                    key = f"{name}_ms"
+                    live = self.histograms.get(at(name, t))
+                    point[key] = settled[key] if key in settled else self._interval_stats(live)
                 points.append(point)
         return {"interval_s": INTERVAL_S, "points": points}
 

@@ -63,6 +63,8 @@ REPORT_KEY = "loadtest"
 
 EXIT_CONFIG_ERROR = 2
 EXIT_THRESHOLDS_FAILED = 3
+# Time-series intervals older than this are reduced to their statistics (workers report every 3 s).
+SETTLE_AFTER_S = 30
 # How often --threshold-abort looks at the merged data (Locust workers report every 3 s).
 ABORT_CHECK_SECONDS = 5.0
 
@@ -455,6 +457,7 @@ class LoadtestPlugin:
             interval = interval_of(time.time())
             count = int(self.runner.user_count or 0)
             self.users_by_interval[interval] = max(count, self.users_by_interval.get(interval, 0))
+            self.metrics.settle_intervals(interval - SETTLE_AFTER_S)
             gevent.sleep(1.0)
 
     def _watch_thresholds(self) -> None:

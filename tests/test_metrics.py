@@ -4,7 +4,7 @@ import random
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest.metrics import Histogram, Metrics
+from loadtest.metrics import Histogram, Metrics, at
 
 
 def test_stats_are_exact_hdr_percentiles_in_ms() -> None:
@@ -65,3 +65,21 @@ def test_error_examples_are_truncated() -> None:
     m = Metrics()
     m.error("stream_error", "x" * 10_000)
     assert len(m.summary_errors()[0]["example"]) <= 300
+
+
+def test_settled_intervals_keep_their_statistics_and_free_their_histograms() -> None:
+    m = Metrics()
+    for t, value_ns in ((100, 5_000_000), (105, 7_000_000), (110, 9_000_000)):
+        m.record_scoped("ttft", value_ns, (), t)
+        m.count(at("turns_ok", t))
+    before = m.summary_timeline()
+    m.settle_intervals(110)
+    assert not any(k.startswith("ttft@1") and not k.endswith("@110") for k in m.histograms)
+    assert "ttft@110" in m.histograms
+    assert m.summary_timeline() == before
+    # A worker's data for a settled interval arrives too late: the totals take it, the time series not.
+    late = Metrics()
+    late.record_scoped("ttft", 1_000_000, (), 100)
+    m.merge_data(late.drain())
+    assert m.ttft.count == 4
+    assert m.summary_timeline()["points"][0]["ttft_ms"] == before["points"][0]["ttft_ms"]
