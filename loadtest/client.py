@@ -18,6 +18,7 @@ import orjson
 
 from loadtest import nlx
 from loadtest.errors import EventTooLarge, redact
+from loadtest.health import pool_wait_trace
 from loadtest.sse import SSEDecoder
 
 # How much of an error body we keep as an example: enough to read, small enough to ship.
@@ -112,6 +113,7 @@ def stream_turn(
     on_cut: Callable[[TurnResult], None] | None = None,
     first_byte_timeout: float | None = None,
     idle_timeout: float | None = None,
+    on_pool_wait: Callable[[int], None] | None = None,
 ) -> TurnResult:
     """POST one chat completion request and read its event stream to the end.
 
@@ -120,7 +122,8 @@ def stream_turn(
     a stopped run still counts what it received.
 
     `first_byte_timeout` bounds the wait for the response headers, `idle_timeout` each wait for
-    more of the stream; both default to the client's read timeout.
+    more of the stream; both default to the client's read timeout. `on_pool_wait` is given how
+    long (ns) the request waited for a connection from the client's pool.
     """
     hidden = (api_key, *secrets)
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -169,10 +172,11 @@ def stream_turn(
     timeouts = client.timeout.as_dict()
     if first_byte_timeout is not None:
         timeouts["read"] = first_byte_timeout
+    extensions: dict[str, Any] = {"timeout": timeouts}
+    if on_pool_wait is not None:
+        extensions["trace"] = pool_wait_trace(on_pool_wait)
     try:
-        with client.stream(
-            "POST", url, content=payload, headers=headers, extensions={"timeout": timeouts}
-        ) as response:
+        with client.stream("POST", url, content=payload, headers=headers, extensions=extensions) as response:
             t_headers = time.perf_counter_ns()
             if idle_timeout is not None:
                 timeouts["read"] = idle_timeout

@@ -47,6 +47,7 @@ from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.conversation import Conversation, choose
 from loadtest.pacing import abandon_after
 from loadtest.errors import LoadtestError
+from loadtest.health import HealthMonitor
 from loadtest.metrics import Metrics, at, interval_of
 from loadtest.mock.launch import MockProcess, start_mock
 from loadtest.report import build_summary, console_lines, write_run
@@ -60,9 +61,10 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 CONFIG_MESSAGE = "loadtest_config"
 FINAL_MESSAGE = "loadtest_final"
 REPORT_KEY = "loadtest"
+HEALTH_KEY = "loadtest_health"
 
 EXIT_CONFIG_ERROR = 2
-EXIT_THRESHOLDS_FAILED = 3
+EXIT_THRESHOLDS_FAILED = 3  # also when --strict-client finds the client was the bottleneck
 # Time-series intervals older than this are reduced to their statistics (workers report every 3 s).
 SETTLE_AFTER_S = 30
 # How often --threshold-abort looks at the merged data (Locust workers report every 3 s).
@@ -182,6 +184,14 @@ def add_arguments(parser: Any) -> None:
         help="Seconds before --threshold-abort may stop a run. Default 30",
     )
     parser.add_argument(
+        "--strict-client",
+        env_var="LOADTEST_STRICT_CLIENT",
+        action="store_true",
+        default=False,
+        help="Fail the run (exit code 3) when the load generator itself was the bottleneck: "
+        "event-loop lag p99 > 10 ms, CPU p90 > 90%% of a core, or connection-pool wait p99 > 10 ms",
+    )
+    parser.add_argument(
         "--turn-log",
         env_var="LOADTEST_TURN_LOG",
         action="store_true",
@@ -245,6 +255,8 @@ class LoadtestPlugin:
         self.environment: Any = None
         self.settings: Settings | None = None
         self.metrics = Metrics()
+        # Load-generating processes sample their own health; the master merges what workers send.
+        self.health = HealthMonitor()
         self.mock: MockProcess | None = None
         self.uses_mock = False
         self.run_id: str | None = None
@@ -266,6 +278,10 @@ class LoadtestPlugin:
         self.arrivals: gevent.queue.Queue[int] | None = None
         self.arrivals_greenlet: gevent.Greenlet | None = None
         self.processes = 1
+
+    @property
+    def strict_client(self) -> bool:
+        return bool(getattr(self.environment.parsed_options, "strict_client", False))
 
     @property
     def runner(self) -> Any:
@@ -310,6 +326,10 @@ class LoadtestPlugin:
         self.metrics = Metrics()
         self.peak_users = 0
         self.aborted = None
+        if self.is_master:
+            self.health.reset()
+        else:
+            self.health.start()
         if self.is_worker:
             self._open_turn_log()
             self._start_arrivals()
@@ -339,9 +359,12 @@ class LoadtestPlugin:
     def on_test_stop(self, environment: Any, **_: Any) -> None:
         self._close_turn_log()
         self._stop_arrivals()
+        self.health.stop()
         if self.is_worker:
             # Users are stopped by now: everything this worker measured goes to the master.
-            self.runner.send_message(FINAL_MESSAGE, self.metrics.drain())
+            final = self.metrics.drain()
+            final[HEALTH_KEY] = self.health.drain()
+            self.runner.send_message(FINAL_MESSAGE, final)
             return
         for greenlet in (self.abort_greenlet, self.users_greenlet):
             if greenlet is not None and greenlet is not gevent.getcurrent():
@@ -363,11 +386,14 @@ class LoadtestPlugin:
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
         data[REPORT_KEY] = self.metrics.drain()
+        data[HEALTH_KEY] = self.health.drain()
 
     def on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
         if REPORT_KEY in data:
             self.workers_seen.add(client_id)
             self.metrics.merge_data(data[REPORT_KEY])
+        if HEALTH_KEY in data:
+            self.health.merge_data(data[HEALTH_KEY], source=client_id)
 
     def _on_config_message(self, environment: Any, msg: Any, **_: Any) -> None:
         self.uses_mock = bool(msg.data.get("uses_mock"))
@@ -377,6 +403,8 @@ class LoadtestPlugin:
 
     def _on_final_message(self, environment: Any, msg: Any, **_: Any) -> None:
         self.metrics.merge_data(msg.data)
+        if HEALTH_KEY in msg.data:
+            self.health.merge_data(msg.data[HEALTH_KEY], source=msg.node_id)
         self.workers_seen.add(msg.node_id)
         self.workers_final.add(msg.node_id)
         if self.workers_final >= self.workers_seen:
@@ -584,6 +612,9 @@ class LoadtestPlugin:
         outcomes = thresholds.evaluate(settings.thresholds if settings else [], summary)
         summary["thresholds"] = [o.to_json() for o in outcomes]
         summary["verdict"] = thresholds.verdict(outcomes)
+        health = summary["client_health"] = self.health.summary()
+        if health["bottleneck"] and self.strict_client:
+            summary["verdict"] = "fail"
         if self.aborted:
             summary["run"]["aborted_by_threshold"] = self.aborted
         return summary
@@ -596,7 +627,7 @@ class LoadtestPlugin:
         run_dir = write_run(settings.report_dir, self.run_id, summary)
         self.last_run_dir = run_dir
         self.run_id = None
-        if settings.thresholds:
+        if settings.thresholds or self.strict_client:
             # With thresholds the verdict decides the exit code, not Locust's any-failure rule.
             failed = summary["verdict"] != "pass"
             self.environment.process_exit_code = EXIT_THRESHOLDS_FAILED if failed else 0
@@ -713,6 +744,7 @@ class NLXChatUser(User):
                 on_cut=on_cut,
                 first_byte_timeout=settings.first_byte_timeout,
                 idle_timeout=settings.idle_timeout,
+                on_pool_wait=self.plugin.health.record_pool_wait,
             )
             if result.ok:
                 problem = turn.check(result.content) or (

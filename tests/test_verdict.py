@@ -39,6 +39,11 @@ def test_passing_thresholds_exit_0_with_verdict_and_junit(
     assert suite is not None and suite.get("tests") == "3" and suite.get("failures") == "0"
     assert "ttft.p95<5s" in step_summary.read_text(encoding="utf-8")
     assert "verdict: PASS" in run.stderr
+    health = summary["client_health"]
+    assert health["judged"] is False and health["bottleneck"] is False and health["loop_lag_ms"]["count"] > 0
+    assert health["pool_wait_ms"]["count"] == summary["counts"]["turns"]
+    report = (run.report_dir / "latest" / "report.html").read_text(encoding="utf-8")
+    assert "Client health" in report and "too short to judge" in report
 
 
 def test_failing_threshold_exits_3_and_says_why(

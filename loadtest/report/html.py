@@ -110,6 +110,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
         _card("By scenario", _by_scenario(summary.get("by_scenario")), "ms"),
         _card("Errors", _errors(summary)),
         _card("Stream protocol", _protocol(summary.get("protocol")), "counted, not failed"),
+        _card("Client health", _health(summary.get("client_health")), "the load generator's own overhead"),
         _footer(run),
     ]
     title = f"Load test {run.get('id', '')} · {host}"
@@ -519,6 +520,34 @@ def _protocol(section: Any) -> str:
         )
     legend = "; ".join(f"<code>{escape(k)}</code>: {escape(note)}" for k, note in PROTOCOL)
     return f'<div class="counters">{"".join(out)}</div><p class="faint" style="font-size:12px">{legend}.</p>'
+
+
+def _health(section: Any) -> str:
+    health = _mapping(section)
+    if not health:
+        return '<p class="note">This summary has no client-health data.</p>'
+    if health.get("bottleneck"):
+        reasons = "; ".join(str(r) for r in health.get("reasons") or [])
+        verdict = (
+            '<p class="note" style="border-color:#f3c4c4;background:#fff1f1">'
+            f"The load generator was the bottleneck: {escape(reasons)}. Latency figures include its own "
+            "delay: use more worker processes (--processes) or fewer users per process.</p>"
+        )
+    elif health.get("judged") is False:
+        verdict = '<p class="note">The run was too short to judge the load generator (under 10 s).</p>'
+    else:
+        verdict = '<p class="note">The load generator kept up: its own delays stayed under the limits.</p>'
+    rows = []
+    for key, label in (
+        ("loop_lag_ms", "Event-loop lag (ms)"),
+        ("pool_wait_ms", "Connection-pool wait (ms)"),
+        ("cpu_percent", "CPU (% of one core)"),
+    ):
+        stats = _mapping(health.get(key))
+        cells = "".join(f"<td>{_ms(stats.get(stat))}</td>" for stat in ("p50", "p90", "p99", "max"))
+        rows.append(f'<tr><td class="name">{escape(label)}</td>{cells}</tr>')
+    table = _table(["gauge", "p50", "p90", "p99", "max"], rows)
+    return verdict + table
 
 
 # --- comparison -------------------------------------------------------------------------------

@@ -93,7 +93,10 @@ def console_lines(summary: dict[str, Any], run_dir: Path) -> list[str]:
     for t in summary.get("thresholds", []):
         observed = format_observed(t["observed"], t.get("unit", "ms"))
         lines.append(f"threshold {'pass' if t['passed'] else 'FAIL'}: {t['expr']} (observed {observed})")
-    if summary.get("thresholds"):
+    health = summary.get("client_health")
+    if health and health.get("bottleneck"):
+        lines.append(f"client was the bottleneck: {'; '.join(health['reasons'])}")
+    if summary.get("thresholds") or summary.get("verdict") == "fail":
         lines.append(f"verdict: {summary.get('verdict', 'pass').upper()}")
     lines.append(f"summary: {run_dir / 'summary.json'}")
     lines.append(f"report:  {run_dir / 'report.html'}")
