@@ -52,7 +52,7 @@ from loadtest.metrics import Metrics, at, interval_of
 from loadtest.mock.launch import MockProcess, start_mock
 from loadtest.report import build_summary, console_lines, write_run
 from loadtest.report.turns import TurnLog
-from loadtest.settings import API_KEY_ENV, MOCK_API_KEY, Settings, from_options
+from loadtest.settings import API_KEY_ENV, MOCK_API_KEY, Settings, check_reachable, from_options
 
 logger = logging.getLogger("loadtest")
 # One INFO line per request from httpx drowns the run output.
@@ -318,6 +318,8 @@ class LoadtestPlugin:
             if not environment.host:
                 self._start_mock(environment)
             self.settings = self._settings()
+            if not self.uses_mock:
+                check_reachable(self.settings.host, self.settings.connect_timeout)
         except LoadtestError as exc:
             self.close()
             _exit_with(str(exc))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loadtest import nlx, thresholds
 from loadtest.arrivals import ArrivalRate
@@ -222,3 +224,20 @@ def _positive(options: Any, name: str, default: float) -> float:
         flag = "--" + name.replace("_", "-")
         raise ConfigError(f"{flag} {value!r} must be a number of seconds > 0")
     return number
+
+
+def check_reachable(host: str, timeout: float) -> None:
+    """Open (and close) one TCP connection to the host, so a wrong or unreachable host stops the run
+    at start with one line instead of failing every turn."""
+    url = urlsplit(host)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except socket.gaierror:
+        raise ConfigError(f"--host {host!r}: cannot resolve {url.hostname!r}: check the host name") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"--host {host!r}: cannot connect to {url.hostname}:{port} ({reason}): check the host and port, "
+            "and that the server runs"
+        ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -330,3 +331,36 @@ def test_a_run_started_and_stopped_in_the_web_ui_writes_its_summary(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("make_args", "expected"),
+    [
+        (lambda tmp: f"--host http://127.0.0.1:{closed_port()}", "cannot connect to 127.0.0.1:"),
+        (lambda tmp: "--report-dir /proc/no-such-dir/reports", "--report-dir '/proc/no-such-dir/reports'"),
+        (lambda tmp: f"--conversations {bad_dataset(tmp)}", "bad.jsonl:2: "),
+        (lambda tmp: "--threshold ttft.p95<fast", "--threshold 'ttft.p95<fast'"),
+    ],
+    ids=["unreachable host", "unwritable report dir", "bad dataset line", "bad threshold"],
+)
+def test_bad_input_is_one_line_naming_the_fix_and_exit_2(
+    run_locust: Callable[..., LocustRun], tmp_path: Path, make_args: Callable[[Path], str], expected: str
+) -> None:
+    run = run_locust(f"{NLX} -t 5s {make_args(tmp_path)}", env=KEYED, timeout=60)
+    assert run.returncode == 2, run.output[-2000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("loadtest: error:")]
+    assert len(errors) == 1 and expected in errors[0], run.stderr[-2000:]
+    assert "Traceback" not in run.output
+
+
+def bad_dataset(tmp: Path) -> Path:
+    path = tmp / "bad.jsonl"
+    path.write_text('{"name": "ok", "turns": ["hi"]}\n{"name": "broken", "turns": "hi"}\n', encoding="utf-8")
+    return path
