@@ -52,6 +52,7 @@ from loadtest.metrics import Metrics, at, interval_of
 from loadtest.mock.launch import MockProcess, start_mock
 from loadtest.report import build_summary, console_lines, write_run
 from loadtest.report.turns import TurnLog
+from loadtest.shapes import StagesShape
 from loadtest.settings import API_KEY_ENV, MOCK_API_KEY, Settings, check_reachable, from_options
 
 logger = logging.getLogger("loadtest")
@@ -115,6 +116,13 @@ def add_arguments(parser: Any) -> None:
         default=None,
         help="Open model: start this many conversations per second whatever the server does "
         "(5, poisson:5, constant:5); -u is then the most conversations at once",
+    )
+    parser.add_argument(
+        "--stages",
+        env_var="LOADTEST_STAGES",
+        default=None,
+        help="With a locustfile that has a StagesShape (locustfiles/ramp.py): DURATION:USERS stages, "
+        "e.g. 1m:10,5m:50,1m:0",
     )
     parser.add_argument(
         "--max-queue-wait",
@@ -320,6 +328,8 @@ class LoadtestPlugin:
             self.settings = self._settings()
             if not self.uses_mock:
                 check_reachable(self.settings.host, self.settings.connect_timeout)
+            if isinstance(environment.shape_class, StagesShape):
+                environment.shape_class.stages()  # a missing or bad --stages stops the run here
         except LoadtestError as exc:
             self.close()
             _exit_with(str(exc))
