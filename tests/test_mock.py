@@ -378,7 +378,7 @@ def test_time_to_first_content_follows_the_ttft_setting(client: httpx.Client) ->
         assert t.times[3] >= 0.090
     assert abs(s["ttft_ms"]["p50"] - 80) <= 3
     assert abs(s["turn_ms"]["p50"] - 90) <= 5
-    assert s["schedule_error_ms"]["p99"] < 3
+    assert s["schedule_error_ms"]["p99"] < 10  # of 24 chunks: the worst wake-up on a busy machine
 
 
 # --- options -----------------------------------------------------------------------------------
