@@ -123,14 +123,19 @@ def _injected(error: dict[str, Any]) -> dict[str, Any]:
     return {"error": {**error, "message": f"{error['message']} (fault injected by the mock)"}}
 
 
-def _parse_body(raw: bytes) -> tuple[str | None, list[dict[str, Any]]]:
-    """The conversation id (None for a new one) and the messages, or _BadRequest."""
+def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise _BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise _BadRequest("request body must be a JSON object")
+    return body
+
+
+def _parse_body(raw: bytes) -> tuple[str | None, list[dict[str, Any]]]:
+    """The conversation id (None for a new one) and the messages, or _BadRequest."""
+    body = _json_object(raw)
     model = body.get("model")
     if not isinstance(model, str):
         raise _BadRequest("model is required: 'nlx' or 'nlx:{conversationId}'", param="model")
@@ -159,12 +164,7 @@ def _check_messages_and_stream(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _parse_openai_body(raw: bytes) -> tuple[str, list[dict[str, Any]]]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise _BadRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _BadRequest("request body must be a JSON object")
+    body = _json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _BadRequest("model is required", param="model")
