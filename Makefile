@@ -21,7 +21,7 @@ $(TEST_STAMP): $(STAMP)
 
 # A 30-second conversation load test against the built-in mock: prints the summary and report path.
 demo: $(STAMP)
-	$(BIN)/locust -f locustfiles/chat.py --headless -u 20 -r 10 -t 30s --think-time 0.5-1.5 \
+	$(BIN)/locust -f locustfiles/chat.py --headless -u 20 -r 10 -t 30s --think-time 0.5-1.5 --stop-timeout 10 \
 		--only-summary --mock-options "--ttft lognormal:250ms:0.3 --itl uniform:10ms:40ms"
 
 test: $(TEST_STAMP)
@@ -36,9 +36,12 @@ typecheck: $(TEST_STAMP)
 
 check: lint typecheck test
 
+# Benchmarks that print numbers: the SSE parser, then the load generator's own overhead against the mock
+# (about 2 minutes; `$(BIN)/python bench/capacity.py` without --quick steps up to 600 streams, under 10).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/parser.py
+	$(BIN)/python bench/capacity.py --quick
 
 # Not in CI: 30 minutes against the mock with faults on; fails when the generator's memory grows.
 soak: $(STAMP)
