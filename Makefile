@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test check lint typecheck bench soak clean
+.PHONY: install demo test check lint typecheck bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench: $(STAMP)
 # Not in CI: 30 minutes against the mock with faults on; fails when the generator's memory grows.
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py --minutes 30
+
+# Not in CI: coverage-guided fuzzing of the SSE decoder against the reference decoder of the tests.
+fuzz: $(TEST_STAMP)
+	$(BIN)/python -m pip install --quiet atheris
+	$(BIN)/python bench/fuzz_sse.py -runs=2000000 -max_len=4096
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache
