@@ -62,6 +62,10 @@ TURN_METRICS = ("ttft", "turn")
 SCENARIO_METRICS = ("ttft", "turn", "conversation")
 
 
+# Counters of failed turns by kind and scenario: `errors.assertion{scenario=booking}`.
+ERROR_COUNT_PREFIX = "errors."
+
+
 def scoped(name: str, scope: str, value: str | int) -> str:
     """The key of a metric or counter for one turn index or scenario: `ttft{turn=1}`."""
     return f"{name}{{{scope}={value}}}"
@@ -307,6 +311,15 @@ class Metrics:
         out["max"] = _ms(hist.value_at_percentile_us(100.0))
         return out
 
+    def _errors_in(self, scope: str, value: str) -> dict[str, int]:
+        """Failed turns by kind within one scope value, e.g. one scenario."""
+        out: dict[str, int] = {}
+        for key, n in self.counts.items():
+            name, key_scope, key_value = split_key(key)
+            if key_scope == scope and key_value == value and name.startswith(ERROR_COUNT_PREFIX):
+                out[name.removeprefix(ERROR_COUNT_PREFIX)] = int(n)
+        return dict(sorted(out.items()))
+
     def summary_breakdown(self, scope: str) -> dict[str, Any]:
         """`by_turn` (scope "turn") or `by_scenario` (scope "scenario") of summary.json."""
         metrics, count_keys = (
@@ -323,6 +336,8 @@ class Metrics:
                 f"{name}_ms": self.hist(scoped(name, scope, value)).stats_ms() for name in metrics
             }
             entry["counts"] = {k: int(self.counts.get(scoped(k, scope, value), 0)) for k in count_keys}
+            if scope == "scenario":
+                entry["errors"] = self._errors_in(scope, value)
             out[value] = entry
         return out
 

@@ -48,7 +48,7 @@ from loadtest.conversation import Conversation, choose
 from loadtest.pacing import abandon_after
 from loadtest.errors import LoadtestError
 from loadtest.health import HealthMonitor
-from loadtest.metrics import Metrics, at, interval_of
+from loadtest.metrics import ERROR_COUNT_PREFIX, Metrics, at, interval_of, scoped
 from loadtest.mock.launch import MockProcess, start_mock
 from loadtest.report import build_summary, console_lines, write_run
 from loadtest.report.turns import TurnLog
@@ -581,6 +581,7 @@ class LoadtestPlugin:
             if result.kind != "cut":
                 m.count(at("turns_failed", interval))
             m.error(result.kind or "unknown", result.detail)
+            m.count(scoped(f"{ERROR_COUNT_PREFIX}{result.kind}", "scenario", scenario))
         if self.turn_log is not None:
             self.turn_log.write(
                 {

@@ -1,0 +1,122 @@
+"""Realistic workload end to end: answer checks, fallback replies, variables, transcript replay."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
+
+FAST = ("--ttft", "uniform:5ms:10ms", "--itl", "uniform:1ms:2ms", "--chunks", "uniform:2:4")
+NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
+KEYED = locust_env(NLX_API_KEY=TEST_KEY)
+
+
+def conversations_of(mock: Mock) -> list[dict[str, object]]:
+    ids = httpx.get(mock.url + "/_mock/conversations", timeout=10).json()["ids"]
+    return [mock.conversation(cid) for cid in ids]
+
+
+def test_answer_checks_fail_turns_as_assertion_per_scenario(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+) -> None:
+    mock = mock_server(*FAST)
+    path = tmp_path / "checks.yaml"
+    path.write_text(
+        "scenarios:\n"
+        "  - name: passes\n"
+        "    turns:\n"
+        "      - user: hello\n"
+        "        expect: {not_contains: [zzz-never], max_length: 100000, regex: '\\w'}\n"
+        "  - name: fails\n"
+        "    turns:\n"
+        "      - user: hello\n"
+        "        expect: {contains: no-such-word-xyz}\n"
+        "      - never sent, the first turn failed\n",
+        encoding="utf-8",
+    )
+    run = run_locust(
+        f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 --stop-timeout 30 --conversations {path}",
+        env=KEYED,
+    )
+    assert run.returncode == 1, run.output[-3000:]
+    summary = run.summary()
+    passes, fails = summary["by_scenario"]["passes"], summary["by_scenario"]["fails"]
+    assert passes["counts"]["turns_ok"] == passes["counts"]["turns"] > 0 and passes["errors"] == {}
+    assert fails["counts"]["turns"] == fails["counts"]["conversations_started"] > 0  # stopped after turn 1
+    assert (
+        fails["errors"]
+        == {"assertion": fails["counts"]["turns_failed"]}
+        == {"assertion": fails["counts"]["turns"]}
+    )
+    [error] = summary["errors"]
+    assert error["kind"] == "assertion" and "does not contain 'no-such-word-xyz'" in error["example"]
+    # a fast wrong answer is a failure, not a latency sample
+    assert summary["metrics"]["ttft_ms"]["count"] == passes["counts"]["turns_ok"]
+
+
+def test_fallback_pattern_marks_fallback_replies(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
+) -> None:
+    mock = mock_server(*FAST)  # every reply of the mock says "Grüße"
+    run = run_locust(
+        f"--host {mock.url} {NLX} -u 1 -r 1 -t 1s --think-time 0 --stop-timeout 30",
+        "--fallback-pattern", "grüsse|grüße",
+        env=KEYED,
+    )  # fmt: skip
+    summary = run.summary()
+    assert summary["counts"]["turns_ok"] == 0 and summary["counts"]["turns_failed"] > 0
+    assert summary["errors"][0]["kind"] == "assertion" and "fallback" in summary["errors"][0]["example"]
+
+
+def test_variables_make_every_request_different(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+) -> None:
+    mock = mock_server(*FAST)
+    path = tmp_path / "vars.yaml"
+    path.write_text(
+        "variables:\n  city: [Paris, Lyon]\n"
+        "scenarios:\n  - name: v\n    turns: ['order {{number: 10000-99999}} to {{city}} on {{date: +1..+5}}']\n",
+        encoding="utf-8",
+    )
+    run = run_locust(
+        f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 --stop-timeout 30 --conversations {path}",
+        env=KEYED,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    sent = [c["turns"][0]["messages"][-1]["content"] for c in conversations_of(mock)]  # type: ignore[index]
+    assert len(sent) > 10
+    pattern = re.compile(r"order \d{5} to (Paris|Lyon) on \d{4}-\d{2}-\d{2}")
+    assert all(pattern.fullmatch(text) for text in sent), sent[:3]
+    assert len(set(sent)) > len(sent) // 2
+
+
+def test_a_transcript_replays_turn_by_turn(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+) -> None:
+    mock = mock_server(*FAST)
+    path = tmp_path / "past.jsonl"
+    path.write_text(
+        '{"id": "t1", "scenario": "refunds", "messages": ['
+        '{"role": "user", "content": "I want a refund"}, {"role": "assistant", "content": "old reply"},'
+        '{"role": "user", "content": "Order 58213"}, {"role": "assistant", "content": "old reply 2"},'
+        '{"role": "user", "content": "Thanks"}]}\n',
+        encoding="utf-8",
+    )
+    run = run_locust(
+        f"--host {mock.url} {NLX} -u 1 -r 1 -t 1s --think-time 0 --stop-timeout 30 --conversations {path}",
+        env=KEYED,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    summary = run.summary()
+    assert list(summary["by_scenario"]) == ["refunds"]
+    for conv in conversations_of(mock):
+        turns = conv["turns"]
+        users = [t["messages"][-1]["content"] for t in turns]  # type: ignore[index]
+        assert users == ["I want a refund", "Order 58213", "Thanks"][: len(users)]
+        # the history carries the live replies, never the transcript's old ones
+        history = [m["content"] for m in turns[-1]["messages"] if m["role"] == "assistant"]  # type: ignore[index]
+        assert "old reply" not in history and history == [t["reply"] for t in turns[:-1]]  # type: ignore[index]
