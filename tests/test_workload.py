@@ -79,7 +79,8 @@ def test_variables_make_every_request_different(
     path = tmp_path / "vars.yaml"
     path.write_text(
         "variables:\n  city: [Paris, Lyon]\n"
-        "scenarios:\n  - name: v\n    turns: ['order {{number: 10000-99999}} to {{city}} on {{date: +1..+5}}']\n",
+        "scenarios:\n  - name: v\n"
+        "    turns: ['order {{number: 10000-99999}} to {{city}} on {{date: +1..+5}}']\n",
         encoding="utf-8",
     )
     run = run_locust(
