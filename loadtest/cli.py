@@ -1,5 +1,6 @@
 """`loadtest` command: `loadtest mock ...` runs the mock server, `loadtest report SUMMARY` re-renders,
-`loadtest compare BASELINE NEW` compares two runs."""
+`loadtest compare BASELINE NEW` compares two runs, `loadtest calibrate` measures the generator's own
+added latency."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ commands:
   compare BASELINE NEW  compare two runs: compare.html, Markdown, exit 4 on a regression
                         (loadtest compare --help)
   options               list the options loadtest adds to locust, with their environment variables
+  calibrate [OPTIONS]   how much latency the load generator itself adds, measured against the mock
+                        (loadtest calibrate --help)
 
 To run a load test: locust -f locustfiles/chat.py (see README.md)."""
 
 EXIT_BAD_INPUT = 2
 EXIT_REGRESSION = 4
+EXIT_TOO_MUCH_OVERHEAD = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         return _compare(rest)
     if command == "options":
         return _options()
+    if command == "calibrate":
+        return _calibrate(rest)
     print(
-        f"loadtest: error: unknown command {command!r}: use mock, report, compare or options", file=sys.stderr
+        f"loadtest: error: unknown command {command!r}: use mock, report, compare, options or calibrate",
+        file=sys.stderr,
     )
     return EXIT_BAD_INPUT
 
@@ -166,6 +173,73 @@ def _compare(argv: list[str]) -> int:
         return EXIT_REGRESSION
     print(f"loadtest compare: no regression beyond {tol} ({ns.output})", file=sys.stderr)
     return 0
+
+
+CALIBRATE_HELP = """Measure the latency the load generator itself adds. Runs a real headless locust process
+on the locustfile against the built-in mock (one-turn conversations, no think time), then prints the
+generator's TTFT and turn-latency percentiles minus the mock's own server-side ones, the generator's
+CPU and memory, and a one-line verdict. With two CPUs or more, the mock and the generator run on one
+CPU each.
+
+exit codes: 0 the added p95 is within --max-added-ms, 1 it is not (or no turn completed), 2 bad input."""
+
+
+def _calibrate(argv: list[str]) -> int:
+    from loadtest import calibrate
+    from loadtest.errors import ConfigError, LoadtestError
+
+    defaults = calibrate.Options()
+    parser = _Parser(
+        prog="loadtest calibrate",
+        description=CALIBRATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--users", type=int, default=defaults.users, help="concurrent users (default 100)")
+    parser.add_argument("--seconds", type=int, default=defaults.seconds, help="run time (default 20)")
+    parser.add_argument("--ttft", default=defaults.ttft, help="the mock's TTFT (default %(default)s)")
+    parser.add_argument(
+        "--itl", default=defaults.itl, help="the mock's inter-chunk time (default %(default)s)"
+    )
+    parser.add_argument(
+        "--chunks", default=defaults.chunks, help="content chunks per reply (default %(default)s)"
+    )
+    parser.add_argument(
+        "-f",
+        "--locustfile",
+        type=Path,
+        default=None,
+        help="a locustfile that uses loadtest's plugin (default: locustfiles/chat.py)",
+    )
+    parser.add_argument(
+        "--max-added-ms",
+        type=float,
+        default=defaults.max_added_ms,
+        help="exit 1 when the generator adds more than this at p95 (default %(default)g)",
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the mock and the generator to CPUs of their own"
+    )
+    ns = parser.parse_args(argv)
+    options = calibrate.Options(
+        users=ns.users,
+        seconds=ns.seconds,
+        ttft=ns.ttft,
+        itl=ns.itl,
+        chunks=ns.chunks,
+        locustfile=ns.locustfile,
+        max_added_ms=ns.max_added_ms,
+        pin=not ns.no_pin,
+    )
+    try:
+        result = calibrate.calibrate(options, progress=print)
+    except ConfigError as exc:
+        print(f"loadtest calibrate: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except LoadtestError as exc:
+        print(f"loadtest calibrate: error: {exc}", file=sys.stderr)
+        return EXIT_TOO_MUCH_OVERHEAD
+    print("\n".join(calibrate.report_lines(result)))
+    return EXIT_TOO_MUCH_OVERHEAD if result.too_much else 0
 
 
 if __name__ == "__main__":
