@@ -10,28 +10,14 @@ perf_counter_ns, recorded in microsecond HDR histograms and written to BENCH_OUT
 
 import locust  # noqa: F401, I001  (first: gevent patches sockets before httpx is imported)
 
-import os
 import ssl
 import time
-import urllib.request
-import uuid
 
-import gevent
 import httpx
-import orjson
-from hdrh.histogram import HdrHistogram
+from baseline import HEADERS, PATH, body, content_of, record, register
 from locust import User, constant, events, task
 
-PATH = os.environ.get("BENCH_PATH", "/demo/web-en-US/chat/completions")
-HEADERS = {
-    "Authorization": f"Bearer {os.environ.get('NLX_API_KEY', '')}",
-    "Content-Type": "application/json",
-    "Accept": "text/event-stream",
-}
 SSL_CONTEXT = ssl.create_default_context()
-TTFT = HdrHistogram(1, 3_600_000_000, 3)
-TURN = HdrHistogram(1, 3_600_000_000, 3)
-COUNTS = {"turns_ok": 0, "turns_failed": 0}
 
 
 class ChatUser(User):
@@ -46,16 +32,11 @@ class ChatUser(User):
 
     @task
     def turn(self) -> None:
-        body = {
-            "model": f"nlx:{uuid.uuid4()}",
-            "messages": [{"role": "user", "content": "Hi"}],
-            "stream": True,
-        }
         t_start = time.perf_counter_ns()
         t_first = t_done = None
         error: Exception | None = None
         try:
-            with self.client.stream("POST", PATH, content=orjson.dumps(body), headers=HEADERS) as response:
+            with self.client.stream("POST", PATH, content=body(), headers=HEADERS) as response:
                 tail = b""
                 for raw in response.iter_raw():
                     t_read = time.perf_counter_ns()
@@ -78,37 +59,7 @@ class ChatUser(User):
             exception=error,
             context={},
         )
-        if error is not None or t_first is None or t_done is None:
-            COUNTS["turns_failed"] += 1
-            return
-        COUNTS["turns_ok"] += 1
-        TTFT.record_value((t_first - t_start) // 1000)
-        TURN.record_value((t_done - t_start) // 1000)
+        record(t_start, None if error is not None else t_first, t_done)
 
 
-def content_of(data: bytes) -> str | None:
-    content: str | None = orjson.loads(data)["choices"][0]["delta"].get("content")
-    return content
-
-
-@events.test_start.add_listener
-def forget_warmup(environment, **_: object) -> None:
-    # After BENCH_WARMUP_S, this file and the mock forget what they measured, at the same moment.
-    def forget(deadline: float) -> None:
-        # Against the clock: after a busy start gevent's loop time lags, and its timers fire early.
-        while (delay := deadline - time.monotonic()) > 0:
-            gevent.sleep(delay)
-        TTFT.reset()
-        TURN.reset()
-        COUNTS.update(turns_ok=0, turns_failed=0)
-        request = urllib.request.Request(environment.host + "/_mock/reset", method="POST")
-        urllib.request.urlopen(request, timeout=30).close()
-
-    gevent.spawn(forget, time.monotonic() + float(os.environ.get("BENCH_WARMUP_S", "0")))
-
-
-@events.test_stop.add_listener
-def write_samples(**_: object) -> None:
-    out = {"ttft": TTFT.encode().decode(), "turn": TURN.encode().decode(), **COUNTS}
-    with open(os.environ.get("BENCH_OUT", "bench-httpx.json"), "wb") as f:
-        f.write(orjson.dumps(out))
+register(events, "bench-httpx.json")
