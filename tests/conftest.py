@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "locustfiles" / "chat.py"
 LOCUST = str(Path(sys.executable).with_name("locust"))
 TEST_KEY = "test-key-9f3a71c2"
+# A quick mock for end-to-end runs, the NLX options that go with it, and an environment with the key.
+FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
+NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
 
 
 def free_port() -> int:
@@ -82,6 +85,9 @@ def locust_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NLX_", "LOADTEST_", "LOCUST_"))}
     env.update(extra)
     return env
+
+
+KEYED = locust_env(NLX_API_KEY=TEST_KEY)
 
 
 @pytest.fixture

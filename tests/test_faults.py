@@ -13,11 +13,9 @@ import pytest
 
 from loadtest.mock import parse_config
 from loadtest.mock.faults import FAULT_KINDS, FaultPlan, parse_faults, parse_rate
-from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
+from tests.conftest import KEYED, NLX, LocustRun, Mock
 
 FAST = ("--ttft", "uniform:5ms:15ms", "--itl", "uniform:1ms:3ms", "--chunks", "uniform:2:6")
-NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
-KEYED = locust_env(NLX_API_KEY=TEST_KEY)
 # Users get time to finish their conversation at the stop, so no turn is cut and counts match exactly.
 RUN = f"{NLX} -u 3 -r 3 -t 2s --think-time 0 --read-timeout 1 --stop-timeout 10"
 

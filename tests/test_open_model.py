@@ -6,10 +6,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
-
-NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
-KEYED = locust_env(NLX_API_KEY=TEST_KEY)
+from tests.conftest import KEYED, NLX, LocustRun, Mock, locust_env
 
 
 def one_turn_conversations(tmp_path: Path) -> str:

@@ -6,9 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
-
-FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
+from tests.conftest import FAST, TEST_KEY, LocustRun, Mock, locust_env
 
 
 def test_a_generic_openai_compatible_server_with_full_history(

@@ -13,12 +13,20 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import LOCUST, LOCUSTFILE, TEST_KEY, LocustRun, Mock, free_port, locust_env
+from tests.conftest import (
+    FAST,
+    KEYED,
+    LOCUST,
+    LOCUSTFILE,
+    NLX,
+    TEST_KEY,
+    LocustRun,
+    Mock,
+    free_port,
+    locust_env,
+)
 
-FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
 CHANNEL = ("--nlx-deployment", "dep1", "--nlx-channel", "web-en-US")
-NLX = " ".join(CHANNEL)
-KEYED = locust_env(NLX_API_KEY=TEST_KEY)
 
 
 def test_summary_counts_match_what_the_mock_served(

@@ -16,10 +16,9 @@ from loadtest.metrics import Histogram
 from loadtest.report import charts
 from loadtest.report.html import PROTOCOL, render_html
 from tests.browser import chromium, load, loaded_references, require_chromium
-from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
+from tests.conftest import NLX, TEST_KEY, LocustRun, Mock, locust_env
 
 FAST = ("--ttft", "uniform:20ms:60ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
-NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
 NASTY = "https://evil.example/</script><script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 
 

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LocustRun, Mock, locust_env
+from tests.conftest import FAST, NLX, LocustRun, Mock, locust_env
 
 SECRET = "sk-nlx-4f1c9e8a7b6d5c4b3a2f1e0d"
-FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
-NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
 
 
 def every_file(folder: Path) -> list[Path]:

@@ -11,10 +11,9 @@ import pytest
 
 from loadtest.client import make_client, stream_turn
 from loadtest.nlx import completions_url, request_body
-from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
+from tests.conftest import NLX, TEST_KEY, LocustRun, Mock, locust_env
 
 BODY = request_body("c1", [{"role": "user", "content": "hi"}])
-NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
 
 
 @pytest.fixture

@@ -6,10 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
-
-FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
-NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
+from tests.conftest import FAST, NLX, TEST_KEY, LocustRun, Mock, locust_env
 
 
 def test_passing_thresholds_exit_0_with_verdict_and_junit(

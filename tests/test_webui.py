@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, jsonify
 
 from loadtest import webui
 from loadtest.metrics import Metrics
-from tests.conftest import LOCUST, TEST_KEY, Mock, free_port, locust_env
+from tests.conftest import FAST, LOCUST, TEST_KEY, Mock, free_port, locust_env
 
 MS = 1_000_000  # ns
 
@@ -225,7 +225,6 @@ def test_a_failing_provider_leaves_locusts_stats_alone(caplog: pytest.LogCapture
 # --- a real locust web UI against the real mock --------------------------------------------------------
 
 TTFT_MS = (20.0, 40.0)
-FAST = ("--ttft", "uniform:20ms:40ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
 CHANNEL = ("--nlx-deployment", "dep1", "--nlx-channel", "web-en-US")
 
 # What locustfiles/chat.py looks like with the tab installed by hand: once plugin.py installs it too,

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import TEST_KEY, LocustRun, Mock, locust_env
+from tests.conftest import KEYED, NLX, LocustRun, Mock
 
 FAST = ("--ttft", "uniform:5ms:10ms", "--itl", "uniform:1ms:2ms", "--chunks", "uniform:2:4")
-NLX = "--nlx-deployment dep1 --nlx-channel web-en-US"
-KEYED = locust_env(NLX_API_KEY=TEST_KEY)
 
 
 def conversations_of(mock: Mock) -> list[dict[str, object]]:
