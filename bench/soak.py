@@ -18,16 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtest.calibrate import sample_process
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = str(Path(sys.executable).with_name("locust"))
 FAULTS = "http_500=2%,http_429=2%,cut=1%,stall=0.5%,bad_json=0.5%,error_event=1%,reset=0.5%"
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().split("\n"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def main() -> int:
@@ -55,10 +50,10 @@ def main() -> int:
         start = time.monotonic()
         print(f"{'minute':>8}{'rss MiB':>10}")
         while proc.poll() is None:
-            try:
-                rss = rss_kib(proc.pid)
-            except FileNotFoundError:
+            sample = sample_process(proc.pid)
+            if sample is None:
                 break
+            rss = sample.rss_bytes // 1024
             elapsed = time.monotonic() - start
             samples.append((elapsed, rss))
             print(f"{elapsed / 60:>8.1f}{rss / 1024:>10.1f}", flush=True)
