@@ -51,6 +51,20 @@ def build_events(n: int) -> list[bytes]:
 
 
 def ours(reads: list[bytes], parse_json: bool) -> int:
+    """As `loadtest.client` decodes a stream: data bytes only, JSON straight from bytes."""
+    dec = SSEDecoder()
+    loads = orjson.loads
+    n = 0
+    for read in reads:
+        for data in dec.feed_data(read):
+            if parse_json:
+                loads(data)
+            n += 1
+    dec.close()
+    return n
+
+
+def ours_events(reads: list[bytes], parse_json: bool) -> int:
     dec = SSEDecoder()
     n = 0
     for t, read in enumerate(reads):
@@ -62,7 +76,7 @@ def ours(reads: list[bytes], parse_json: bool) -> int:
     return n
 
 
-def orjson_alone(payloads: list[str]) -> int:
+def orjson_alone(payloads: list[str] | list[bytes]) -> int:
     loads = orjson.loads
     for payload in payloads:
         loads(payload)
@@ -134,46 +148,56 @@ def main(argv: list[str] | None = None) -> None:
     events = build_events(args.events)
     buffer = b"".join(events)
     reads = [buffer[i : i + args.read] for i in range(0, len(buffer), args.read)]
-    payloads = [e[len(b"data: ") : -2].decode() for e in events]
+    payloads = [e[len(b"data: ") : -2] for e in events]
+    texts = [p.decode() for p in payloads]
     n = len(events)
     print(
         f"{n} events, {len(buffer) / n:.0f} bytes each on average, {len(buffer) / 1e6:.1f} MB "
         f"in {len(reads)} reads of {args.read} bytes; best of {args.repeat}; Python {sys.version.split()[0]}"
     )
-
-    rates: dict[str, tuple[float, float | None]] = {}
-    rates["loadtest.sse"] = (
-        best_rate(lambda: ours(reads, False), n, args.repeat),
-        best_rate(lambda: ours(reads, True), n, args.repeat),
-    )
-    rates["orjson.loads alone"] = (best_rate(lambda: orjson_alone(payloads), n, args.repeat), None)
-    for name, runner in [("httpx-sse", httpx_sse_runner()), ("openai SSEDecoder", openai_runner())]:
+    others = [("httpx-sse", httpx_sse_runner()), ("openai SSEDecoder", openai_runner())]
+    for name, runner in others:
         if isinstance(runner, str):
             print(f"skipped {name}: {runner}")
-            continue
-        rates[name] = (
-            best_rate(partial(runner, reads, False), n, args.repeat),
-            best_rate(partial(runner, reads, True), n, args.repeat),
-        )
+    runners: list[tuple[str, Callable[[list[bytes], bool], int]]] = [
+        ("loadtest.sse", ours),
+        ("loadtest.sse Events", ours_events),
+        *[(name, runner) for name, runner in others if not isinstance(runner, str)],
+    ]
 
-    print()
-    print(f"{'decoder':<20} {'events/s parse':>16} {'events/s +json':>16} {'MB/s parse':>12}")
     mb_per_event = len(buffer) / n / 1e6
-    for name, (parse, with_json) in rates.items():
-        json_col = f"{with_json:>16,.0f}" if with_json is not None else f"{'-':>16}"
-        print(f"{name:<20} {parse:>16,.0f} {json_col} {parse * mb_per_event:>12.1f}")
-
-    ours_parse, ours_json = rates["loadtest.sse"]
-    assert ours_json is not None
-    print()
-    print(f"ours+json / orjson alone: {ours_json / rates['orjson.loads alone'][0]:.2f}")
-    for name in ("openai SSEDecoder", "httpx-sse"):
-        if name in rates:
-            parse, with_json = rates[name]
-            assert with_json is not None
-            print(
-                f"ours / {name}: {ours_parse / parse:.2f} parse only, {ours_json / with_json:.2f} with json"
+    alone_str = best_rate(lambda: orjson_alone(texts), n, args.repeat)
+    alone_bytes = best_rate(lambda: orjson_alone(payloads), n, args.repeat)
+    for title, feeds in [(f"reads of {args.read} bytes", reads), ("one event per read", events)]:
+        rates = {
+            name: (
+                best_rate(partial(runner, feeds, False), n, args.repeat),
+                best_rate(partial(runner, feeds, True), n, args.repeat),
             )
+            for name, runner in runners
+        }
+        print()
+        print(f"{title:<22} {'events/s parse':>16} {'events/s +json':>16} {'MB/s parse':>12}")
+        for name, (parse, with_json) in rates.items():
+            print(f"{name:<22} {parse:>16,.0f} {with_json:>16,.0f} {parse * mb_per_event:>12.1f}")
+        if feeds is reads:
+            print(f"{'orjson.loads str':<22} {alone_str:>16,.0f} {'-':>16}")
+            print(f"{'orjson.loads bytes':<22} {alone_bytes:>16,.0f} {'-':>16}")
+        ours_parse, ours_json = rates["loadtest.sse"]
+        print()
+        if feeds is reads:
+            print(
+                f"ours+json / orjson alone: {ours_json / alone_str:.2f} (str), "
+                f"{ours_json / alone_bytes:.2f} (bytes); goal 0.60"
+            )
+        for name in ("openai SSEDecoder", "httpx-sse"):
+            if name in rates:
+                parse, with_json = rates[name]
+                goal = "; goal 5.00 with json" if name.startswith("openai") and feeds is reads else ""
+                print(
+                    f"ours / {name}: {ours_parse / parse:.2f} parse only, "
+                    f"{ours_json / with_json:.2f} with json{goal}"
+                )
 
 
 if __name__ == "__main__":

@@ -195,8 +195,8 @@ def stream_turn(
                     False, kind, _with_body(f"HTTP {status} with Content-Type {content_type!r}", text)
                 )
             for raw, t_read in _reads(response):
-                for event in decoder.feed(raw, t_read):
-                    failure = _on_event(state, event.data, event.t_ns, event.is_done)
+                for data in decoder.feed_data(raw):
+                    failure = _on_event(state, data, t_read)
                     if failure is not None:
                         return result(False, *failure)
             decoder.close()
@@ -238,21 +238,27 @@ def _reads(response: httpx.Response) -> Iterator[tuple[bytes, int]]:
         yield raw, time.perf_counter_ns()
 
 
-def _on_event(state: _Stream, data: str, t_ns: int, is_done: bool) -> tuple[str, str] | None:
-    """Fold one event into the stream state; return (kind, detail) when it fails the turn."""
+def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
+    """Fold one event's data into the stream state; return (kind, detail) when it fails the turn."""
     if state.t_first_event is None:
         state.t_first_event = t_ns
     if state.done:
         state.after_done += 1
         return None
     state.t_last_event = t_ns
-    if is_done:
-        state.done = True
-        return None
     try:
+        # orjson reads the UTF-8 bytes directly; only data that is not JSON pays for decoding.
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return "bad_json", f"event data is not JSON: {data[:200]!r}"
+        text = data.decode("utf-8", "replace")
+        if text.strip() == "[DONE]":
+            state.done = True
+            return None
+        try:
+            # Invalid UTF-8 inside JSON strings: read it as the replacement character, as a browser would.
+            chunk = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return "bad_json", f"event data is not JSON: {text[:200]!r}"
     if isinstance(chunk, dict) and "error" in chunk:
         return "stream_error", orjson.dumps(chunk["error"]).decode()[:ERROR_BODY_BYTES]
     if isinstance(chunk, dict):

@@ -92,6 +92,23 @@ class SSEDecoder:
 
     def feed(self, data: bytes, t_ns: int = 0) -> list[Event]:
         """Decode the next chunk of the stream; return the events it completed, stamped with `t_ns`."""
+        metas: list[tuple[str, str | None, int | None]] = []
+        payloads = self._decode(data, metas)
+        return [
+            Event(payload.decode("utf-8", "replace"), event_type, last_id, retry, t_ns)
+            for payload, (event_type, last_id, retry) in zip(payloads, metas, strict=True)
+        ]
+
+    def feed_data(self, data: bytes) -> list[bytes]:
+        """Decode the next chunk; return only the data of the events it completed, as UTF-8 bytes.
+
+        The same decoding as `feed()` without building an `Event` per event, for callers that read
+        nothing but the data (a chat client does not look at event types or ids): about twice as fast.
+        The bytes are not checked as UTF-8; `orjson.loads` takes them as they are.
+        """
+        return self._decode(data, None)
+
+    def _decode(self, data: bytes, metas: list[tuple[str, str | None, int | None]] | None) -> list[bytes]:
         self.bytes += len(data)
         if self._head is not None:
             data = self._strip_bom(data)
@@ -112,19 +129,102 @@ class SSEDecoder:
         # No line in this chunk can take the event past the limit unless the whole chunk could.
         check = limit >= 0 and self._data_len + len(self._partial) + len(data) > limit
 
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        if not lines:
-            self._partial += tail
+        out: list[bytes] = []
+        pos = 0
+        if self._partial or self._data or self._field_seen:
+            # The chunk continues an event: interpret its lines up to the first blank one.
+            pos = data.find(b"\n\n")
+            if pos < 0:
+                self._tail(data, out, metas, check, limit)
+                self.events += len(out)
+                return out
+            head = data[:pos]
+            if self._data or self._field_seen or b"\n" in head or not self._partial.startswith(b"data: "):
+                self._lines(head.split(b"\n") + [b""], out, metas, check, limit)
+            else:
+                # The common cut: a read ended inside a `data: ` line and this one finishes it.
+                self._partial += head
+                if check and len(self._partial) > limit:
+                    raise EventTooLarge(limit=limit)
+                out.append(bytes(self._partial[6:]))
+                self._partial.clear()
+                if metas is not None:
+                    metas.append(("message", self._last_id, self._retry))
+            pos += 2
+
+        # From here on no event is pending. Most of a chat stream is `data: ...\n\n` events only;
+        # then one split does the work of the line loop, when no piece holds a second line.
+        # (`bytes.count` of one byte is a slow loop; `in` is memchr, so join and look is faster.)
+        if data.startswith(b"data: ", pos):
+            end = data.rfind(b"\n\n", pos)
+            if end >= pos + 6:
+                pieces = data[pos + 6 : end].split(b"\n\ndata: ")
+                if b"\n" not in b"".join(pieces) and (not check or max(map(len, pieces)) + 6 <= limit):
+                    if metas is not None:
+                        metas.extend([("message", self._last_id, self._retry)] * len(pieces))
+                    if out:
+                        out += pieces
+                    else:
+                        out = pieces
+                    if end + 2 < len(data):
+                        self._tail(data[end + 2 :], out, metas, check, limit)
+                    self.events += len(out)
+                    return out
+
+        # Otherwise event by event: every "\n\n" ends one, and a block between two of them that
+        # is a single `data: ` line still needs no line loop.
+        blocks = data[pos:].split(b"\n\n") if pos else data.split(b"\n\n")
+        tail = blocks.pop()
+        plain = ("message", self._last_id, self._retry)
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                if check and len(block) > limit:
+                    self.events += len(out)
+                    raise EventTooLarge(limit=limit)
+                out.append(block[6:])
+                if metas is not None:
+                    metas.append(plain)
+            else:
+                self._lines(block.split(b"\n") + [b""], out, metas, check, limit)
+                plain = ("message", self._last_id, self._retry)
+        self._tail(tail, out, metas, check, limit)
+        self.events += len(out)
+        return out
+
+    def _tail(
+        self,
+        tail: bytes,
+        out: list[bytes],
+        metas: list[tuple[str, str | None, int | None]] | None,
+        check: bool,
+        limit: int,
+    ) -> None:
+        """Interpret what follows the chunk's last blank line: whole lines, then a partial one."""
+        if not tail:
+            return
+        lines = tail.split(b"\n")
+        rest = lines.pop()
+        if lines:
+            self._lines(lines, out, metas, check, limit)
+        if rest:
+            self._partial += rest
             if check and self._data_len + len(self._partial) > limit:
+                self.events += len(out)
                 raise EventTooLarge(limit=limit)
-            return []
+
+    def _lines(
+        self,
+        lines: list[bytes],
+        out: list[bytes],
+        metas: list[tuple[str, str | None, int | None]] | None,
+        check: bool,
+        limit: int,
+    ) -> None:
+        """Interpret whole lines, the first of which continues the pending partial line."""
         if self._partial:
             self._partial += lines[0]
             lines[0] = bytes(self._partial)
             self._partial.clear()
-
-        out: list[Event] = []
         parts = self._data
         data_len = self._data_len
         event_type = self._event_type
@@ -137,15 +237,9 @@ class SSEDecoder:
                 raise EventTooLarge(limit=limit)
             if not line:
                 if parts:
-                    out.append(
-                        Event(
-                            b"\n".join(parts).decode("utf-8", "replace"),
-                            event_type or "message",
-                            last_id,
-                            retry,
-                            t_ns,
-                        )
-                    )
+                    out.append(parts[0] if len(parts) == 1 else b"\n".join(parts))
+                    if metas is not None:
+                        metas.append((event_type or "message", last_id, retry))
                     parts = []
                 else:
                     self.empty_events += 1
@@ -188,13 +282,6 @@ class SSEDecoder:
         self._field_seen = field_seen
         self._last_id = last_id
         self._retry = retry
-        self.events += len(out)
-
-        if tail:
-            self._partial += tail
-            if check and data_len + len(tail) > limit:
-                raise EventTooLarge(limit=limit)
-        return out
 
     def close(self) -> list[Event]:
         """End the stream and return [], always.

@@ -106,6 +106,18 @@ def test_malformed_json_event_fails_the_turn() -> None:
     assert not r.ok and r.kind == "bad_json"
 
 
+def test_invalid_utf8_in_a_chunk_reads_as_replacement_characters() -> None:
+    bad = chunk("caf\u00e9").replace("\u00e9".encode(), b"\xe9")
+    r = run(sse([bad, chunk("!"), b"data: [DONE]\n\n"]))
+    assert r.ok and r.content == "caf\ufffd!" and r.done
+
+
+def test_done_with_whitespace_and_events_after_it_are_counted() -> None:
+    r = run(sse([chunk("Hi"), b"data:  [DONE] \n\n", chunk("late"), b"data: [DONE]\n\n"]))
+    assert r.ok and r.done and r.content == "Hi"
+    assert r.protocol == {"events_after_done": 2}
+
+
 def test_wrong_content_type_and_json_error_body() -> None:
     r = run(sse([b"<html>oops</html>"], content_type="text/html"))
     assert not r.ok and r.kind == "content_type"

@@ -597,3 +597,88 @@ def test_whole_feeding_equals_reference(stream: bytes) -> None:
 def test_max_event_bytes_does_not_depend_on_chunking(case: tuple[bytes, list[bytes]], limit: int) -> None:
     stream, chunks = case
     assert raises_too_large(chunks, limit) is raises_too_large([stream], limit)
+
+
+# Streams made of whole events, mostly plain `data: ` ones, so that chunks often hold several
+# complete events: the shape the decoder's fast paths are for.
+EVENT_PIECES = [
+    b'data: {"a": 1}\n\n',
+    b"data: x\n\n",
+    b"data: \n\n",
+    b"data:x\n\n",
+    b"data: a\ndata: b\n\n",
+    b"data: \xff\xe9\n\n",
+    b"data: data: x\n\n",
+    b"event: e\ndata: y\n\n",
+    b"id: 7\ndata: z\n\n",
+    b"retry: 9\n\n",
+    b": keep-alive\n\n",
+    b"\n",
+    b"data: [DONE]\n\n",
+    b"data: cr\r\n\r\n",
+    b"data: tail",
+]
+event_streams = st.lists(st.sampled_from(EVENT_PIECES[:3]) | st.sampled_from(EVENT_PIECES), max_size=40).map(
+    b"".join
+)
+
+
+@st.composite
+def event_chunked(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    stream = draw(event_streams)
+    points = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    return stream, split(stream, *points)
+
+
+def run_data(chunks: list[bytes], **kwargs: Any) -> tuple[list[bytes], SSEDecoder]:
+    dec = SSEDecoder(**kwargs)
+    out: list[bytes] = []
+    for chunk in chunks:
+        out += dec.feed_data(chunk)
+    dec.close()
+    return out, dec
+
+
+@settings(max_examples=400, deadline=None)
+@given(event_chunked())
+def test_event_streams_chunked_equal_reference(case: tuple[bytes, list[bytes]]) -> None:
+    stream, chunks = case
+    events, dec = run(chunks)
+    expected_rows, expected_counts = reference(stream)
+    assert rows(events) == expected_rows
+    assert {k: n for k, n in counters(dec).items() if k != "bytes"} == expected_counts
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(event_chunked(), chunked()))
+def test_feed_data_gives_the_data_of_feed(case: tuple[bytes, list[bytes]]) -> None:
+    _, chunks = case
+    events, dec = run(chunks)
+    payloads, data_dec = run_data(chunks)
+    assert [p.decode("utf-8", "replace") for p in payloads] == [e.data for e in events]
+    assert all(isinstance(p, bytes) for p in payloads)
+    assert counters(data_dec) == counters(dec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event_chunked(), st.integers(0, 40))
+def test_max_event_bytes_same_for_event_streams_and_feed_data(
+    case: tuple[bytes, list[bytes]], limit: int
+) -> None:
+    stream, chunks = case
+    expected = raises_too_large([stream], limit)
+    assert raises_too_large(chunks, limit) is expected
+    try:
+        run_data(chunks, max_event_bytes=limit)
+    except EventTooLarge:
+        assert expected
+    else:
+        assert not expected
+
+
+def test_feed_data_many_events_in_one_feed_after_a_cut_line() -> None:
+    dec = SSEDecoder()
+    assert dec.feed_data(b"data: fir") == []
+    assert dec.feed_data(b"st\n\ndata: 2\n\ndata: 3\n\ndata: 4") == [b"first", b"2", b"3"]
+    assert dec.feed_data(b"\n\n") == [b"4"]
+    assert dec.events == 4
