@@ -250,6 +250,14 @@ def add_arguments(parser: Any) -> None:
         help="Do not verify TLS certificates (verification is on by default)",
     )
     parser.add_argument(
+        "--transport",
+        env_var="LOADTEST_TRANSPORT",
+        default="gevent",
+        choices=["gevent", "httpx"],
+        help="HTTP under httpx: gevent (default; HTTP/1.1 parsed in C, about half the CPU per turn) "
+        "or httpx's own (httpcore)",
+    )
+    parser.add_argument(
         "--mock-options",
         env_var="LOADTEST_MOCK_OPTIONS",
         default="",
@@ -621,6 +629,7 @@ class LoadtestPlugin:
             "users": self.peak_users or getattr(runner, "target_user_count", None) or 0,
             "workers": len(self.workers_seen) if self.is_master else 1,
             "history": settings.history if settings else None,
+            "transport": settings.transport if settings else None,
             "system_fingerprints": sorted(self.metrics.fingerprints),
         }
         if self.is_master and self.workers_seen - self.workers_final:
@@ -719,6 +728,7 @@ class NLXChatUser(User):
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             verify=not settings.insecure,
+            transport=settings.transport,
         )
 
     def on_stop(self) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from loadtest import nlx, thresholds
 from loadtest.arrivals import ArrivalRate
 from loadtest.checks import fallback_check
+from loadtest.client import TRANSPORTS
 from loadtest.conversation import HISTORY_MODES, History, Scenario, load_scenarios
 from loadtest.errors import ConfigError
 from loadtest.pacing import Pacing, parse_abandon, parse_think_time
@@ -54,6 +55,7 @@ class Settings:
     fallback: Callable[[str], str | None] | None = None
     on_turn_error: str = "stop"
     insecure: bool = False
+    transport: str = "gevent"
     arrival_rate: ArrivalRate | None = None
     max_queue_wait: float = 10.0
     api: str = "nlx"
@@ -148,6 +150,7 @@ def _common(options: Any, **fields: Any) -> Settings:
         idle_timeout=_positive(options, "idle_timeout", read_timeout),
         on_turn_error=_choice(options, "on_turn_error", ("stop", "continue")),
         insecure=bool(getattr(options, "insecure", False)),
+        transport=_choice(options, "transport", TRANSPORTS),
         thresholds=tuple(thresholds.parse_all(threshold_expressions(options))),
         threshold_abort=bool(getattr(options, "threshold_abort", False)),
         threshold_warmup=_non_negative(options, "threshold_warmup", 30.0),

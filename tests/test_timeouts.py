@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.client import make_client, stream_turn
+from loadtest.client import TRANSPORTS, make_client, stream_turn
 from loadtest.nlx import completions_url, request_body
 from tests.conftest import NLX, TEST_KEY, LocustRun, Mock, locust_env
 
@@ -42,18 +42,22 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
-def test_no_response_headers_is_a_first_byte_timeout(silent_server: str) -> None:
-    with make_client(read_timeout=30) as client:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_no_response_headers_is_a_first_byte_timeout(silent_server: str, transport: str) -> None:
+    with make_client(read_timeout=30, transport=transport) as client:
         url = completions_url(silent_server, "d", "web-en-US")
         result = stream_turn(client, url, BODY, api_key=TEST_KEY, first_byte_timeout=0.3, idle_timeout=30)
     assert not result.ok and result.kind == "first_byte_timeout"
     assert result.t_headers_ns is None and "0.3 s" in result.detail
 
 
-def test_a_stream_that_goes_quiet_is_an_idle_timeout(mock_server: Callable[..., Mock]) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_stream_that_goes_quiet_is_an_idle_timeout(
+    mock_server: Callable[..., Mock], transport: str
+) -> None:
     # The mock sends its role chunk at once, then waits 2 s for the first content.
     mock = mock_server("--ttft", "const:2s")
-    with make_client(read_timeout=30) as client:
+    with make_client(read_timeout=30, transport=transport) as client:
         url = completions_url(mock.url, "d", "web-en-US")
         result = stream_turn(client, url, BODY, api_key=TEST_KEY, first_byte_timeout=0.5, idle_timeout=0.3)
     assert not result.ok and result.kind == "idle_timeout"
@@ -61,11 +65,12 @@ def test_a_stream_that_goes_quiet_is_an_idle_timeout(mock_server: Callable[..., 
     assert result.protocol.get("role_only_chunks") == 1
 
 
-def test_an_unreachable_host_is_a_connect_failure() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_unreachable_host_is_a_connect_failure(transport: str) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with make_client(connect_timeout=2) as client:
+    with make_client(connect_timeout=2, transport=transport) as client:
         result = stream_turn(
             client, f"http://127.0.0.1:{port}/d/web-en-US/chat/completions", BODY, api_key="k"
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.client import TurnResult, make_client, stream_turn
+from loadtest.client import TRANSPORTS, TurnResult, make_client, stream_turn
 from loadtest.nlx import request_body
 
 STREAM = (
@@ -54,16 +54,18 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.server_close()
 
 
-def turn(url: str, *, verify: bool) -> TurnResult:
-    with make_client(verify=verify, connect_timeout=5) as client:
+def turn(url: str, *, verify: bool, transport: str) -> TurnResult:
+    with make_client(verify=verify, connect_timeout=5, transport=transport) as client:
         return stream_turn(client, url, request_body("c", [{"role": "user", "content": "x"}]), api_key="k")
 
 
-def test_a_certificate_nobody_vouches_for_fails_the_turn(tls_server: str) -> None:
-    result = turn(tls_server, verify=True)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_certificate_nobody_vouches_for_fails_the_turn(tls_server: str, transport: str) -> None:
+    result = turn(tls_server, verify=True, transport=transport)
     assert not result.ok and result.kind == "connect" and "CERTIFICATE_VERIFY_FAILED" in result.detail
 
 
-def test_insecure_skips_the_check(tls_server: str) -> None:
-    result = turn(tls_server, verify=False)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_insecure_skips_the_check(tls_server: str, transport: str) -> None:
+    result = turn(tls_server, verify=False, transport=transport)
     assert result.ok and result.content == "hi" and result.done

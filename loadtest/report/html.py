@@ -76,6 +76,7 @@ RUN_FACTS = (
     ("users", "peak users"),
     ("workers", "workers"),
     ("history", "history"),
+    ("transport", "HTTP transport"),
     ("started", "started"),
     ("ended", "ended"),
     ("duration_s", "duration"),

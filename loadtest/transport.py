@@ -1,0 +1,252 @@
+"""An httpx transport on gevent sockets and geventhttpclient's C HTTP/1.1 parser.
+
+httpx stays the client API (requests, responses, timeouts, errors, content decoding); this replaces
+only httpcore and h11 underneath, which cost more CPU per streamed chunk than everything else in a
+turn together (see `bench/capacity.py`). It speaks HTTP/1.1 only, keeps idle connections per
+origin, and maps every failure onto the httpx exception httpcore would have raised, so callers
+cannot tell the two apart. Like the rest of Locust it relies on gevent: sockets and TLS are
+gevent's, whether or not the process is monkey-patched.
+
+Requests are never retried: a chat turn is a POST that a stateful endpoint may already have taken.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent.socket
+import gevent.ssl
+import httpx
+from geventhttpclient.response import HTTPParseError, HTTPResponse
+
+__all__ = ["GeventTransport"]
+
+BLOCK_SIZE = 64 * 1024
+_Origin = tuple[bytes, str, int]
+
+_CONTEXTS: dict[bool, gevent.ssl.SSLContext] = {}
+
+
+def _tls_context(verify: bool) -> gevent.ssl.SSLContext:
+    """One context per process and mode: building one loads the CA bundle, which takes milliseconds."""
+    context = _CONTEXTS.get(verify)
+    if context is None:
+        context = gevent.ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = gevent.ssl.CERT_NONE
+        _CONTEXTS[verify] = context
+    return context
+
+
+class _Response(HTTPResponse):
+    """The parser's state for one response; body bytes collect in `pieces` as they are parsed."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        super().__init__(method="POST")
+
+    def _on_body(self, buf: bytearray) -> None:
+        self.pieces.append(bytes(buf))
+
+
+class _Body(httpx.SyncByteStream):
+    """The response body, one piece per socket read, as the bytes arrive."""
+
+    def __init__(
+        self,
+        transport: GeventTransport,
+        origin: _Origin,
+        sock: gevent.socket.socket,
+        parsed: _Response,
+        timeouts: dict[str, float | None],
+    ) -> None:
+        # What the socket's timeout is now: the read timeout the headers were waited for with.
+        self._sock_timeout = timeouts.get("read")
+        self._transport = transport
+        self._origin = origin
+        self._sock: gevent.socket.socket | None = sock
+        self._parsed = parsed
+        self._timeouts = timeouts
+
+    def __iter__(self) -> Iterator[bytes]:
+        parsed = self._parsed
+        sock = self._sock
+        if parsed.pieces:
+            yield b"".join(parsed.pieces)
+            parsed.pieces.clear()
+        read_timeout = self._sock_timeout
+        while not parsed.message_complete:
+            if sock is None:
+                raise httpx.ReadError("the response was closed")
+            # The caller may change the read timeout between reads (first byte, then idle).
+            timeout = self._timeouts.get("read")
+            if timeout != read_timeout:
+                read_timeout = timeout
+                sock.settimeout(timeout)
+            try:
+                data = sock.recv(BLOCK_SIZE)
+                # b"" tells the parser the connection ended, which completes a body read to the close.
+                parsed.feed(data)
+            except TimeoutError as exc:
+                raise httpx.ReadTimeout(str(exc) or "timed out") from exc
+            except HTTPParseError as exc:
+                if not data:
+                    raise httpx.RemoteProtocolError(_incomplete(parsed)) from exc
+                raise httpx.RemoteProtocolError(f"invalid HTTP response: {exc}") from exc
+            except OSError as exc:
+                raise httpx.ReadError(str(exc)) from exc
+            if parsed.pieces:
+                yield b"".join(parsed.pieces) if len(parsed.pieces) > 1 else parsed.pieces[0]
+                parsed.pieces.clear()
+            if not data and not parsed.message_complete:
+                raise httpx.RemoteProtocolError(_incomplete(parsed))
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        parsed = self._parsed
+        if parsed.message_complete and not parsed.should_close():
+            self._transport._keep(self._origin, sock)
+        else:
+            sock.close()
+
+
+class GeventTransport(httpx.BaseTransport):
+    """HTTP/1.1 over gevent sockets, parsed in C; idle connections kept per origin.
+
+    `max_keepalive` idle connections are kept per origin, each for at most `keepalive_expiry`
+    seconds; one a server closed while idle is noticed and dropped before it is reused.
+    """
+
+    def __init__(
+        self, *, verify: bool = True, max_keepalive: int = 1, keepalive_expiry: float = 30.0
+    ) -> None:
+        self._context = _tls_context(verify)
+        self._max_keepalive = max_keepalive
+        self._expiry_ns = int(keepalive_expiry * 1e9)
+        self._idle: dict[_Origin, list[tuple[gevent.socket.socket, int]]] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        origin: _Origin = (url.raw_scheme, url.host, port)
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        trace: Callable[[str, Any], None] | None = request.extensions.get("trace")
+
+        sock = self._reuse(origin)
+        if trace is not None:
+            trace("connection.acquired", {"reused": sock is not None})
+        if sock is None:
+            sock = self._connect(origin, timeouts.get("connect"))
+        head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), url.raw_path)]
+        head += [b"%s: %s\r\n" % pair for pair in request.headers.raw]
+        head.append(b"\r\n")
+        head.append(request.read())
+        parsed = _Response()
+        try:
+            sock.settimeout(timeouts.get("write"))
+            try:
+                sock.sendall(b"".join(head))
+            except TimeoutError as exc:
+                raise httpx.WriteTimeout(str(exc) or "timed out") from exc
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                    raise httpx.WriteError(str(exc)) from exc
+                # The server may have answered and closed before reading all we sent: read its answer.
+            sock.settimeout(timeouts.get("read"))
+            self._read_head(sock, parsed)
+        except BaseException:
+            sock.close()
+            raise
+        headers = list(parsed.items())
+        return httpx.Response(
+            parsed.status_code,
+            headers=headers,
+            stream=_Body(self, origin, sock, parsed, timeouts),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (parsed.status_message or "").encode("latin-1", "replace"),
+            },
+        )
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, {}
+        for entries in idle.values():
+            for sock, _ in entries:
+                sock.close()
+
+    def _read_head(self, sock: gevent.socket.socket, parsed: _Response) -> None:
+        # Interim 1xx responses come before the final one on the same connection.
+        while not parsed.headers_complete or parsed.status_code < 200:
+            try:
+                data = sock.recv(BLOCK_SIZE)
+                if not data:
+                    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+                parsed.feed(data)
+            except TimeoutError as exc:
+                raise httpx.ReadTimeout(str(exc) or "timed out") from exc
+            except HTTPParseError as exc:
+                raise httpx.RemoteProtocolError(f"invalid HTTP response: {exc}") from exc
+            except OSError as exc:
+                raise httpx.ReadError(str(exc)) from exc
+
+    def _connect(self, origin: _Origin, timeout: float | None) -> gevent.socket.socket:
+        scheme, host, port = origin
+        try:
+            sock = gevent.socket.create_connection((host, port), timeout=timeout)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc) or "timed out") from exc
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+        sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+        if scheme != b"https":
+            return sock
+        try:
+            return self._context.wrap_socket(sock, server_hostname=host)
+        except TimeoutError as exc:
+            sock.close()
+            raise httpx.ConnectTimeout(str(exc) or "timed out") from exc
+        except OSError as exc:  # ssl.SSLError, certificate errors included
+            sock.close()
+            raise httpx.ConnectError(str(exc)) from exc
+
+    def _reuse(self, origin: _Origin) -> gevent.socket.socket | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic_ns()
+        while idle:
+            sock, since = idle.pop()
+            if now - since < self._expiry_ns and _still_open(sock):
+                return sock
+            sock.close()
+        return None
+
+    def _keep(self, origin: _Origin, sock: gevent.socket.socket) -> None:
+        idle = self._idle.setdefault(origin, [])
+        if len(idle) >= self._max_keepalive:
+            sock.close()
+            return
+        idle.append((sock, time.monotonic_ns()))
+
+
+def _incomplete(parsed: _Response) -> str:
+    # h11's words, so that error examples read the same whichever transport ran.
+    if parsed.content_length is None:
+        return "peer closed connection without sending complete message body: incomplete chunked read"
+    return "peer closed connection without sending complete message body"
+
+
+def _still_open(sock: gevent.socket.socket) -> bool:
+    """An idle connection has nothing to read: if it has, the server closed it (or broke protocol)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable

@@ -1,0 +1,297 @@
+"""GeventTransport against real sockets: streaming, keep-alive, closes and broken responses."""
+
+from __future__ import annotations
+
+import gzip
+import select
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from loadtest.client import TRANSPORTS, make_client, stream_turn
+from loadtest.nlx import request_body
+from loadtest.transport import GeventTransport
+from tests.conftest import FAST, KEYED, NLX, LocustRun, Mock
+
+CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def stream_head(extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+        + extra
+        + b"\r\n"
+    )
+
+
+def read_request(conn: socket.socket) -> bytes | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(65536)
+        if not piece:
+            return None
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head
+
+
+Handler = Callable[[socket.socket, bytes, int], bool]
+
+
+@dataclass
+class Server:
+    """Serves each request on each connection with `handler(conn, head, n)`; False closes the connection."""
+
+    handler: Handler
+    url: str = ""
+    connections: int = 0
+    heads: list[bytes] = field(default_factory=list)
+    conns: list[socket.socket] = field(default_factory=list)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Handler], Server]]:
+    listeners: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+    servers: list[Server] = []
+
+    def start(handler: Handler) -> Server:
+        listener = socket.create_server(("127.0.0.1", 0))
+        server = Server(
+            handler, url=f"http://127.0.0.1:{listener.getsockname()[1]}/d/web-en-US/chat/completions"
+        )
+
+        def connection(conn: socket.socket) -> None:
+            with conn:
+                while True:
+                    head = read_request(conn)
+                    if head is None:
+                        return
+                    server.heads.append(head)
+                    if not server.handler(conn, head, len(server.heads)):
+                        return
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                server.connections += 1
+                server.conns.append(conn)
+                thread = threading.Thread(target=connection, args=(conn,), daemon=True)
+                thread.start()
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        listeners.append(listener)
+        threads.append(thread)
+        servers.append(server)
+        return server
+
+    yield start
+    for listener in listeners:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        listener.close()
+    for thread in threads:
+        thread.join(timeout=5)
+    for server in servers:
+        for conn in server.conns:
+            conn.close()
+
+
+def post(client: httpx.Client, url: str) -> tuple[int, bytes, httpx.Headers]:
+    with client.stream("POST", url, content=b'{"x": 1}', headers={"Content-Type": "application/json"}) as r:
+        return r.status_code, b"".join(r.iter_bytes()), r.headers
+
+
+def client_for(**kwargs: object) -> httpx.Client:
+    return httpx.Client(transport=GeventTransport(**kwargs), timeout=10)  # type: ignore[arg-type]
+
+
+def test_keep_alive_reuses_one_connection(serve: Callable[[Handler], Server]) -> None:
+    def handler(conn: socket.socket, head: bytes, n: int) -> bool:
+        conn.sendall(stream_head() + chunked(CHUNK, DONE))
+        return True
+
+    server = serve(handler)
+    with client_for() as client:
+        for _ in range(3):
+            assert post(client, server.url)[:2] == (200, CHUNK + DONE)
+    assert server.connections == 1 and len(server.heads) == 3
+    first = server.heads[0].split(b"\r\n")
+    assert first[0] == b"POST /d/web-en-US/chat/completions HTTP/1.1"
+    assert b"content-length: 8" in [line.lower() for line in first]
+
+
+def test_connection_close_and_expiry_open_new_connections(serve: Callable[[Handler], Server]) -> None:
+    def close_each(conn: socket.socket, head: bytes, n: int) -> bool:
+        conn.sendall(stream_head(b"Connection: close\r\n") + chunked(CHUNK))
+        return False
+
+    server = serve(close_each)
+    with client_for() as client:
+        for _ in range(2):
+            assert post(client, server.url)[:2] == (200, CHUNK)
+    assert server.connections == 2
+
+    def keep(conn: socket.socket, head: bytes, n: int) -> bool:
+        conn.sendall(stream_head() + chunked(CHUNK))
+        return True
+
+    server = serve(keep)
+    with client_for(keepalive_expiry=0) as client:
+        for _ in range(2):
+            assert post(client, server.url)[:2] == (200, CHUNK)
+    assert server.connections == 2
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused(serve: Callable[[Handler], Server]) -> None:
+    closed = threading.Event()
+
+    def answer_then_close(conn: socket.socket, head: bytes, n: int) -> bool:
+        # Keep-alive promised, then closed while idle, as servers do after their idle timeout.
+        conn.sendall(stream_head() + chunked(CHUNK))
+        conn.shutdown(socket.SHUT_WR)
+        closed.set()
+        return False
+
+    server = serve(answer_then_close)
+    with client_for() as client:
+        assert post(client, server.url)[:2] == (200, CHUNK)
+        assert closed.wait(10)
+        # Wait until the FIN has reached the idle socket (no sleep: select returns when it has).
+        transport = client._transport
+        assert isinstance(transport, GeventTransport)
+        [[(sock, _)]] = transport._idle.values()
+        assert select.select([sock], [], [], 10)[0]
+        assert post(client, server.url)[:2] == (200, CHUNK)
+    assert server.connections == 2
+
+
+def test_body_pieces_arrive_as_they_are_sent(serve: Callable[[Handler], Server]) -> None:
+    release = threading.Event()
+
+    def slow(conn: socket.socket, head: bytes, n: int) -> bool:
+        conn.sendall(stream_head() + b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
+        # The second piece only goes once the client has the first: a transport that buffered
+        # would wait here until the release times out.
+        release.wait(10)
+        conn.sendall(chunked(DONE))
+        return True
+
+    server = serve(slow)
+    with client_for() as client, client.stream("POST", server.url, content=b"{}") as response:
+        pieces = response.iter_raw()
+        assert next(pieces) == CHUNK
+        assert not release.is_set()
+        release.set()
+        assert b"".join(pieces) == DONE
+
+
+def test_a_cut_stream_fails_as_a_disconnect(serve: Callable[[Handler], Server]) -> None:
+    def cut(conn: socket.socket, head: bytes, n: int) -> bool:
+        conn.sendall(stream_head() + b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
+        return False
+
+    server = serve(cut)
+    with make_client() as client:
+        result = stream_turn(client, server.url, request_body("c", []), api_key="sk-transport-test")
+    assert not result.ok and result.kind == "disconnect" and result.content == "hi"
+    assert "incomplete chunked read" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"", "Server disconnected without sending a response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-", "Server disconnected without sending a response"),
+        (b"NOT HTTP AT ALL\r\n\r\n", "invalid HTTP response"),
+    ],
+)
+def test_no_or_broken_response_is_a_remote_protocol_error(
+    serve: Callable[[Handler], Server], reply: bytes, error: str
+) -> None:
+    def broken(conn: socket.socket, head: bytes, n: int) -> bool:
+        conn.sendall(reply)
+        return False
+
+    server = serve(broken)
+    with client_for() as client, pytest.raises(httpx.RemoteProtocolError, match=error):
+        post(client, server.url)
+
+
+def test_http_10_body_until_close_and_gzip_and_interim_response(serve: Callable[[Handler], Server]) -> None:
+    body = CHUNK * 50 + DONE
+
+    def old(conn: socket.socket, head: bytes, n: int) -> bool:
+        conn.sendall(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+            b"X-Twice: a\r\nX-Twice: b\r\n\r\n" + gzip.compress(body)
+        )
+        return False
+
+    server = serve(old)
+    with client_for() as client:
+        status, content, headers = post(client, server.url)
+    assert status == 200 and content == body
+    assert headers.get_list("x-twice") == ["a", "b"]
+    with make_client() as client:
+        result = stream_turn(client, server.url, request_body("c", []), api_key="sk-transport-test")
+    assert result.ok and result.content == "hi" * 50 and result.done
+
+
+def test_connect_refused_is_a_connect_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with client_for() as client, pytest.raises(httpx.ConnectError):
+        post(client, f"http://127.0.0.1:{port}/x")
+
+
+def test_make_client_refuses_an_unknown_transport() -> None:
+    with pytest.raises(ValueError, match="gevent, httpx"):
+        make_client(transport="curl")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_locust_run_on_each_transport(
+    transport: str, mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
+) -> None:
+    mock = mock_server(*FAST)
+    run = run_locust(
+        f"--host {mock.url} {NLX} -u 4 -r 4 -t 2s --think-time 0 --stop-timeout 30 --transport {transport}",
+        env=KEYED,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    summary = run.summary()
+    assert summary["run"]["transport"] == transport
+    counts = summary["counts"]
+    assert counts["turns_ok"] > 10 and counts["turns_ok"] == mock.stats()["turns_completed"]
+    assert (
+        f"HTTP transport</dt><dd>{transport}</dd>"
+        in (run.report_dir / summary["run"]["id"] / "report.html").read_text()
+    )
+
+
+def test_an_unknown_transport_is_a_one_line_error(run_locust: Callable[..., LocustRun]) -> None:
+    run = run_locust(f"{NLX} -u 1 -r 1 -t 1s --transport curl", env=KEYED)
+    assert run.returncode == 2
+    assert "--transport" in run.output and "gevent" in run.output
