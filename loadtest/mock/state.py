@@ -5,9 +5,9 @@ from __future__ import annotations
 import weakref
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from hdrh.histogram import HdrHistogram
 
 # Microseconds, one microsecond to one hour, three significant digits: the project-wide layout.
@@ -40,34 +40,32 @@ def summary_ms(histogram: HdrHistogram) -> dict[str, float | int]:
     }
 
 
-@dataclass
-class Turn:
-    """One streamed request of a conversation; `delivered` once all of the reply's content was sent."""
+class Turn(NamedTuple):
+    """One streamed request of a conversation; `delivered` once all of the reply's content was sent.
 
-    messages: list[dict[str, Any]]
+    Only strings and bytes, in tuples: the garbage collector stops tracking such objects, so a mock
+    that has served millions of turns does not pause for seconds to look through them all.
+    """
+
+    messages: bytes  # the request's messages, as JSON
     reply: str
     fault: str | None = None
     delivered: bool = False
 
 
-@dataclass
-class Conversation:
-    id: str
-    turns: list[Turn] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "turns": [
-                {
-                    "messages": turn.messages,
-                    "reply": turn.reply,
-                    "fault": turn.fault,
-                    "delivered": turn.delivered,
-                }
-                for turn in self.turns
-            ],
-        }
+def conversation_json(conversation_id: str, turns: list[Turn]) -> dict[str, Any]:
+    return {
+        "id": conversation_id,
+        "turns": [
+            {
+                "messages": orjson.loads(turn.messages),
+                "reply": turn.reply,
+                "fault": turn.fault,
+                "delivered": turn.delivered,
+            }
+            for turn in turns
+        ],
+    }
 
 
 class MockState:
@@ -92,7 +90,8 @@ class MockState:
         self.history_mismatches = 0
         self.history_messages = 0
         self.status: Counter[int] = Counter()
-        self.conversations: dict[str, Conversation] = {}
+        # Each conversation is one list of Turn tuples: one object for the GC to track.
+        self.conversations: dict[str, list[Turn]] = {}
         self.replies_sent: set[str] = set()
         self.ttft_us = new_histogram()
         self.turn_us = new_histogram()
@@ -104,31 +103,37 @@ class MockState:
             self._transports.add(transport)
             self.connections += 1
 
-    def begin_turn(self, conversation_id: str, messages: list[dict[str, Any]]) -> Conversation:
-        """Check the request's assistant messages against the replies sent so far; count mismatches.
+    def begin_turn(self, conversation_id: str, messages: list[dict[str, Any]]) -> list[Turn]:
+        """The conversation's turns so far, after checking the request's assistant messages against
+        the replies it was sent; mismatches are counted.
 
         A request may carry no assistant message at all (only the newest user message); when it
         carries k of them they must equal the first k replies the conversation was delivered, in order.
         """
-        conversation = self.conversations.get(conversation_id)
-        if conversation is None:
-            conversation = self.conversations[conversation_id] = Conversation(conversation_id)
+        turns = self.conversations.get(conversation_id)
+        if turns is None:
+            turns = self.conversations[conversation_id] = []
         sent = [m["content"] for m in messages if m["role"] == "assistant"]
         self.history_messages += len(sent)
         # A reply that was never delivered (a fault, a client gone) cannot be in the client's history.
-        delivered = [turn.reply for turn in conversation.turns if turn.delivered]
+        delivered = [turn.reply for turn in turns if turn.delivered]
         if sent and sent != delivered[: len(sent)]:
             self.history_mismatches += 1
-        return conversation
+        return turns
 
-    def begin_stateless_turn(self, conversation_id: str, messages: list[dict[str, Any]]) -> Conversation:
+    def begin_stateless_turn(self, messages: list[dict[str, Any]]) -> list[Turn]:
         """For the OpenAI route, which keeps no conversation: every assistant message in the
         history must be a reply this server sent, character for character."""
         sent = [m["content"] for m in messages if m["role"] == "assistant"]
         self.history_messages += len(sent)
         if any(content not in self.replies_sent for content in sent):
             self.history_mismatches += 1
-        return Conversation(conversation_id)
+        return []
+
+    def delivered(self, turns: list[Turn], index: int) -> None:
+        """Mark turn `index` as delivered: its whole reply was sent."""
+        turn = turns[index] = turns[index]._replace(delivered=True)
+        self.replies_sent.add(turn.reply)
 
     def snapshot(self) -> dict[str, Any]:
         return {
