@@ -10,11 +10,13 @@ from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.errors import ConfigError, EventTooLarge, LoadtestError, StreamProtocolError
 from loadtest.metrics import Histogram, Metrics
 from loadtest.sse import Event, SSEDecoder
+from loadtest.transport import GeventTransport
 
 __all__ = [
     "ConfigError",
     "Event",
     "EventTooLarge",
+    "GeventTransport",
     "Histogram",
     "LoadtestError",
     "Metrics",

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 import orjson
 from aiohttp import web
@@ -231,7 +231,7 @@ class _Schedule:
     def __init__(
         self,
         state: MockState,
-        writer: asyncio.WriteTransport,  # uvloop's transports do not subclass asyncio's: hence a cast
+        writer: asyncio.WriteTransport,
         frames: list[bytes],
         pieces: list[str],
         deadlines: list[float],
@@ -478,7 +478,7 @@ class MockHandlers:
 
     async def _write_on_schedule(
         self,
-        transport: asyncio.BaseTransport,
+        transport: asyncio.Transport,
         pieces: list[str],
         deadlines: list[float],
         event: Callable[[dict[str, str], str | None], bytes],
@@ -498,9 +498,7 @@ class MockHandlers:
         for piece in pieces:
             data = event({"content": piece}, None)
             frames.append(b"%x\r\n%s\r\n" % (len(data), data))
-        schedule = _Schedule(
-            self.state, cast(asyncio.WriteTransport, transport), frames, pieces, deadlines, slot, started_ns
-        )
+        schedule = _Schedule(self.state, transport, frames, pieces, deadlines, slot, started_ns)
         schedule.handle = loop.call_at(deadlines[0], schedule.send, 0)
         try:
             return await schedule.finished
@@ -722,8 +720,9 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where it is installed (not on Windows): timers and socket writes in C take a
-    third less of the mock's CPU per streamed chunk than asyncio's own loop.
+    """Run the mock's event loop. (Not uvloop, though its C loop costs less CPU: its clock and timers
+    have millisecond resolution, so chunks would go out up to a millisecond early and the schedule
+    error could not be measured under a millisecond.)
 
     The garbage collector paused the mock for milliseconds at a time: each collection looks through
     every live object of hundreds of streams in flight, and Python's default starts one every 700
@@ -733,12 +732,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(_GC_THRESHOLD, 10, 10)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+    asyncio.run(main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
