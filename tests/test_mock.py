@@ -605,7 +605,7 @@ def test_a_reply_that_was_never_delivered_is_not_expected_in_the_history(client:
 
 
 CYCLE_CLIENT = """
-import sys, httpx
+import json, sys, httpx
 url, key = sys.argv[1], sys.argv[2]
 with httpx.Client(timeout=10, headers={"Authorization": "Bearer " + key}) as client:
     for c in range(int(sys.argv[3])):
@@ -619,10 +619,8 @@ with httpx.Client(timeout=10, headers={"Authorization": "Bearer " + key}) as cli
             with client.stream("POST", route, json=body) as r:
                 text = "".join(r.iter_text())
             assert r.status_code == 200 and "[DONE]" in text, text
-            content = "".join(
-                e["choices"][0]["delta"].get("content") or ""
-                for e in map(__import__("json").loads, [l[6:] for l in text.split("\\n\\n") if l.startswith("data: {")])
-            )
+            events = [json.loads(e[6:]) for e in text.split("\\n\\n") if e.startswith("data: {")]
+            content = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
             messages.append({"role": "assistant", "content": content})
 """
 
