@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import gevent.monkey
 import gevent.socket
 import gevent.ssl
 import httpx
@@ -243,10 +244,15 @@ def _incomplete(parsed: _Response) -> str:
     return "peer closed connection without sending complete message body"
 
 
+# The real poll(), not gevent's: the check must not wait, and select() fails for descriptors past 1023.
+_poll = gevent.monkey.get_original("select", "poll")
+
+
 def _still_open(sock: gevent.socket.socket) -> bool:
     """An idle connection has nothing to read: if it has, the server closed it (or broke protocol)."""
+    poller = _poll()
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
     except (OSError, ValueError):
         return False
-    return not readable

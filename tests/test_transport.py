@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import resource
 import select
 import socket
 import threading
@@ -183,6 +184,33 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(serve: Callable
         assert select.select([sock], [], [], 10)[0]
         assert post(client, server.url)[:2] == (200, CHUNK)
     assert server.connections == 2
+
+
+def test_keep_alive_with_descriptors_past_1023(serve: Callable[[Handler], Server]) -> None:
+    # Thousands of users hold thousands of sockets; select() cannot look at a descriptor past 1023,
+    # and an idle check built on it took every kept connection for closed.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    fillers = [socket.socket() for _ in range(1030)]
+    try:
+
+        def keep(conn: socket.socket, head: bytes, n: int) -> bool:
+            conn.sendall(stream_head() + chunked(CHUNK))
+            return True
+
+        server = serve(keep)
+        with client_for() as client:
+            for _ in range(3):
+                assert post(client, server.url)[:2] == (200, CHUNK)
+            transport = client._transport
+            assert isinstance(transport, GeventTransport)
+            [[(sock, _)]] = transport._idle.values()
+            assert sock.fileno() > 1023
+        assert server.connections == 1
+    finally:
+        for filler in fillers:
+            filler.close()
 
 
 def test_body_pieces_arrive_as_they_are_sent(serve: Callable[[Handler], Server]) -> None:
