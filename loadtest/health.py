@@ -41,10 +41,11 @@ LOOP_LAG_P99_LIMIT_MS = 10.0
 CPU_P90_LIMIT_PERCENT = 90.0
 # - connection-pool wait p99 above 10 ms: time spent inside the client before the request goes out,
 #   all of it in the measured TTFT. Each user streams one turn at a time on its own pool, so true
-#   queueing for a connection is rare; but before reusing a kept-alive connection httpcore polls it
-#   with a zero timeout, which under gevent is a trip round the event loop, so this wait also carries
-#   one loop iteration. 5 ms would make it a stricter loop-lag limit in disguise; at the loop-lag
-#   limit, a pool wait flagged on its own points at the pool (its limits, a shared client).
+#   queueing for a connection is rare; but with `--transport httpx`, httpcore polls a kept-alive
+#   connection with a zero timeout before reusing it, which under gevent is a trip round the event
+#   loop, so this wait also carries one loop iteration. 5 ms would make it a stricter loop-lag limit
+#   in disguise; at the loop-lag limit, a pool wait flagged on its own points at the pool (its
+#   limits, a shared client).
 POOL_WAIT_P99_LIMIT_MS = 10.0
 # Below 10 s of loop-lag samples (at 50 ms) a single start-up hiccup (spawning users, the first TLS
 # handshakes) is the whole p99: such a run is reported but not judged.
@@ -393,8 +394,9 @@ def pool_wait_trace(record: Callable[[int], None]) -> Callable[[str, Any], None]
     Create it just before sending: `client.stream(..., extensions={"trace": pool_wait_trace(f)})`.
     httpcore's pool emits no event of its own; the first event of a request comes from the connection
     it was given (`connection.connect_tcp.started` for a new one, `http11.send_request_headers.started`
-    for a kept-alive one), so the wait is the time from creation to that first event. A request that
-    fails before it has a connection records nothing. Later events cost a call and a test each.
+    for a kept-alive one), so the wait is the time from creation to that first event. GeventTransport
+    sends `connection.acquired` at the same point. A request that fails before it has a connection
+    records nothing. Later events cost a call and a test each.
     """
     t0 = time.perf_counter_ns()
     pending = True
