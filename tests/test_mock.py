@@ -7,6 +7,7 @@ import queue
 import random
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -269,6 +270,27 @@ def test_stream_has_role_chunk_content_chunks_finish_and_done(
         assert set(c["choices"][0]["delta"]) == {"content"} and c["choices"][0]["delta"]["content"]
         assert c["choices"][0]["finish_reason"] is None
     assert last["choices"][0]["delta"] == {} and last["choices"][0]["finish_reason"] == "stop"
+
+
+def test_an_http_10_client_gets_the_stream_unframed_to_the_close(mock: RunningMock) -> None:
+    host, port = mock.base.removeprefix("http://").split(":")
+    body = orjson.dumps(body_for("nlx:http10"))
+    request = (
+        f"POST {mock.url.removeprefix(mock.base)}{CHANNEL_PATH} HTTP/1.0\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while piece := sock.recv(65536):
+            received += piece
+    head, _, stream = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+    events = stream.split(b"\n\n")
+    assert events[0].startswith(b"data: {") and events[-2:] == [b"data: [DONE]", b""]
+    contents = [orjson.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[1:-3]]
+    assert 3 <= len(contents) <= 8 and all(contents)
 
 
 def test_plain_nlx_model_gets_a_new_conversation_id(mock: RunningMock, client: httpx.Client) -> None:

@@ -419,7 +419,10 @@ class MockHandlers:
             await response.prepare(request)
             await response.write(event({"role": "assistant", "content": ""}, None))
             transport = request.transport
-            if fault is None and transport is not None:
+            # The fast path frames chunks itself: only where aiohttp chose the chunked encoding
+            # (HTTP/1.1; an HTTP/1.0 client gets the body to the close, unframed).
+            chunked = response.headers.get("Transfer-Encoding") == "chunked"
+            if fault is None and transport is not None and chunked:
                 ended = await self._write_on_schedule(transport, pieces, deadlines, event, slot, started_ns)
             else:
                 ended = await self._write_with_fault(
