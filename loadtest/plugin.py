@@ -676,9 +676,14 @@ class LoadtestPlugin:
 
 
 def _sleep_until(deadline_ns: int) -> None:
-    delay_s = (deadline_ns - time.perf_counter_ns()) / 1e9
-    if delay_s > 0:
-        gevent.sleep(delay_s)
+    """Sleep to the deadline; past it, still yield once before the turn goes out.
+
+    Locust stops a user that is waiting between conversations by killing its greenlet, but the kill
+    lands at the user's next switch: a user whose wait had just ended would send its next request
+    first and be killed while reading the answer, a turn the server counts and the run cuts. The
+    yield lets such a kill arrive before anything is sent.
+    """
+    gevent.sleep(max((deadline_ns - time.perf_counter_ns()) / 1e9, 0.0))
 
 
 def _version(package: str) -> str | None:
