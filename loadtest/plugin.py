@@ -64,6 +64,8 @@ CONFIG_MESSAGE = "loadtest_config"
 FINAL_MESSAGE = "loadtest_final"
 REPORT_KEY = "loadtest"
 HEALTH_KEY = "loadtest_health"
+# Cyclic garbage found when the collector resumes that is worth a warning: a few MB of objects.
+GC_GARBAGE_WARN_OBJECTS = 10_000
 
 EXIT_CONFIG_ERROR = 2
 EXIT_THRESHOLDS_FAILED = 3  # also when --strict-client finds the client was the bottleneck
@@ -258,6 +260,15 @@ def add_arguments(parser: Any) -> None:
         "or httpx's own (httpcore)",
     )
     parser.add_argument(
+        "--gc",
+        env_var="LOADTEST_GC",
+        default="on",
+        choices=["on", "off"],
+        help="Python's garbage collector once users are spawned: on (default) or off, for thousands "
+        "of users, whose collection pauses land in the latencies; off frees reference cycles only "
+        "when the test stops",
+    )
+    parser.add_argument(
         "--mock-options",
         env_var="LOADTEST_MOCK_OPTIONS",
         default="",
@@ -295,6 +306,8 @@ class LoadtestPlugin:
         self.arrivals: gevent.queue.Queue[int] | None = None
         self.arrivals_greenlet: gevent.Greenlet | None = None
         self.processes = 1
+        # True while this process holds the garbage collector off (--gc off, after spawning).
+        self.gc_paused = False
 
     @property
     def strict_client(self) -> bool:
@@ -379,11 +392,19 @@ class LoadtestPlugin:
         # The users and their clients live as long as the run: move them out of the collector's way,
         # so a full collection does not walk them all and pause every stream.
         gc.freeze()
+        if not self.is_master and self.current_settings().gc == "off" and gc.isenabled():
+            # Even so, with thousands of users each collection walks the objects of every turn in
+            # flight and pauses the process for tens to hundreds of milliseconds, which land in the
+            # measured latencies. Reference counting frees almost all a turn makes; what sits in
+            # reference cycles waits for the test's end.
+            gc.disable()
+            self.gc_paused = True
 
     def on_test_stop(self, environment: Any, **_: Any) -> None:
         self._close_turn_log()
         self._stop_arrivals()
         self.health.stop()
+        self._resume_gc()
         if self.is_worker:
             # Users are stopped by now: everything this worker measured goes to the master.
             final = self.metrics.drain()
@@ -397,6 +418,19 @@ class LoadtestPlugin:
         if self.is_master:
             self._collect_finals()
         self.write_summary()
+
+    def _resume_gc(self) -> None:
+        if not self.gc_paused:
+            return
+        self.gc_paused = False
+        gc.enable()
+        found = gc.collect()
+        if found > GC_GARBAGE_WARN_OBJECTS:
+            logger.warning(
+                "loadtest: %d objects in reference cycles built up while the garbage collector rested "
+                "(--gc off); if memory grew too much, run with --gc on",
+                found,
+            )
 
     def on_quitting(self, environment: Any, **_: Any) -> None:
         # Ctrl-C and SIGTERM land here while the test still runs, and Locust picks its exit code
@@ -630,6 +664,7 @@ class LoadtestPlugin:
             "workers": len(self.workers_seen) if self.is_master else 1,
             "history": settings.history if settings else None,
             "transport": settings.transport if settings else None,
+            "gc": settings.gc if settings else None,
             "system_fingerprints": sorted(self.metrics.fingerprints),
         }
         if self.is_master and self.workers_seen - self.workers_final:

@@ -56,6 +56,7 @@ class Settings:
     on_turn_error: str = "stop"
     insecure: bool = False
     transport: str = "gevent"
+    gc: str = "on"
     arrival_rate: ArrivalRate | None = None
     max_queue_wait: float = 10.0
     api: str = "nlx"
@@ -151,6 +152,7 @@ def _common(options: Any, **fields: Any) -> Settings:
         on_turn_error=_choice(options, "on_turn_error", ("stop", "continue")),
         insecure=bool(getattr(options, "insecure", False)),
         transport=_choice(options, "transport", TRANSPORTS),
+        gc=_choice(options, "gc", ("on", "off")),
         thresholds=tuple(thresholds.parse_all(threshold_expressions(options))),
         threshold_abort=bool(getattr(options, "threshold_abort", False)),
         threshold_warmup=_non_negative(options, "threshold_warmup", 30.0),

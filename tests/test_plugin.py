@@ -377,3 +377,59 @@ def bad_dataset(tmp: Path) -> Path:
     path = tmp / "bad.jsonl"
     path.write_text('{"name": "ok", "turns": ["hi"]}\n{"name": "broken", "turns": "hi"}\n', encoding="utf-8")
     return path
+
+
+GC_HOOK = """
+import gc
+from pathlib import Path
+
+from locust import events
+
+OUT = Path({out!r})
+cycles = []
+
+
+@events.request.add_listener
+def _seen(**kwargs):
+    with OUT.open("a") as f:
+        f.write("on\\n" if gc.isenabled() else "off\\n")
+    if {make_cycles} and not cycles:
+        for _ in range(20_000):
+            a = []
+            a.append(a)
+        cycles.append(1)
+"""
+
+
+def gc_hook(tmp_path: Path, *, make_cycles: bool = False) -> tuple[str, Path]:
+    out = tmp_path / "gc.txt"
+    hook = tmp_path / "gc_hook.py"
+    hook.write_text(GC_HOOK.format(out=str(out), make_cycles=make_cycles), encoding="utf-8")
+    return f"{LOCUSTFILE},{hook}", out
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_the_garbage_collector_rests_after_spawning_with_gc_off(
+    mode: str, mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+) -> None:
+    files, out = gc_hook(tmp_path)
+    mock = mock_server(*FAST)
+    flag = "--gc off" if mode == "off" else ""
+    run = run_locust(f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 {flag}", "-f", files, env=KEYED)
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.summary()["run"]["gc"] == mode
+    seen = out.read_text().split()
+    assert len(seen) > 5 and set(seen) == {mode}
+    assert "reference cycles" not in run.output
+
+
+def test_cycles_built_up_while_the_collector_rested_are_collected_and_reported(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+) -> None:
+    files, _ = gc_hook(tmp_path, make_cycles=True)
+    mock = mock_server(*FAST)
+    run = run_locust(
+        f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 --gc off", "-f", files, env=KEYED
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert "objects in reference cycles built up" in run.output and "--gc on" in run.output

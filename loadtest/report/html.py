@@ -77,6 +77,7 @@ RUN_FACTS = (
     ("workers", "workers"),
     ("history", "history"),
     ("transport", "HTTP transport"),
+    ("gc", "garbage collector after spawning"),
     ("started", "started"),
     ("ended", "ended"),
     ("duration_s", "duration"),
