@@ -3,6 +3,7 @@
     python bench/capacity.py [--quick] [--steps 50,100,200,400,600] [--step-seconds 15]
                              [--generators ours,fasthttp,httpx] [--skip-conversations]
     python bench/capacity.py --conversations-mode [--conversations-users 3000] [--conversations-seconds 60]
+    python bench/capacity.py ... --ours-args "--gc off"      # options for our generator only
 
 The mock (`loadtest mock --ttft const:50ms --itl const:10ms --chunks const:20`) runs pinned to one CPU,
 each generator (a real `locust --headless` process) pinned to another. At each concurrency step each
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -194,6 +196,7 @@ def run_ours(
     spawn_rate: float | None = None,
     warmup_s: float | None = None,
     stop_timeout: int = 10,
+    extra: Sequence[str] = (),
 ) -> Result:
     folder = tmp / f"ours-{users}-{time.monotonic_ns()}"
     folder.mkdir()
@@ -211,6 +214,7 @@ def run_ours(
         think_time=think_time,
         stop_timeout=stop_timeout,
     )
+    argv += extra
     run = run_generator(
         argv,
         mock=mock,
@@ -365,7 +369,16 @@ def streams(args: argparse.Namespace, placement: Placement, tmp: Path) -> None:
                 attempts: list[Result] = []
                 while not attempts or (attempts[-1].run.disturbed and len(attempts) <= args.retries):
                     if g == "ours":
-                        attempts.append(run_ours(mock, users, args.step_seconds, placement, tmp))
+                        attempts.append(
+                            run_ours(
+                                mock,
+                                users,
+                                args.step_seconds,
+                                placement,
+                                tmp,
+                                extra=shlex.split(args.ours_args),
+                            )
+                        )
                     else:
                         attempts.append(run_baseline(g, mock, users, args.step_seconds, placement, tmp))
                     time.sleep(0.5)
@@ -404,6 +417,7 @@ def conversations(args: argparse.Namespace, placement: Placement, tmp: Path) -> 
             spawn_rate=spawn_rate,
             warmup_s=warmup,
             stop_timeout=2,
+            extra=shlex.split(args.ours_args),
         )
     print(ROW_HEAD)
     print(row(r))
@@ -452,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         "--conversations-mode", action="store_true", help="run only the conversations variant"
     )
     parser.add_argument("--skip-conversations", action="store_true", help="run only the stream steps")
+    parser.add_argument(
+        "--ours-args",
+        default="",
+        help='more options for our generator, e.g. "--gc off" or "--transport httpx"',
+    )
     parser.add_argument("--conversations-users", type=int, default=None, help="default 2000 (--quick) / 3000")
     parser.add_argument("--conversations-seconds", type=int, default=None, help="default 30 (--quick) / 60")
     args = parser.parse_args(argv)
