@@ -727,8 +727,8 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     collection looks through the live objects of every stream and connection. The mock makes no
     reference cycles when it serves a request (a test keeps it so), so reference counting frees
     what it makes; the modules' objects are frozen, and the collector stays off. What is left over
-    is asyncio's own: a closed connection's transport and socket hold each other, a few hundred
-    bytes that stay until the mock exits.
+    is asyncio's own: a closed connection's transport and socket hold each other, about a kilobyte
+    that stays until the mock exits.
 
     (Not uvloop, though its C loop costs less CPU: its clock and timers have millisecond resolution,
     so chunks would go out up to a millisecond early and the schedule error could not be measured.)
