@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import gevent
 import gevent.monkey
 import gevent.socket
 import gevent.ssl
@@ -66,8 +67,6 @@ class _Body(httpx.SyncByteStream):
         parsed: _Response,
         timeouts: dict[str, float | None],
     ) -> None:
-        # What the socket's timeout is now: the read timeout the headers were waited for with.
-        self._sock_timeout = timeouts.get("read")
         self._transport = transport
         self._origin = origin
         self._sock: gevent.socket.socket | None = sock
@@ -80,32 +79,33 @@ class _Body(httpx.SyncByteStream):
         if parsed.pieces:
             yield b"".join(parsed.pieces)
             parsed.pieces.clear()
-        read_timeout = self._sock_timeout
-        while not parsed.message_complete:
-            if sock is None:
-                raise httpx.ReadError("the response was closed")
-            # The caller may change the read timeout between reads (first byte, then idle).
-            timeout = self._timeouts.get("read")
-            if timeout != read_timeout:
-                read_timeout = timeout
-                sock.settimeout(timeout)
-            try:
-                data = sock.recv(BLOCK_SIZE)
-                # b"" tells the parser the connection ended, which completes a body read to the close.
-                parsed.feed(data)
-            except TimeoutError as exc:
-                raise httpx.ReadTimeout(str(exc) or "timed out") from exc
-            except HTTPParseError as exc:
-                if not data:
-                    raise httpx.RemoteProtocolError(_incomplete(parsed)) from exc
-                raise httpx.RemoteProtocolError(f"invalid HTTP response: {exc}") from exc
-            except OSError as exc:
-                raise httpx.ReadError(str(exc)) from exc
-            if parsed.pieces:
-                yield b"".join(parsed.pieces) if len(parsed.pieces) > 1 else parsed.pieces[0]
-                parsed.pieces.clear()
-            if not data and not parsed.message_complete:
-                raise httpx.RemoteProtocolError(_incomplete(parsed))
+        if parsed.message_complete or sock is None:
+            return
+        # The read timeout as the caller set it for the body (it may differ from the headers'). A
+        # socket timeout would start and stop a timer at every read; one watchdog per response,
+        # re-armed only when it fires, bounds the silence between reads the same way.
+        watchdog = _Watchdog(self._timeouts.get("read"))
+        sock.settimeout(None)
+        try:
+            while not parsed.message_complete:
+                try:
+                    data = sock.recv(BLOCK_SIZE)
+                    watchdog.last = time.monotonic()
+                    # b"" tells the parser the connection ended, which completes a body read to the close.
+                    parsed.feed(data)
+                except HTTPParseError as exc:
+                    if not data:
+                        raise httpx.RemoteProtocolError(_incomplete(parsed)) from exc
+                    raise httpx.RemoteProtocolError(f"invalid HTTP response: {exc}") from exc
+                except OSError as exc:
+                    raise httpx.ReadError(str(exc)) from exc
+                if parsed.pieces:
+                    yield b"".join(parsed.pieces) if len(parsed.pieces) > 1 else parsed.pieces[0]
+                    parsed.pieces.clear()
+                if not data and not parsed.message_complete:
+                    raise httpx.RemoteProtocolError(_incomplete(parsed))
+        finally:
+            watchdog.stop()
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
@@ -116,6 +116,41 @@ class _Body(httpx.SyncByteStream):
             self._transport._keep(self._origin, sock)
         else:
             sock.close()
+
+
+class _Watchdog:
+    """Throws `httpx.ReadTimeout` into the reading greenlet once `seconds` pass without a read.
+
+    The caller stamps `last` after each read; the timer wakes once per `seconds` and, when reads
+    came meanwhile, sleeps again for what is left, so reads cost a clock call and nothing more.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.last = time.monotonic()
+        self._greenlet = gevent.getcurrent()
+        self._timer: Any = None
+        if seconds is not None:
+            self._arm(seconds)
+
+    def _arm(self, after: float) -> None:
+        self._timer = gevent.get_hub().loop.timer(max(after, 0.0))
+        self._timer.start(self._check)
+
+    def _check(self) -> None:
+        assert self.seconds is not None
+        self._timer.close()
+        left = self.last + self.seconds - time.monotonic()
+        if left > 0:
+            self._arm(left)
+            return
+        self._timer = None
+        self._greenlet.throw(httpx.ReadTimeout("timed out"))
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
 
 
 class GeventTransport(httpx.BaseTransport):

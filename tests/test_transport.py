@@ -7,6 +7,7 @@ import resource
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -231,6 +232,29 @@ def test_body_pieces_arrive_as_they_are_sent(serve: Callable[[Handler], Server])
         assert not release.is_set()
         release.set()
         assert b"".join(pieces) == DONE
+
+
+def test_the_idle_timeout_counts_from_the_last_read(serve: Callable[[Handler], Server]) -> None:
+    done = threading.Event()
+
+    def trickle_then_stall(conn: socket.socket, head: bytes, n: int) -> bool:
+        conn.sendall(stream_head())
+        for _ in range(6):  # a read every 0.1 s: longer in all than the idle timeout, never idle
+            conn.sendall(b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
+            time.sleep(0.1)
+        done.wait(10)
+        return False
+
+    server = serve(trickle_then_stall)
+    with make_client() as client:
+        result = stream_turn(
+            client, server.url, request_body("c", []), api_key="sk-transport-test", idle_timeout=0.25
+        )
+    done.set()
+    assert not result.ok and result.kind == "idle_timeout" and result.content == "hi" * 6
+    assert result.t_last_event_ns is not None
+    silence_s = (result.t_end_ns - result.t_last_event_ns) / 1e9
+    assert 0.25 <= silence_s < 1.0, silence_s
 
 
 def test_a_cut_stream_fails_as_a_disconnect(serve: Callable[[Handler], Server]) -> None:
