@@ -72,6 +72,7 @@ class _Body(httpx.SyncByteStream):
         self._sock: gevent.socket.socket | None = sock
         self._parsed = parsed
         self._timeouts = timeouts
+        self._watchdog: _Watchdog | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         parsed = self._parsed
@@ -84,7 +85,7 @@ class _Body(httpx.SyncByteStream):
         # The read timeout as the caller set it for the body (it may differ from the headers'). A
         # socket timeout would start and stop a timer at every read; one watchdog per response,
         # re-armed only when it fires, bounds the silence between reads the same way.
-        watchdog = _Watchdog(self._timeouts.get("read"))
+        watchdog = self._watchdog = _Watchdog(self._timeouts.get("read"))
         sock.settimeout(None)
         try:
             while not parsed.message_complete:
@@ -108,6 +109,9 @@ class _Body(httpx.SyncByteStream):
             watchdog.stop()
 
     def close(self) -> None:
+        # A reader that stopped early leaves the generator suspended: its watchdog must not fire later.
+        if self._watchdog is not None:
+            self._watchdog.stop()
         sock, self._sock = self._sock, None
         if sock is None:
             return
@@ -145,7 +149,8 @@ class _Watchdog:
             self._arm(left)
             return
         self._timer = None
-        self._greenlet.throw(httpx.ReadTimeout("timed out"))
+        if not self._greenlet.dead:
+            self._greenlet.throw(httpx.ReadTimeout("timed out"))
 
     def stop(self) -> None:
         if self._timer is not None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import gevent
 import httpx
 import pytest
 
@@ -255,6 +256,27 @@ def test_the_idle_timeout_counts_from_the_last_read(serve: Callable[[Handler], S
     assert result.t_last_event_ns is not None
     silence_s = (result.t_end_ns - result.t_last_event_ns) / 1e9
     assert 0.25 <= silence_s < 1.0, silence_s
+
+
+def test_a_turn_that_ends_early_leaves_no_watchdog_behind(serve: Callable[[Handler], Server]) -> None:
+    done = threading.Event()
+
+    def error_then_silence(conn: socket.socket, head: bytes, n: int) -> bool:
+        error = b'data: {"error": {"message": "upstream failed"}}\n\n'
+        conn.sendall(stream_head() + b"%x\r\n%s\r\n" % (len(error), error))
+        done.wait(10)
+        return False
+
+    server = serve(error_then_silence)
+    with make_client() as client:
+        result = stream_turn(
+            client, server.url, request_body("c", []), api_key="sk-transport-test", idle_timeout=0.1
+        )
+        assert result.kind == "stream_error"
+        # The turn stopped reading with its response open: a watchdog left running would throw
+        # its ReadTimeout into this greenlet during the next wait.
+        gevent.sleep(0.3)
+    done.set()
 
 
 def test_a_cut_stream_fails_as_a_disconnect(serve: Callable[[Handler], Server]) -> None:
