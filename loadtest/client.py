@@ -19,7 +19,7 @@ import orjson
 from loadtest import nlx
 from loadtest.errors import EventTooLarge, redact
 from loadtest.health import pool_wait_trace
-from loadtest.sse import SSEDecoder
+from loadtest.sse import SSEDecoder, is_done
 from loadtest.transport import GeventTransport
 
 # How much of an error body we keep as an example: enough to read, small enough to ship.
@@ -270,7 +270,7 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
         text = data.decode("utf-8", "replace")
-        if text.strip() == "[DONE]":
+        if is_done(text):
             state.done = True
             return None
         try:

@@ -17,11 +17,16 @@ import orjson
 
 from loadtest.errors import EventTooLarge
 
-__all__ = ["Event", "SSEDecoder"]
+__all__ = ["Event", "SSEDecoder", "is_done"]
 
 _BOM = b"\xef\xbb\xbf"
 _LF = 0x0A
 _CR = 0x0D
+
+
+def is_done(data: str) -> bool:
+    """True for the OpenAI end-of-stream sentinel: data `[DONE]`, surrounding whitespace ignored."""
+    return data.strip() == "[DONE]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +49,7 @@ class Event:
     @property
     def is_done(self) -> bool:
         """True for the OpenAI end-of-stream sentinel: data `[DONE]`, surrounding whitespace ignored."""
-        return self.data.strip() == "[DONE]"
+        return is_done(self.data)
 
     def json(self) -> Any:
         """The data parsed as JSON; raises `orjson.JSONDecodeError` (a `ValueError`) if it is not."""
