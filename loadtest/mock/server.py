@@ -254,13 +254,10 @@ class _Schedule:
             self.finished.set_result(False)
             return
         self.writer.write(self.frames[i])
-        written = self.loop.time()
         state = self.state
-        state.chunks += 1
-        state.chars += len(self.pieces[i])
-        record_us(state.schedule_error_us, round((written - self.deadlines[i]) * 1e6))
-        if i == 0:
-            record_us(state.ttft_us, (time.perf_counter_ns() - self.started_ns) // 1000)
+        state.chunk_written(
+            self.pieces[i], self.loop.time() - self.deadlines[i], self.started_ns if i == 0 else None
+        )
         if i == len(self.frames) - 1:
             state.delivered(*self.slot)
             self.finished.set_result(True)
@@ -460,17 +457,13 @@ class MockHandlers:
             await _sleep_until(loop, deadline + delay)
             await response.write(event({"content": piece}, None))
             written = loop.time()
-            state.chunks += 1
-            state.chars += len(piece)
-            record_us(state.schedule_error_us, round((written - deadline - delay) * 1e6))
+            state.chunk_written(piece, written - deadline - delay, started_ns if i == 0 else None)
             if i == len(pieces) - 1 and fault not in _MID_STREAM_FAULTS:
                 state.delivered(*slot)
-            if i == 0:
-                record_us(state.ttft_us, (time.perf_counter_ns() - started_ns) // 1000)
-                if fault == "stall":
-                    if not await _stall(request, self.config.stall_s):
-                        return False  # the client gave up waiting
-                    delay = loop.time() - written
+            if i == 0 and fault == "stall":
+                if not await _stall(request, self.config.stall_s):
+                    return False  # the client gave up waiting
+                delay = loop.time() - written
         if fault is not None and fault in _EVENT_FAULTS:
             await _sleep_until(loop, deadlines[len(pieces)] + delay)
             await self._inject(request, response, fault, event)

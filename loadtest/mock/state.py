@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable
@@ -129,6 +130,15 @@ class MockState:
         if any(content not in self.replies_sent for content in sent):
             self.history_mismatches += 1
         return []
+
+    def chunk_written(self, piece: str, late_s: float, started_ns: int | None) -> None:
+        """Count a content chunk just written `late_s` after its deadline; the first of a turn
+        (`started_ns`: when its request came in) also gives the server-side TTFT."""
+        self.chunks += 1
+        self.chars += len(piece)
+        record_us(self.schedule_error_us, round(late_s * 1e6))
+        if started_ns is not None:
+            record_us(self.ttft_us, (time.perf_counter_ns() - started_ns) // 1000)
 
     def delivered(self, turns: list[Turn], index: int) -> None:
         """Mark turn `index` as delivered: its whole reply was sent."""
