@@ -89,22 +89,11 @@ class _Body(httpx.SyncByteStream):
         sock.settimeout(None)
         try:
             while not parsed.message_complete:
-                try:
-                    data = sock.recv(BLOCK_SIZE)
-                    watchdog.last = time.monotonic()
-                    # b"" tells the parser the connection ended, which completes a body read to the close.
-                    parsed.feed(data)
-                except HTTPParseError as exc:
-                    if not data:
-                        raise httpx.RemoteProtocolError(_incomplete(parsed)) from exc
-                    raise httpx.RemoteProtocolError(f"invalid HTTP response: {exc}") from exc
-                except OSError as exc:
-                    raise httpx.ReadError(str(exc)) from exc
+                _receive(sock, parsed)
+                watchdog.last = time.monotonic()
                 if parsed.pieces:
                     yield b"".join(parsed.pieces) if len(parsed.pieces) > 1 else parsed.pieces[0]
                     parsed.pieces.clear()
-                if not data and not parsed.message_complete:
-                    raise httpx.RemoteProtocolError(_incomplete(parsed))
         finally:
             watchdog.stop()
 
@@ -227,17 +216,7 @@ class GeventTransport(httpx.BaseTransport):
     def _read_head(self, sock: gevent.socket.socket, parsed: _Response) -> None:
         # Interim 1xx responses come before the final one on the same connection.
         while not parsed.headers_complete or parsed.status_code < 200:
-            try:
-                data = sock.recv(BLOCK_SIZE)
-                if not data:
-                    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-                parsed.feed(data)
-            except TimeoutError as exc:
-                raise httpx.ReadTimeout(str(exc) or "timed out") from exc
-            except HTTPParseError as exc:
-                raise httpx.RemoteProtocolError(f"invalid HTTP response: {exc}") from exc
-            except OSError as exc:
-                raise httpx.ReadError(str(exc)) from exc
+            _receive(sock, parsed)
 
     def _connect(self, origin: _Origin, timeout: float | None) -> gevent.socket.socket:
         scheme, host, port = origin
@@ -275,6 +254,26 @@ class GeventTransport(httpx.BaseTransport):
             sock.close()
             return
         idle.append((sock, time.monotonic_ns()))
+
+
+def _receive(sock: gevent.socket.socket, parsed: _Response) -> None:
+    """Read once from the socket into the parser; what goes wrong is raised as httpx would."""
+    try:
+        data = sock.recv(BLOCK_SIZE)
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout(str(exc) or "timed out") from exc
+    except OSError as exc:
+        raise httpx.ReadError(str(exc)) from exc
+    if not data and (not parsed.headers_complete or parsed.status_code < 200):
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    try:
+        # b"" tells the parser the connection ended, which completes a body read to the close.
+        parsed.feed(data)
+    except HTTPParseError as exc:
+        detail = _incomplete(parsed) if not data else f"invalid HTTP response: {exc}"
+        raise httpx.RemoteProtocolError(detail) from exc
+    if not data and not parsed.message_complete:
+        raise httpx.RemoteProtocolError(_incomplete(parsed))
 
 
 def _incomplete(parsed: _Response) -> str:
