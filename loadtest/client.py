@@ -36,6 +36,7 @@ def shared_ssl_context() -> ssl.SSLContext:
     return _SSL_CONTEXT
 
 
+# What carries httpx's requests (see make_client); the first is the default.
 TRANSPORTS = ("gevent", "httpx")
 
 # Keep the connection across think times, as a browser would (httpx's default is 5 s), but under

@@ -44,7 +44,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import nlx, thresholds, webui
 from loadtest.arrivals import LATE_NS, ArrivalRate, Schedule
-from loadtest.client import TurnResult, make_client, stream_turn
+from loadtest.client import TRANSPORTS, TurnResult, make_client, stream_turn
 from loadtest.conversation import Conversation, choose
 from loadtest.pacing import abandon_after
 from loadtest.errors import LoadtestError
@@ -54,7 +54,14 @@ from loadtest.mock.launch import MockProcess, start_mock
 from loadtest.report import build_summary, console_lines, write_run
 from loadtest.report.turns import TurnLog
 from loadtest.shapes import StagesShape
-from loadtest.settings import API_KEY_ENV, MOCK_API_KEY, Settings, check_reachable, from_options
+from loadtest.settings import (
+    API_KEY_ENV,
+    GC_MODES,
+    MOCK_API_KEY,
+    Settings,
+    check_reachable,
+    from_options,
+)
 
 logger = logging.getLogger("loadtest")
 # One INFO line per request from httpx drowns the run output.
@@ -254,16 +261,16 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--transport",
         env_var="LOADTEST_TRANSPORT",
-        default="gevent",
-        choices=["gevent", "httpx"],
+        default=TRANSPORTS[0],
+        choices=list(TRANSPORTS),
         help="HTTP under httpx: gevent (default; HTTP/1.1 parsed in C, about half the CPU per turn) "
         "or httpx's own (httpcore)",
     )
     parser.add_argument(
         "--gc",
         env_var="LOADTEST_GC",
-        default="on",
-        choices=["on", "off"],
+        default=GC_MODES[0],
+        choices=list(GC_MODES),
         help="Python's garbage collector once users are spawned: on (default) or off, for thousands "
         "of users, whose collection pauses land in the latencies; off frees reference cycles only "
         "when the test stops",

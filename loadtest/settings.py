@@ -25,6 +25,8 @@ MOCK_DEPLOYMENT = "demo"
 MOCK_CHANNEL = "web-en-US"
 CONVERSATIONS_FILE = "conversations.yaml"
 APIS = ("nlx", "openai")
+# Python's garbage collector once users are spawned; the first is the default.
+GC_MODES = ("on", "off")
 OPENAI_PATH = "/v1/chat/completions"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MOCK_MODEL = "mock-model"
@@ -152,7 +154,7 @@ def _common(options: Any, **fields: Any) -> Settings:
         on_turn_error=_choice(options, "on_turn_error", ("stop", "continue")),
         insecure=bool(getattr(options, "insecure", False)),
         transport=_choice(options, "transport", TRANSPORTS),
-        gc=_choice(options, "gc", ("on", "off")),
+        gc=_choice(options, "gc", GC_MODES),
         thresholds=tuple(thresholds.parse_all(threshold_expressions(options))),
         threshold_abort=bool(getattr(options, "threshold_abort", False)),
         threshold_warmup=_non_negative(options, "threshold_warmup", 30.0),
