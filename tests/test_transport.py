@@ -15,7 +15,7 @@ import gevent
 import httpx
 import pytest
 
-from loadtest.client import TRANSPORTS, make_client, stream_turn
+from loadtest.client import TRANSPORTS, TurnResult, make_client, stream_turn
 from loadtest.nlx import request_body
 from loadtest.transport import GeventTransport
 from tests.conftest import FAST, KEYED, NLX, LocustRun, Mock
@@ -25,7 +25,12 @@ DONE = b"data: [DONE]\n\n"
 
 
 def chunked(*pieces: bytes) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    return b"".join(map(frame, pieces)) + b"0\r\n\r\n"
+
+
+def frame(piece: bytes) -> bytes:
+    """One piece of a chunked body, without the end of it."""
+    return b"%x\r\n%s\r\n" % (len(piece), piece)
 
 
 def stream_head(extra: bytes = b"") -> bytes:
@@ -124,6 +129,12 @@ def post(client: httpx.Client, url: str) -> tuple[int, bytes, httpx.Headers]:
         return r.status_code, b"".join(r.iter_bytes()), r.headers
 
 
+def turn(client: httpx.Client, url: str, *, idle_timeout: float | None = None) -> TurnResult:
+    return stream_turn(
+        client, url, request_body("c", []), api_key="sk-transport-test", idle_timeout=idle_timeout
+    )
+
+
 def client_for(**kwargs: object) -> httpx.Client:
     return httpx.Client(transport=GeventTransport(**kwargs), timeout=10)  # type: ignore[arg-type]
 
@@ -219,7 +230,7 @@ def test_body_pieces_arrive_as_they_are_sent(serve: Callable[[Handler], Server])
     release = threading.Event()
 
     def slow(conn: socket.socket, head: bytes, n: int) -> bool:
-        conn.sendall(stream_head() + b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
+        conn.sendall(stream_head() + frame(CHUNK))
         # The second piece only goes once the client has the first: a transport that buffered
         # would wait here until the release times out.
         release.wait(10)
@@ -241,16 +252,14 @@ def test_the_idle_timeout_counts_from_the_last_read(serve: Callable[[Handler], S
     def trickle_then_stall(conn: socket.socket, head: bytes, n: int) -> bool:
         conn.sendall(stream_head())
         for _ in range(6):  # a read every 0.1 s: longer in all than the idle timeout, never idle
-            conn.sendall(b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
+            conn.sendall(frame(CHUNK))
             time.sleep(0.1)
         done.wait(10)
         return False
 
     server = serve(trickle_then_stall)
     with make_client() as client:
-        result = stream_turn(
-            client, server.url, request_body("c", []), api_key="sk-transport-test", idle_timeout=0.25
-        )
+        result = turn(client, server.url, idle_timeout=0.25)
     done.set()
     assert not result.ok and result.kind == "idle_timeout" and result.content == "hi" * 6
     assert result.t_last_event_ns is not None
@@ -263,15 +272,13 @@ def test_a_turn_that_ends_early_leaves_no_watchdog_behind(serve: Callable[[Handl
 
     def error_then_silence(conn: socket.socket, head: bytes, n: int) -> bool:
         error = b'data: {"error": {"message": "upstream failed"}}\n\n'
-        conn.sendall(stream_head() + b"%x\r\n%s\r\n" % (len(error), error))
+        conn.sendall(stream_head() + frame(error))
         done.wait(10)
         return False
 
     server = serve(error_then_silence)
     with make_client() as client:
-        result = stream_turn(
-            client, server.url, request_body("c", []), api_key="sk-transport-test", idle_timeout=0.1
-        )
+        result = turn(client, server.url, idle_timeout=0.1)
         assert result.kind == "stream_error"
         # The turn stopped reading with its response open: a watchdog left running would throw
         # its ReadTimeout into this greenlet during the next wait.
@@ -281,12 +288,12 @@ def test_a_turn_that_ends_early_leaves_no_watchdog_behind(serve: Callable[[Handl
 
 def test_a_cut_stream_fails_as_a_disconnect(serve: Callable[[Handler], Server]) -> None:
     def cut(conn: socket.socket, head: bytes, n: int) -> bool:
-        conn.sendall(stream_head() + b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
+        conn.sendall(stream_head() + frame(CHUNK))
         return False
 
     server = serve(cut)
     with make_client() as client:
-        result = stream_turn(client, server.url, request_body("c", []), api_key="sk-transport-test")
+        result = turn(client, server.url)
     assert not result.ok and result.kind == "disconnect" and result.content == "hi"
     assert "incomplete chunked read" in result.detail
 
@@ -328,7 +335,7 @@ def test_http_10_body_until_close_and_gzip_and_interim_response(serve: Callable[
     assert status == 200 and content == body
     assert headers.get_list("x-twice") == ["a", "b"]
     with make_client() as client:
-        result = stream_turn(client, server.url, request_body("c", []), api_key="sk-transport-test")
+        result = turn(client, server.url)
     assert result.ok and result.content == "hi" * 50 and result.done
 
 
