@@ -56,6 +56,7 @@ from loadtest.report.turns import TurnLog
 from loadtest.shapes import StagesShape
 from loadtest.settings import (
     API_KEY_ENV,
+    GC_CHECK_OBJECTS,
     GC_MODES,
     MOCK_API_KEY,
     Settings,
@@ -73,6 +74,8 @@ REPORT_KEY = "loadtest"
 HEALTH_KEY = "loadtest_health"
 # Cyclic garbage found when the collector resumes that is worth a warning: a few MB of objects.
 GC_GARBAGE_WARN_OBJECTS = 10_000
+# --gc auto: how often to look at how many more objects live than when the collector stopped.
+GC_CHECK_SECONDS = 1.0
 
 EXIT_CONFIG_ERROR = 2
 EXIT_THRESHOLDS_FAILED = 3  # also when --strict-client finds the client was the bottleneck
@@ -271,9 +274,10 @@ def add_arguments(parser: Any) -> None:
         env_var="LOADTEST_GC",
         default=GC_MODES[0],
         choices=list(GC_MODES),
-        help="Python's garbage collector once users are spawned: on (default) or off, for thousands "
-        "of users, whose collection pauses land in the latencies; off frees reference cycles only "
-        "when the test stops",
+        help="Python's garbage collector once users are spawned, whose pauses land in the latencies "
+        "with thousands of users: auto (default) rests it, collects once when a million more objects "
+        "live, and turns it back on if they were garbage; on leaves it on; off rests it until the test "
+        "stops",
     )
     parser.add_argument(
         "--mock-options",
@@ -313,8 +317,9 @@ class LoadtestPlugin:
         self.arrivals: gevent.queue.Queue[int] | None = None
         self.arrivals_greenlet: gevent.Greenlet | None = None
         self.processes = 1
-        # True while this process holds the garbage collector off (--gc off, after spawning).
+        # True while this process holds the garbage collector off (--gc auto/off, after spawning).
         self.gc_paused = False
+        self.gc_greenlet: gevent.Greenlet | None = None
 
     @property
     def strict_client(self) -> bool:
@@ -371,6 +376,7 @@ class LoadtestPlugin:
             self.health.reset()
         else:
             self.health.start()
+            self._rest_gc()
         if self.is_worker:
             self._open_turn_log()
             self._start_arrivals()
@@ -399,13 +405,42 @@ class LoadtestPlugin:
         # The users and their clients live as long as the run: move them out of the collector's way,
         # so a full collection does not walk them all and pause every stream.
         gc.freeze()
-        if not self.is_master and self.current_settings().gc == "off" and gc.isenabled():
-            # Even so, with thousands of users each collection walks the objects of every turn in
-            # flight and pauses the process for tens to hundreds of milliseconds, which land in the
-            # measured latencies. Reference counting frees almost all a turn makes; what sits in
-            # reference cycles waits for the test's end.
-            gc.disable()
-            self.gc_paused = True
+
+    def _rest_gc(self) -> None:
+        mode = self.current_settings().gc
+        if self.gc_paused or mode == "on":
+            return
+        # With thousands of users each collection walks the objects of every turn in flight (and,
+        # while they spawn, all users made so far) and pauses the process for tens to hundreds of
+        # milliseconds, which land in the measured latencies. Reference counting frees almost all a
+        # turn makes; what sits in reference cycles waits, for the test's end (off) or until too many
+        # objects pile up (auto).
+        gc.disable()
+        self.gc_paused = True
+        if mode == "auto":
+            self.gc_greenlet = gevent.spawn(self._watch_gc)
+
+    def _watch_gc(self) -> None:
+        """While the collector rests (--gc auto): once GC_CHECK_OBJECTS more objects live than when it
+        stopped, collect once; if that finds many in reference cycles, the collector comes back."""
+        base = gc.get_count()[0]
+        while self.gc_paused:
+            gevent.sleep(GC_CHECK_SECONDS)
+            if gc.get_count()[0] - base < GC_CHECK_OBJECTS:
+                continue
+            found = gc.collect()
+            if found > GC_GARBAGE_WARN_OBJECTS:
+                logger.warning(
+                    "loadtest: %d objects in reference cycles piled up while the garbage collector "
+                    "rested (--gc auto); it is back on, and its pauses may show in the latencies",
+                    found,
+                )
+                gc.enable()
+                self.gc_paused = False
+                return
+            # What survived is live state of the run: out of the way of the next collection.
+            gc.freeze()
+            base = gc.get_count()[0]
 
     def on_test_stop(self, environment: Any, **_: Any) -> None:
         self._close_turn_log()
@@ -427,6 +462,9 @@ class LoadtestPlugin:
         self.write_summary()
 
     def _resume_gc(self) -> None:
+        if self.gc_greenlet is not None and self.gc_greenlet is not gevent.getcurrent():
+            self.gc_greenlet.kill(block=False)
+        self.gc_greenlet = None
         if not self.gc_paused:
             return
         self.gc_paused = False
@@ -435,8 +473,9 @@ class LoadtestPlugin:
         if found > GC_GARBAGE_WARN_OBJECTS:
             logger.warning(
                 "loadtest: %d objects in reference cycles built up while the garbage collector rested "
-                "(--gc off); if memory grew too much, run with --gc on",
+                "(--gc %s); if memory grew too much, run with --gc on",
                 found,
+                self.current_settings().gc,
             )
 
     def on_quitting(self, environment: Any, **_: Any) -> None:

@@ -25,8 +25,10 @@ MOCK_DEPLOYMENT = "demo"
 MOCK_CHANNEL = "web-en-US"
 CONVERSATIONS_FILE = "conversations.yaml"
 APIS = ("nlx", "openai")
-# Python's garbage collector once users are spawned; the first is the default.
-GC_MODES = ("on", "off")
+# Python's garbage collector during a run (see --gc); the first is the default.
+GC_MODES = ("auto", "on", "off")
+# --gc auto collects once when this many more objects live than when the collector stopped.
+GC_CHECK_OBJECTS = 1_000_000
 OPENAI_PATH = "/v1/chat/completions"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MOCK_MODEL = "mock-model"
@@ -58,7 +60,7 @@ class Settings:
     on_turn_error: str = "stop"
     insecure: bool = False
     transport: str = "gevent"
-    gc: str = "on"
+    gc: str = "auto"
     arrival_rate: ArrivalRate | None = None
     max_queue_wait: float = 10.0
     api: str = "nlx"

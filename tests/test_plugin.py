@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from loadtest.settings import GC_CHECK_OBJECTS
 from tests.conftest import (
     FAST,
     KEYED,
@@ -386,50 +387,77 @@ from pathlib import Path
 from locust import events
 
 OUT = Path({out!r})
-cycles = []
+made = []
 
 
 @events.request.add_listener
 def _seen(**kwargs):
     with OUT.open("a") as f:
         f.write("on\\n" if gc.isenabled() else "off\\n")
-    if {make_cycles} and not cycles:
-        for _ in range(20_000):
-            a = []
-            a.append(a)
-        cycles.append(1)
+    if made or {count} == 0:
+        return
+    # A million-odd objects, either garbage in reference cycles or live state of the run.
+    for _ in range({count}):
+        a = []
+        a.append(a) if {cycles} else made.append(a)
+    made.append(None)
 """
 
 
-def gc_hook(tmp_path: Path, *, make_cycles: bool = False) -> tuple[str, Path]:
+def gc_hook(tmp_path: Path, *, count: int = 0, cycles: bool = True) -> tuple[str, Path]:
     out = tmp_path / "gc.txt"
     hook = tmp_path / "gc_hook.py"
-    hook.write_text(GC_HOOK.format(out=str(out), make_cycles=make_cycles), encoding="utf-8")
+    hook.write_text(GC_HOOK.format(out=str(out), count=count, cycles=cycles), encoding="utf-8")
     return f"{LOCUSTFILE},{hook}", out
 
 
-@pytest.mark.parametrize("mode", ["off", "on"])
-def test_the_garbage_collector_rests_after_spawning_with_gc_off(
+@pytest.mark.parametrize("mode", ["auto", "off", "on"])
+def test_the_garbage_collector_rests_during_the_run_unless_gc_on(
     mode: str, mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
 ) -> None:
     files, out = gc_hook(tmp_path)
     mock = mock_server(*FAST)
-    flag = "--gc off" if mode == "off" else ""
+    flag = "" if mode == "auto" else f"--gc {mode}"
     run = run_locust(f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 {flag}", "-f", files, env=KEYED)
     assert run.returncode == 0, run.output[-3000:]
     assert run.summary()["run"]["gc"] == mode
     seen = out.read_text().split()
-    assert len(seen) > 5 and set(seen) == {mode}
+    assert len(seen) > 5 and set(seen) == {"on" if mode == "on" else "off"}
     assert "reference cycles" not in run.output
 
 
 def test_cycles_built_up_while_the_collector_rested_are_collected_and_reported(
     mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
 ) -> None:
-    files, _ = gc_hook(tmp_path, make_cycles=True)
+    files, _ = gc_hook(tmp_path, count=20_000)
     mock = mock_server(*FAST)
     run = run_locust(
         f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 --gc off", "-f", files, env=KEYED
     )
     assert run.returncode == 0, run.output[-3000:]
     assert "objects in reference cycles built up" in run.output and "--gc on" in run.output
+
+
+def test_gc_auto_turns_the_collector_back_on_when_cycles_pile_up(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+) -> None:
+    files, out = gc_hook(tmp_path, count=GC_CHECK_OBJECTS + 100_000)
+    mock = mock_server(*FAST)
+    run = run_locust(f"--host {mock.url} {NLX} -u 2 -r 2 -t 4s --think-time 0", "-f", files, env=KEYED)
+    assert run.returncode == 0, run.output[-3000:]
+    assert "reference cycles piled up while the garbage collector rested (--gc auto)" in run.output
+    seen = out.read_text().split()
+    # Resting first, then on for the rest of the run once the cycles were found.
+    assert seen[0] == "off" and seen[-1] == "on"
+    assert seen.index("on") > 0 and set(seen[seen.index("on") :]) == {"on"}
+
+
+def test_gc_auto_keeps_resting_when_what_piled_up_is_live(
+    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+) -> None:
+    files, out = gc_hook(tmp_path, count=GC_CHECK_OBJECTS + 100_000, cycles=False)
+    mock = mock_server(*FAST)
+    run = run_locust(f"--host {mock.url} {NLX} -u 2 -r 2 -t 4s --think-time 0", "-f", files, env=KEYED)
+    assert run.returncode == 0, run.output[-3000:]
+    assert "reference cycles" not in run.output
+    assert set(out.read_text().split()) == {"off"}

@@ -77,7 +77,7 @@ RUN_FACTS = (
     ("workers", "workers"),
     ("history", "history"),
     ("transport", "HTTP transport"),
-    ("gc", "garbage collector after spawning"),
+    ("gc", "garbage collector during the run"),
     ("started", "started"),
     ("ended", "ended"),
     ("duration_s", "duration"),
