@@ -16,8 +16,9 @@ time TTFT and turn latency themselves, into HDR histograms.
 Per run it prints turns/s, the generator's CPU (share of one core, and CPU ms per turn), what other
 processes used of the generator's and the mock's CPUs, its RSS (and per user, one-time costs
 included), the generator's TTFT and turn-latency p50/p95/p99 minus the mock's own server-side ones
-(Δ, ms), and the mock's CPU and schedule error p99. Flags: MOCK the mock fell behind (schedule error
-p99 > 1 ms: part of Δ may be the mock's), SAT the generator used > 90% of its core, BUSY other
+(Δ, ms), and the mock's CPU (busy by design: it runs with --precise-timers, polling through the
+last millisecond before each deadline) and schedule error p99. Flags: MOCK the mock fell behind
+(schedule error p99 > 1 ms: part of Δ may be the mock's), SAT the generator used > 90% of its core, BUSY other
 processes used > 10% of the generator's or the mock's CPU, FAIL some turns failed. Then a table
 puts the generators side by side.
 

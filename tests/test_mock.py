@@ -403,6 +403,21 @@ def test_time_to_first_content_follows_the_ttft_setting(client: httpx.Client) ->
     assert s["schedule_error_ms"]["p99"] < 10  # of 24 chunks: the worst wake-up on a busy machine
 
 
+def test_precise_timers_send_chunks_within_a_fraction_of_a_millisecond(client: httpx.Client) -> None:
+    # Deadlines off the millisecond grid: epoll's whole-millisecond waits would send each one up to
+    # a millisecond late, half a millisecond on average.
+    args = ("--ttft", "const:20.5ms", "--itl", "const:3.3ms", "--chunks", "const:30", "--precise-timers")
+    with running_mock(*args) as m:
+        turns = [turn(client, m.url, body_for(f"nlx:precise-{i}")) for i in range(4)]
+        s = stats(client, m.url)
+    for t in turns:
+        assert len(t.contents) == 30
+        # Never early: the last chunk is due 20.5 + 29 * 3.3 ms after the request.
+        assert t.times[30] >= 0.1162
+    assert s["schedule_error_ms"]["count"] == 120
+    assert s["schedule_error_ms"]["p50"] < 0.2
+
+
 # --- options -----------------------------------------------------------------------------------
 
 
