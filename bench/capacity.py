@@ -70,6 +70,7 @@ GENERATORS = {
     "ours": DEFAULT_LOCUSTFILE,
     "fasthttp": BENCH / "locustfile_fasthttp.py",
     "httpx": BENCH / "locustfile_httpx.py",
+    "floor": BENCH / "locustfile_floor.py",
 }
 MAX_ADDED_MS = 5.0
 STREAM_MOCK = {"ttft": "const:50ms", "itl": "const:10ms", "chunks": "const:20"}

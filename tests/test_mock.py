@@ -25,6 +25,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from loadtest.mock import MockConfig, parse_config, parse_count_dist, parse_duration_dist, serve
+from loadtest.mock.state import MockState
 from loadtest.mock.text import LINE_SEPARATOR, reply_pieces, reply_text, split_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -401,6 +402,24 @@ def test_time_to_first_content_follows_the_ttft_setting(client: httpx.Client) ->
     assert abs(s["ttft_ms"]["p50"] - 80) <= 3
     assert abs(s["turn_ms"]["p50"] - 90) <= 5
     assert s["schedule_error_ms"]["p99"] < 10  # of 24 chunks: the worst wake-up on a busy machine
+
+
+def test_schedule_errors_counted_by_value_read_as_if_recorded_one_by_one() -> None:
+    state = MockState()
+    direct = HdrHistogram(1, 3_600_000_000, 3)
+    for late_s in (-0.000002, 0.0, 0.0001, 0.0001, 0.00225, 0.5, 0.0001):
+        state.chunk_written("x", late_s, None)
+        direct.record_value(max(round(late_s * 1e6), 0))
+    first = state.schedule_error_us
+    assert first.get_total_count() == 7
+    state.chunk_written("x", 0.003, None)  # after a read: added to what was folded before
+    direct.record_value(3000)
+    folded = state.schedule_error_us
+    assert folded.get_total_count() == 8 and state.chunks == 8
+    for percentile in (1, 50, 75, 90, 99, 100):
+        assert folded.get_value_at_percentile(percentile) == direct.get_value_at_percentile(percentile)
+    state.reset()
+    assert state.schedule_error_us.get_total_count() == 0
 
 
 def test_precise_timers_send_chunks_within_a_fraction_of_a_millisecond(client: httpx.Client) -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import heapq
 import hmac
+import itertools
 import math
 import os
 import random
@@ -31,7 +33,6 @@ import struct
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -225,11 +226,53 @@ async def _stall(request: web.Request, seconds: float) -> bool:
     return True
 
 
+class _Ticker:
+    """Runs the chunk writes of every stream from one heap of deadlines and one event-loop timer.
+
+    An event-loop timer per chunk cost a TimerHandle and Python-level comparisons in asyncio's heap;
+    tuples in `heapq` compare in C, and every chunk due at a wake-up is written in the same callback.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.heap: list[tuple[float, int, _Schedule, int]] = []
+        self.seq = itertools.count()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf
+        self.firing = False
+
+    def add(self, when: float, schedule: _Schedule, i: int) -> None:
+        heapq.heappush(self.heap, (when, next(self.seq), schedule, i))
+        if when < self.timer_at and not self.firing:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.timer, self.timer_at = None, math.inf
+        heap = self.heap
+        now = self.loop.time()
+        self.firing = True
+        try:
+            while heap and heap[0][0] <= now:
+                _, _, schedule, i = heapq.heappop(heap)
+                schedule.send(i)
+        finally:
+            self.firing = False
+            if heap:
+                self._arm(heap[0][0])
+
+
 class _Schedule:
-    """The content chunks of one turn, each written from a timer callback at its deadline."""
+    """The content chunks of one turn, each written by the ticker at its deadline."""
 
     def __init__(
         self,
+        ticker: _Ticker,
         state: MockState,
         writer: asyncio.WriteTransport,
         frames: list[bytes],
@@ -238,7 +281,7 @@ class _Schedule:
         slot: tuple[list[Turn], int],
         started_ns: int,
     ) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.ticker = ticker
         self.state = state
         self.writer = writer
         self.frames = frames
@@ -246,25 +289,23 @@ class _Schedule:
         self.deadlines = deadlines
         self.slot = slot
         self.started_ns = started_ns
-        self.finished: asyncio.Future[bool] = self.loop.create_future()
-        self.handle: asyncio.TimerHandle | None = None
+        self.finished: asyncio.Future[bool] = ticker.loop.create_future()
 
     def send(self, i: int) -> None:
         if self.finished.done():
-            return
+            return  # the handler gave up (cancelled): what is left in the heap goes quietly
         if self.writer.is_closing():
             self.finished.set_result(False)
             return
         self.writer.write(self.frames[i])
         state = self.state
-        state.chunk_written(
-            self.pieces[i], self.loop.time() - self.deadlines[i], self.started_ns if i == 0 else None
-        )
+        late_s = self.ticker.loop.time() - self.deadlines[i]
+        state.chunk_written(self.pieces[i], late_s, self.started_ns if i == 0 else None)
         if i == len(self.frames) - 1:
             state.delivered(*self.slot)
             self.finished.set_result(True)
         else:
-            self.handle = self.loop.call_at(self.deadlines[i + 1], self.send, i + 1)
+            self.ticker.add(self.deadlines[i + 1], self, i + 1)
 
 
 class MockHandlers:
@@ -277,6 +318,7 @@ class MockHandlers:
         # A generator of its own, so faults leave the timings of a seeded run unchanged.
         self.fault_rng = random.Random(f"{config.seed}:faults")
         self._bearer = f"Bearer {config.api_key}".encode()
+        self._ticker: _Ticker | None = None
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -388,7 +430,7 @@ class MockHandlers:
             pieces = []
 
         base = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": f"chatcmpl-{os.urandom(16).hex()}",
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": model,
@@ -494,14 +536,15 @@ class MockHandlers:
         for piece in pieces:
             data = event({"content": piece}, None)
             frames.append(b"%x\r\n%s\r\n" % (len(data), data))
-        schedule = _Schedule(self.state, transport, frames, pieces, deadlines, slot, started_ns)
-        schedule.handle = loop.call_at(deadlines[0], schedule.send, 0)
+        if self._ticker is None:
+            self._ticker = _Ticker(loop)
+        schedule = _Schedule(self._ticker, self.state, transport, frames, pieces, deadlines, slot, started_ns)
+        self._ticker.add(deadlines[0], schedule, 0)
         try:
             return await schedule.finished
         finally:
-            # The handle holds a method of the schedule, which holds the handle: no cycle left for the GC.
-            schedule.handle.cancel()
-            schedule.handle = None
+            # A handler cancelled mid-stream: its chunks still in the heap are dropped when they fall due.
+            schedule.finished.cancel()
 
     async def _inject(
         self,

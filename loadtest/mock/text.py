@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import random
+import zlib
+from collections.abc import Sequence
 
 from loadtest.mock.dist import Distribution
 
@@ -18,15 +21,33 @@ _SPECIAL = ("café", "Grüße", "日本語", "🚀")
 _EXTRA = ("résumé", "über", "naïve", "東京", "😀", "señor", "Zürich", "✓")
 
 
+# Replies come from a pool of this many texts per seed, picked by (conversation id, turn): composing
+# a text per request cost the mock a tenth of its CPU at thousands of turns a second.
+POOL_SIZE = 1024
+# reply_text draws at least this many words whatever `min_words` asks, so smaller asks share a text.
+_MIN_DRAWN_WORDS = 18
+
+
 def reply_text(seed: int, conversation_id: str, turn: int, *, min_words: int = 1) -> str:
     """A few sentences, the same for the same (seed, conversation id, turn index).
 
     The text has at least `min_words` words; about one reply in three holds a U+2028 LINE
     SEPARATOR between two words, which JSON allows raw but line-splitting parsers break on.
     """
-    rng = random.Random(f"{seed}:{conversation_id}:{turn}")
+    return _pooled(seed, _pool_index(conversation_id, turn), max(min_words, _MIN_DRAWN_WORDS))[0]
+
+
+def _pool_index(conversation_id: str, turn: int) -> int:
+    # crc32, not hash(): the same in every process, so a seeded run repeats.
+    return zlib.crc32(f"{conversation_id}:{turn}".encode("utf-8", "surrogatepass")) % POOL_SIZE
+
+
+@functools.lru_cache(maxsize=4 * POOL_SIZE)
+def _pooled(seed: int, index: int, min_words: int) -> tuple[str, tuple[int, ...]]:
+    """Pool text `index` for `seed`, with the offsets just after each of its spaces."""
+    rng = random.Random(f"{seed}:{index}")
     words: list[str] = []
-    target = max(min_words, rng.randint(18, 40))
+    target = max(min_words, rng.randint(_MIN_DRAWN_WORDS, 40))
     while len(words) < target:
         words.append(rng.choice(_EXTRA) if rng.random() < 0.1 else rng.choice(_WORDS))
     for special in _SPECIAL:
@@ -43,15 +64,21 @@ def reply_text(seed: int, conversation_id: str, turn: int, *, min_words: int = 1
         spaces = [i for i, ch in enumerate(text) if ch == " "]
         cut = rng.choice(spaces)
         text = text[:cut] + LINE_SEPARATOR + text[cut + 1 :]
-    return text
+    return text, _after_spaces(text)
 
 
-def split_text(text: str, pieces: int, rng: random.Random) -> list[str]:
+def _after_spaces(text: str) -> tuple[int, ...]:
+    return tuple(i + 1 for i, ch in enumerate(text[:-1]) if ch == " ")
+
+
+def split_text(
+    text: str, pieces: int, rng: random.Random, after_spaces: Sequence[int] | None = None
+) -> list[str]:
     """Split `text` into `pieces` non-empty parts, cutting after spaces when there are enough."""
     if pieces < 1 or pieces > len(text):
         raise ValueError(f"cannot split {len(text)} characters into {pieces} non-empty pieces")
-    spaces = [i + 1 for i, ch in enumerate(text[:-1]) if ch == " "]
-    candidates = spaces if len(spaces) >= pieces - 1 else list(range(1, len(text)))
+    spaces = _after_spaces(text) if after_spaces is None else after_spaces
+    candidates = spaces if len(spaces) >= pieces - 1 else range(1, len(text))
     cuts = sorted(rng.sample(candidates, pieces - 1))
     bounds = [0, *cuts, len(text)]
     return [text[lo:hi] for lo, hi in zip(bounds, bounds[1:], strict=False)]
@@ -59,6 +86,8 @@ def split_text(text: str, pieces: int, rng: random.Random) -> list[str]:
 
 def reply_pieces(seed: int, conversation_id: str, turn: int, chunks: Distribution) -> list[str]:
     """The reply for one turn, already split into a `chunks`-sampled number of pieces."""
-    rng = random.Random(f"{seed}:{conversation_id}:{turn}:split")
+    # An integer seed: seeding from a string hashes it with SHA-512.
+    rng = random.Random(zlib.crc32(f"{seed}:{conversation_id}:{turn}:split".encode("utf-8", "surrogatepass")))
     count = chunks.sample_count(rng)
-    return split_text(reply_text(seed, conversation_id, turn, min_words=count), count, rng)
+    text, after_spaces = _pooled(seed, _pool_index(conversation_id, turn), max(count, _MIN_DRAWN_WORDS))
+    return split_text(text, count, rng, after_spaces)
