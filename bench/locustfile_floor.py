@@ -3,10 +3,11 @@
     BENCH_OUT=out.json NLX_API_KEY=... locust -f bench/locustfile_floor.py --headless --host MOCK_URL
 
 One kept-alive socket per user and one read per arrival, waited for in gevent's loop: no HTTP
-parser, no SSE decoder, no JSON, no Locust request events. The first content chunk is told by its
-bytes, [DONE] by its bytes and the end of the response by the last chunk's terminator, so it only works against the mock
-with HTTP/1.1 chunked replies. No tool that parses what it reads can use less CPU per turn on this
-machine; the gap between it and the others is what their parsing and bookkeeping cost.
+parser, no SSE decoder, no JSON, no Locust request events. The first content chunk and [DONE] are
+told by their bytes, the end of the response by the last chunk's terminator, so it only works
+against the mock's HTTP/1.1 chunked replies. A tool that parses what it reads cannot use less CPU
+per turn on this machine: the gap between it and the others is what their parsing and bookkeeping
+cost.
 """
 
 import socket

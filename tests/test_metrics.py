@@ -83,3 +83,27 @@ def test_settled_intervals_keep_their_statistics_and_free_their_histograms() -> 
     m.merge_data(late.drain())
     assert m.ttft.count == 4
     assert m.summary_timeline()["points"][0]["ttft_ms"] == before["points"][0]["ttft_ms"]
+
+
+def test_values_waiting_to_be_recorded_count_wherever_the_histogram_is_read() -> None:
+    # Repeated values, and more distinct ones than wait at a time, read between records.
+    rng = random.Random(11)
+    samples = [
+        rng.choice((10_000, 10_001, 12_500)) if i % 3 else rng.randint(-5, 9_000_000) for i in range(30_000)
+    ]
+    h = Histogram()
+    direct = HdrHistogram(1, 3_600_000_000, 3)
+    for i, v in enumerate(samples):
+        h.record_us(v)
+        direct.record_value(max(v, 0))
+        if i == 20_000:
+            assert h.count == 20_001
+    assert h.count == direct.get_total_count() == 30_000
+    assert h.stats_ms()["p50"] == round(direct.get_value_at_percentile(50) / 1000, 3)
+    decoded = HdrHistogram.decode(h.encode())
+    for percentile in (0.1, 25, 50, 90, 99.9, 100):
+        assert decoded.get_value_at_percentile(percentile) == direct.get_value_at_percentile(percentile)
+    merged = Histogram()
+    merged.record_us(1)
+    merged.merge(h)
+    assert merged.count == 30_001
