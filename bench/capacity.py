@@ -1,7 +1,7 @@
 """How many concurrent streams can a load generator hold before its own overhead shows in the numbers?
 
     python bench/capacity.py [--quick] [--steps 50,100,200,400,600] [--step-seconds 15]
-                             [--generators ours,fasthttp,httpx] [--skip-conversations]
+                             [--generators ours,fasthttp,httpx,floor] [--skip-conversations]
     python bench/capacity.py --conversations-mode [--conversations-users 3000] [--conversations-seconds 60]
     python bench/capacity.py ... --ours-args "--gc off"      # options for our generator only
 
@@ -10,8 +10,9 @@ each generator (a real `locust --headless` process) pinned to another. At each c
 generator runs one-turn conversations with no think time (`-u N -r N`) for --step-seconds; the first
 2 s are warm-up, after which the generator and the mock reset their HDR histograms at the same
 moment. Generators: ours (locustfiles/chat.py), FastHttpUser reading the SSE body event by event
-(bench/locustfile_fasthttp.py) and plain httpx streams (bench/locustfile_httpx.py); the baselines
-time TTFT and turn latency themselves, into HDR histograms.
+(bench/locustfile_fasthttp.py), plain httpx streams (bench/locustfile_httpx.py) and the floor
+(bench/locustfile_floor.py: raw socket reads, no parsing, the least any gevent generator can spend
+per turn); the baselines time TTFT and turn latency themselves, into HDR histograms.
 
 Per run it prints turns/s, the generator's CPU (share of one core, and CPU ms per turn), what other
 processes used of the generator's and the mock's CPUs, its RSS (and per user, one-time costs
@@ -26,7 +27,7 @@ The conversations variant holds many concurrent conversations (5 turns, 3 chunks
 time, users spawned over 10 s) with our generator on one core, and reports memory per conversation,
 CPU and accuracy: the issue's goal is 10,000 conversations on one core under 50 KB each.
 
-The default run (steps of 15 s, 3,000 conversations for 60 s) takes about 6 minutes on a quiet
+The default run (steps of 15 s, 3,000 conversations for 60 s) takes about 7 minutes on a quiet
 machine, up to 10 when other processes disturb steps and they run again (--retries); --quick (steps
 50 and 150 of 8 s, no retries, 2,000 conversations for 30 s) under 2.
 """
@@ -457,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", default=None, help="concurrency steps (default 50,100,200,400,600)")
     parser.add_argument("--step-seconds", type=int, default=None, help="seconds per run (default 15)")
-    parser.add_argument("--generators", default="ours,fasthttp,httpx")
+    parser.add_argument("--generators", default="ours,fasthttp,httpx,floor")
     parser.add_argument(
         "--retries",
         type=int,

@@ -95,7 +95,7 @@ EXAMPLE_CHARS = 300
 
 # Recorded values wait, counted by value, until this many distinct ones are pending or the
 # histogram is read: a dict update costs a tenth of an HDR record, and latencies repeat.
-PENDING_VALUES = 4096
+PENDING_VALUES = 512
 
 
 class Histogram:
