@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 
 from hdrh.histogram import HdrHistogram
 
@@ -107,3 +109,24 @@ def test_values_waiting_to_be_recorded_count_wherever_the_histogram_is_read() ->
     merged.record_us(1)
     merged.merge(h)
     assert merged.count == 30_001
+
+
+def test_histograms_a_run_drops_are_freed_without_the_cycle_collector() -> None:
+    # --gc auto|off rest the collector during a run: what metrics drop must go by reference counting.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        m = Metrics()
+        m.record_scoped("ttft", 5_000_000, (), interval=1000)
+        settled = weakref.ref(m.histograms["ttft@1000"]._h)
+        decoded = Histogram()
+        decoded.merge_encoded(m.hist("ttft").encode())
+        dropped = Histogram.decode(m.hist("ttft").encode())
+        dropped_ref = weakref.ref(dropped._h)
+        m.settle_intervals(before=2000)
+        del dropped
+        assert settled() is None and dropped_ref() is None
+        assert abs(m.settled[1000]["ttft_ms"]["p50"] - 5.0) < 0.01 and decoded.count == 1
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -22,6 +22,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from loadtest.metrics import acyclic
+
 # Grid step on the x axis: 50 points per decade of "nines".
 X_STEP = 0.02
 # 99.9999%: beyond it a load test has no samples worth drawing.
@@ -81,7 +83,7 @@ def percentile_curve(encoded: str | None) -> Curve | None:
     if not encoded:
         return None
     try:
-        hist = HdrHistogram.decode(encoded)
+        hist = acyclic(HdrHistogram.decode(encoded))
     except Exception:  # hdrh raises TypeError, zlib.error and its own exceptions on bad input
         return None
     count = int(hist.get_total_count())
