@@ -20,6 +20,7 @@ HEADERS = {
 TTFT = HdrHistogram(1, 3_600_000_000, 3)
 TURN = HdrHistogram(1, 3_600_000_000, 3)
 COUNTS = {"turns_ok": 0, "turns_failed": 0}
+STOPPING = False
 
 
 def body() -> bytes:
@@ -35,6 +36,8 @@ def content_of(data: bytes) -> str | None:
 
 def record(t_start: int, t_first: int | None, t_done: int | None) -> None:
     """One turn: timed when it got both a first content chunk and [DONE], else failed."""
+    if STOPPING:
+        return  # it ended behind Locust's burst of stopping users (see register)
     if t_first is None or t_done is None:
         COUNTS["turns_failed"] += 1
         return
@@ -58,6 +61,13 @@ def register(events: Any, default_out: str) -> None:
             urllib.request.urlopen(request, timeout=30).close()
 
         gevent.spawn(forget, time.monotonic() + float(os.environ.get("BENCH_WARMUP_S", "0")))
+
+    @events.test_stopping.add_listener
+    def stop_recording(**_: object) -> None:
+        # Locust stops its users in one burst of greenlets, thousands at a time: a turn that ends
+        # behind that burst would count the stop's own delay (loadtest calibrate does the same).
+        global STOPPING
+        STOPPING = True
 
     @events.test_stop.add_listener
     def write_samples(**_: object) -> None:

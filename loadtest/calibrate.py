@@ -223,8 +223,9 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 # Loaded by locust beside the locustfile (`-f LOCUSTFILE,HOOK`): once the warm-up is over (connections
-# opened, first-use imports done), both sides forget what they measured, at the same moment.
-WARMUP_HOOK = """\"\"\"Written by loadtest calibrate: forget the first {warmup_s:g} s of the run.\"\"\"
+# opened, first-use imports done), both sides forget what they measured, at the same moment; once
+# the run is stopping, the generator records no more turns.
+WARMUP_HOOK = """\"\"\"Written by loadtest calibrate: measure from {warmup_s:g} s in to the stop.\"\"\"
 
 import time
 import urllib.request
@@ -248,6 +249,15 @@ def _forget_warmup(environment, **_):
         urllib.request.urlopen(request, timeout=30).close()
 
     gevent.spawn(forget, time.monotonic() + {warmup_s!r})
+
+
+@events.test_stopping.add_listener
+def _stop_recording(environment, **_):
+    # Locust stops its users in one burst of greenlets, thousands at a time: a turn that ends
+    # behind that burst would count the stop's own delay.
+    plugin = getattr(environment, "loadtest", None)
+    if plugin is not None:
+        plugin.record = lambda *args, **kwargs: None
 """
 
 
@@ -267,7 +277,8 @@ class Run:
     """What the parent measured around one generator run, and what the mock measured inside it.
 
     The measured window starts `warmup_s` after the first request reached the mock and ends with
-    the run (`measured_s` long); the generator and the mock reset their histograms at its start.
+    the run (`measured_s` long); the generator and the mock reset their histograms at its start, and
+    the generator records no turn that ends once the run is stopping.
     CPU shares are of one core over that window; `other_cpu` is what other processes used of the
     generator's CPU in it, `mock_other_cpu` of the mock's (None when they are not pinned).
     `rss_start_bytes` is the generator's resident memory just before its first request, the others
