@@ -9,7 +9,8 @@ The mock (`loadtest mock --ttft const:50ms --itl const:10ms --chunks const:20`) 
 each generator (a real `locust --headless` process) pinned to another. At each concurrency step each
 generator runs one-turn conversations with no think time (`-u N -r N`) for --step-seconds; the first
 2 s are warm-up, after which the generator and the mock reset their HDR histograms at the same
-moment. Generators: ours (locustfiles/chat.py), FastHttpUser reading the SSE body event by event
+moment; turns that end once the run is stopping are not recorded (Locust stops users in a burst that
+would delay them). Generators: ours (locustfiles/chat.py), FastHttpUser reading the SSE body event by event
 (bench/locustfile_fasthttp.py), plain httpx streams (bench/locustfile_httpx.py) and the floor
 (bench/locustfile_floor.py: raw socket reads, no parsing, the least any gevent generator can spend
 per turn); the baselines time TTFT and turn latency themselves, into HDR histograms.
