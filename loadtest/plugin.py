@@ -274,7 +274,7 @@ def add_arguments(parser: Any) -> None:
         env_var="LOADTEST_GC",
         default=GC_MODES[0],
         choices=list(GC_MODES),
-        help="Python's garbage collector once users are spawned, whose pauses land in the latencies "
+        help="Python's garbage collector during the run, whose pauses land in the latencies "
         "with thousands of users: auto (default) rests it, collects once when a million more objects "
         "live, and turns it back on if they were garbage; on leaves it on; off rests it until the test "
         "stops",
@@ -317,7 +317,7 @@ class LoadtestPlugin:
         self.arrivals: gevent.queue.Queue[int] | None = None
         self.arrivals_greenlet: gevent.Greenlet | None = None
         self.processes = 1
-        # True while this process holds the garbage collector off (--gc auto/off, after spawning).
+        # True while this process holds the garbage collector off (--gc auto/off, during a run).
         self.gc_paused = False
         self.gc_greenlet: gevent.Greenlet | None = None
 
