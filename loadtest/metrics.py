@@ -120,7 +120,7 @@ class Histogram:
         self._pending: dict[int, int] = {}
 
     @property
-    def _h(self) -> HdrHistogram:
+    def hdr(self) -> HdrHistogram:
         """The HDR histogram, with every value recorded so far in it."""
         if self._pending:
             self._fold()
@@ -140,7 +140,7 @@ class Histogram:
 
     @property
     def count(self) -> int:
-        return int(self._h.get_total_count())
+        return int(self.hdr.get_total_count())
 
     def record_us(self, value_us: int) -> None:
         value = min(max(int(value_us), 0), HIGHEST_US)
@@ -156,24 +156,24 @@ class Histogram:
         if other.count == 0:
             return
         was_empty = self.count == 0
-        self._h.add(other._h)
+        self.hdr.add(other.hdr)
         if was_empty:
             # hdrh's add() takes min() with an empty histogram's min of 0: restore the true minimum.
-            self._h.min_value = other._h.min_value
+            self.hdr.min_value = other.hdr.min_value
 
     def merge_encoded(self, encoded: str) -> None:
         self.merge(_wrap(acyclic(HdrHistogram.decode(encoded))))
 
     def encode(self) -> str:
-        blob = self._h.encode()
+        blob = self.hdr.encode()
         return blob.decode("ascii") if isinstance(blob, bytes) else str(blob)
 
     def value_at_percentile_us(self, percentile: float) -> int:
-        return int(self._h.get_value_at_percentile(percentile))
+        return int(self.hdr.get_value_at_percentile(percentile))
 
     def values_at_percentiles_us(self, percentiles: list[float]) -> dict[float, int]:
         """Several percentiles in one pass over the counts."""
-        found = self._h.get_percentile_to_value_dict(percentiles)
+        found = self.hdr.get_percentile_to_value_dict(percentiles)
         return {float(p): int(v) for p, v in found.items()}
 
     def stats_ms(self) -> dict[str, Any]:
@@ -184,11 +184,11 @@ class Histogram:
             out.update({k: None for k in ("min", "mean", *(n for n, _ in PERCENTILES), "max")})
         else:
             values = self.values_at_percentiles_us([p for _, p in PERCENTILES])
-            out["min"] = _ms(self._h.get_min_value())
-            out["mean"] = round(self._h.get_mean_value() / 1000.0, 3)
+            out["min"] = _ms(self.hdr.get_min_value())
+            out["mean"] = round(self.hdr.get_mean_value() / 1000.0, 3)
             for name, pct in PERCENTILES:
                 out[name] = _ms(values[pct])
-            out["max"] = _ms(self._h.get_max_value())
+            out["max"] = _ms(self.hdr.get_max_value())
         out["hdr"] = self.encode()
         return out
 

@@ -118,11 +118,11 @@ def test_histograms_a_run_drops_are_freed_without_the_cycle_collector() -> None:
     try:
         m = Metrics()
         m.record_scoped("ttft", 5_000_000, (), interval=1000)
-        settled = weakref.ref(m.histograms["ttft@1000"]._h)
+        settled = weakref.ref(m.histograms["ttft@1000"].hdr)
         decoded = Histogram()
         decoded.merge_encoded(m.hist("ttft").encode())
         dropped = Histogram.decode(m.hist("ttft").encode())
-        dropped_ref = weakref.ref(dropped._h)
+        dropped_ref = weakref.ref(dropped.hdr)
         m.settle_intervals(before=2000)
         del dropped
         assert settled() is None and dropped_ref() is None

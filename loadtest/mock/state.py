@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import orjson
 from hdrh.histogram import HdrHistogram
 
-from loadtest.metrics import acyclic
+from loadtest.metrics import Histogram, acyclic
 
 # Microseconds, one microsecond to one hour, three significant digits: the project-wide layout.
 _LOWEST_US = 1
@@ -99,10 +99,9 @@ class MockState:
         self.replies_sent: set[str] = set()
         self.ttft_us = new_histogram()
         self.turn_us = new_histogram()
-        self._schedule_error_us = new_histogram()
-        # Schedule errors (µs) counted by value until read: a chunk costs a dict update, not an
+        # A metrics.Histogram, which counts values until read: a chunk costs a dict update, not an
         # HDR record (the bulk of the mock's per-chunk bookkeeping at 50,000 chunks a second).
-        self._late_us: dict[int, int] = {}
+        self._schedule_error = Histogram()
 
     def saw_connection(self, transport: object | None) -> None:
         """Count the connection a chat request came on, once per connection."""
@@ -142,20 +141,14 @@ class MockState:
         (`started_ns`: when its request came in) also gives the server-side TTFT."""
         self.chunks += 1
         self.chars += len(piece)
-        late_us = self._late_us
-        us = round(late_s * 1e6)
-        late_us[us] = late_us.get(us, 0) + 1
+        self._schedule_error.record_us(round(late_s * 1e6))
         if started_ns is not None:
             record_us(self.ttft_us, (time.perf_counter_ns() - started_ns) // 1000)
 
     @property
     def schedule_error_us(self) -> HdrHistogram:
         """How late chunks went out (µs), every chunk written so far recorded."""
-        histogram = self._schedule_error_us
-        for us, count in self._late_us.items():
-            histogram.record_value(min(max(us, 0), _HIGHEST_US), count)
-        self._late_us.clear()
-        return histogram
+        return self._schedule_error.hdr
 
     def delivered(self, turns: list[Turn], index: int) -> None:
         """Mark turn `index` as delivered: its whole reply was sent."""
