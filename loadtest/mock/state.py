@@ -11,22 +11,18 @@ from typing import Any, NamedTuple
 import orjson
 from hdrh.histogram import HdrHistogram
 
-from loadtest.metrics import Histogram, acyclic
-
 # Microseconds, one microsecond to one hour, three significant digits: the project-wide layout.
-_LOWEST_US = 1
-_HIGHEST_US = 3_600_000_000
-_DIGITS = 3
+from loadtest.metrics import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, Histogram, acyclic
 
 
 def new_histogram() -> HdrHistogram:
     # Acyclic: the mock runs without the cycle collector.
-    return acyclic(HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS))
+    return acyclic(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS))
 
 
 def record_us(histogram: HdrHistogram, value_us: int) -> None:
     """Record, clamping to the histogram's range (early wake-ups give tiny negative errors)."""
-    histogram.record_value(min(max(value_us, 0), _HIGHEST_US))
+    histogram.record_value(min(max(value_us, 0), HIGHEST_US))
 
 
 def summary_ms(histogram: HdrHistogram) -> dict[str, float | int]:
