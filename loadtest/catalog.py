@@ -1,0 +1,186 @@
+"""What a run measures, in one place: metrics, statistics, counters and failed-turn kinds.
+
+Everything that lists metrics (summary.json, thresholds, the console, Markdown, HTML, the web UI tab,
+`loadtest compare`) derives its list from here. Adding a metric is one `Metric` entry plus the line
+that records it (see `loadtest.recorder`); adding a counter is one `Counter` entry.
+
+Plain data only: this module imports nothing of loadtest's, so anything may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Scopes a metric or counter can be broken down by: `ttft{turn=1}`, `turns{scenario=booking}`.
+TURN = "turn"
+SCENARIO = "scenario"
+SCOPES = (TURN, SCENARIO)
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """One statistic of a latency histogram, as summary.json names it and as people read it."""
+
+    key: str  # in summary.json: p999
+    label: str  # shown and accepted in thresholds: p99.9
+    percentile: float | None  # None for min, mean and max
+
+
+STATS = (
+    Stat("min", "min", None),
+    Stat("mean", "mean", None),
+    Stat("p50", "p50", 50.0),
+    Stat("p90", "p90", 90.0),
+    Stat("p95", "p95", 95.0),
+    Stat("p99", "p99", 99.0),
+    Stat("p999", "p99.9", 99.9),
+    Stat("max", "max", None),
+)
+STAT_KEYS = tuple(s.key for s in STATS)
+PERCENTILE_STATS = tuple(s for s in STATS if s.percentile is not None)
+# The tables of a report (console, Markdown, HTML, compare): the tail, not min and mean.
+TABLE_STATS = tuple(s for s in STATS if s.key in ("p50", "p90", "p95", "p99", "p999", "max"))
+# Per-turn and per-scenario tables, the time series and the regression gate: fewer columns.
+BREAKDOWN_STATS = tuple(s for s in STATS if s.key in ("p50", "p95", "p99"))
+TIMELINE_STATS = tuple(s for s in STATS if s.key in ("p50", "p90", "p99"))
+STAT_BY_LABEL = {**{s.label: s for s in STATS}, **{s.key: s for s in STATS}, "avg": STATS[1]}
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One latency histogram of a run (microseconds inside, milliseconds in every output)."""
+
+    key: str  # summary.json has `{key}_ms` under `metrics`
+    label: str  # long name, for tables and charts
+    short: str  # column heading where space is tight
+    scopes: tuple[str, ...] = ()  # breakdowns kept: by_turn, by_scenario
+    threshold: bool = True  # usable as METRIC.STAT in --threshold
+    compared: bool = False  # in `loadtest compare`'s table
+    gated: bool = False  # a regression of it fails `loadtest compare`
+    timeline: bool = False  # kept per time-series interval
+    color: str = "#64748b"  # charts
+    shades: tuple[str, str, str] = ("#cbd5e1", "#64748b", "#1e293b")  # p50, p90, p99 light to dark
+    unit: str = "ms"
+
+    @property
+    def summary_key(self) -> str:
+        return f"{self.key}_ms"
+
+
+TTFT = Metric(
+    "ttft",
+    "TTFT",
+    "TTFT",
+    scopes=(TURN, SCENARIO),
+    compared=True,
+    gated=True,
+    timeline=True,
+    color="#2563eb",
+    shades=("#93c5fd", "#3b82f6", "#1e3a8a"),
+)
+TURN_LATENCY = Metric(
+    "turn",
+    "turn latency",
+    "turn",
+    scopes=(TURN, SCENARIO),
+    compared=True,
+    gated=True,
+    timeline=True,
+    color="#7c3aed",
+    shades=("#c4b5fd", "#8b5cf6", "#4c1d95"),
+)
+ITL = Metric("itl", "inter-chunk gap", "inter-chunk", compared=True, color="#0891b2")
+CONVERSATION = Metric("conversation", "conversation", "conversation", scopes=(SCENARIO,), color="#059669")
+# Measured from the intended start of a turn (coordinated omission corrected); the others from the
+# actual send (service time).
+TTFT_RESPONSE = Metric("ttft_response", "TTFT from the intended start", "TTFT (resp.)", threshold=False)
+TURN_RESPONSE = Metric(
+    "turn_response", "turn latency from the intended start", "turn (resp.)", threshold=False
+)
+METRICS = (TTFT, TURN_LATENCY, ITL, CONVERSATION, TTFT_RESPONSE, TURN_RESPONSE)
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+# What the summary tables show (console, Markdown, HTML): the service-time metrics.
+TABLE_METRICS = (TTFT, TURN_LATENCY, ITL, CONVERSATION)
+THRESHOLD_METRICS = tuple(m for m in METRICS if m.threshold)
+COMPARED_METRICS = tuple(m for m in METRICS if m.compared)
+TIMELINE_METRICS = tuple(m for m in METRICS if m.timeline)
+
+
+def scoped_metrics(scope: str) -> tuple[Metric, ...]:
+    """The metrics kept per turn index (TURN) or per scenario (SCENARIO)."""
+    return tuple(m for m in METRICS if scope in m.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One count of a run, under `counts` in summary.json."""
+
+    key: str
+    label: str
+    scopes: tuple[str, ...] = ()
+    timeline: bool = False  # kept per time-series interval
+
+
+COUNTERS = (
+    Counter("turns", "turns", (TURN, SCENARIO)),
+    Counter("turns_ok", "turns ok", (TURN, SCENARIO), timeline=True),
+    Counter("turns_failed", "turns failed", (TURN, SCENARIO), timeline=True),
+    Counter("turns_cut", "turns cut by the end of the run", (TURN, SCENARIO)),
+    Counter("conversations_started", "conversations started", (SCENARIO,)),
+    Counter("conversations_completed", "conversations completed", (SCENARIO,)),
+    Counter("conversations_failed", "conversations failed", (SCENARIO,)),
+    Counter("conversations_abandoned", "conversations abandoned", (SCENARIO,)),
+    Counter("chunks", "content chunks", timeline=True),
+    Counter("chars", "characters of content"),
+    Counter("turns_late", "turns started over 10 ms late"),
+    Counter("arrivals", "arrivals (open model)"),
+    Counter("arrivals_late", "arrivals started over 10 ms late"),
+    Counter("arrivals_dropped", "arrivals dropped after --max-queue-wait"),
+    Counter("arrivals_cut", "arrivals still waiting at the end"),
+)
+COUNT_KEYS = tuple(c.key for c in COUNTERS)
+COUNTER_KEYS = frozenset(COUNT_KEYS)
+TIMELINE_COUNTS = tuple(c.key for c in COUNTERS if c.timeline)
+
+
+def scoped_counts(scope: str) -> tuple[str, ...]:
+    """The counters kept per turn index (TURN) or per scenario (SCENARIO)."""
+    return tuple(c.key for c in COUNTERS if scope in c.scopes)
+
+
+class Failure(StrEnum):
+    """Why a turn failed: the `kind` of a failed turn in every output. HTTP errors are `http_{status}`
+    (see `http_failure`), one kind per status."""
+
+    CONNECT = "connect"
+    CONNECT_TIMEOUT = "connect_timeout"
+    FIRST_BYTE_TIMEOUT = "first_byte_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    TIMEOUT = "timeout"
+    DISCONNECT = "disconnect"
+    TRANSPORT = "transport"
+    CONTENT_TYPE = "content_type"
+    ERROR_BODY = "error_body"
+    STREAM_ERROR = "stream_error"
+    BAD_JSON = "bad_json"
+    EVENT_TOO_LARGE = "event_too_large"
+    NO_CONTENT = "no_content"
+    ASSERTION = "assertion"
+    # Stopped by the end of the run mid-turn: counted as `turns_cut`, not as a failure.
+    CUT = "cut"
+    UNKNOWN = "unknown"
+
+
+HTTP_FAILURE_PREFIX = "http_"
+
+
+def http_failure(status: int) -> str:
+    """The kind of a turn answered with HTTP `status` (>= 400): `http_429`."""
+    return f"{HTTP_FAILURE_PREFIX}{status}"
+
+
+def format_number(value: float, *, sign: bool = False) -> str:
+    """A measured value as every output writes it: 1,912.3, 9.12, 0.0421 (with `sign`: +9.12)."""
+    plus = "+" if sign else ""
+    return f"{value:{plus},.1f}" if abs(value) >= 10 else f"{value:{plus}.3g}"
