@@ -1,16 +1,34 @@
 """loadtest: conversation load testing for streaming chat endpoints (NLX OpenAI Connect, OpenAI).
 
 The Locust glue lives in `loadtest.plugin` (import it from a locustfile: it imports Locust, which
-monkey-patches the process); the pieces below are plain Python.
+monkey-patches the process). Importing `loadtest` itself loads nothing heavy, so `loadtest mock` and
+`loadtest compare` start without gevent or httpx: each name below is imported on first use.
 """
 
 from __future__ import annotations
 
-from loadtest.client import TurnResult, make_client, stream_turn
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from loadtest.errors import ConfigError, EventTooLarge, LoadtestError, StreamProtocolError
-from loadtest.metrics import Histogram, Metrics
-from loadtest.sse import Event, SSEDecoder
-from loadtest.transport import GeventTransport
+
+if TYPE_CHECKING:
+    from loadtest.client import TurnResult, make_client, stream_turn
+    from loadtest.metrics import Histogram, Metrics
+    from loadtest.sse import Event, SSEDecoder
+    from loadtest.transport import GeventTransport
+
+# Public name -> the module that defines it.
+_LAZY = {
+    "TurnResult": "loadtest.client",
+    "make_client": "loadtest.client",
+    "stream_turn": "loadtest.client",
+    "Histogram": "loadtest.metrics",
+    "Metrics": "loadtest.metrics",
+    "Event": "loadtest.sse",
+    "SSEDecoder": "loadtest.sse",
+    "GeventTransport": "loadtest.transport",
+}
 
 __all__ = [
     "ConfigError",
@@ -26,3 +44,10 @@ __all__ = [
     "make_client",
     "stream_turn",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from loadtest.errors import ConfigError
 
-PROCESSES = ("poisson", "constant")
 # A start this much after its intended time is counted as late: the generator or the user pool lagged.
 LATE_NS = 10_000_000
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +17,10 @@ import httpx
 import orjson
 
 from loadtest import nlx
+from loadtest.catalog import Failure, http_failure
 from loadtest.errors import EventTooLarge, redact
 from loadtest.health import pool_wait_trace
+from loadtest.options import TRANSPORTS
 from loadtest.sse import SSEDecoder, is_done
 from loadtest.transport import GeventTransport
 
@@ -35,9 +37,6 @@ def shared_ssl_context() -> ssl.SSLContext:
         _SSL_CONTEXT = ssl.create_default_context()
     return _SSL_CONTEXT
 
-
-# What carries httpx's requests (see make_client); the first is the default.
-TRANSPORTS = ("gevent", "httpx")
 
 # Keep the connection across think times, as a browser would (httpx's default is 5 s), but under
 # the 60-75 s idle timeouts of common load balancers and servers.
@@ -131,7 +130,6 @@ def stream_turn(
     *,
     api_key: str,
     max_event_bytes: int | None = 1 << 20,
-    secrets: Sequence[str] = (),
     on_cut: Callable[[TurnResult], None] | None = None,
     first_byte_timeout: float | None = None,
     idle_timeout: float | None = None,
@@ -147,7 +145,7 @@ def stream_turn(
     more of the stream; both default to the client's read timeout. `on_pool_wait` is given how
     long (ns) the request waited for a connection from the client's pool.
     """
-    hidden = (api_key, *secrets)
+    hidden = (api_key,)
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -206,11 +204,11 @@ def stream_turn(
                 timeouts["read"] = idle_timeout
             status = response.status_code
             if status >= 400:
-                return result(False, f"http_{status}", _with_body(f"HTTP {status}", _read_some(response)))
+                return result(False, http_failure(status), _with_body(f"HTTP {status}", _read_some(response)))
             content_type = response.headers.get("content-type", "")
             if not content_type.lower().startswith("text/event-stream"):
                 text = _read_some(response)
-                kind = "error_body" if _is_json_error(text) else "content_type"
+                kind = Failure.ERROR_BODY if _is_json_error(text) else Failure.CONTENT_TYPE
                 return result(
                     False, kind, _with_body(f"HTTP {status} with Content-Type {content_type!r}", text)
                 )
@@ -221,25 +219,29 @@ def stream_turn(
                         return result(False, *failure)
             decoder.close()
     except EventTooLarge as exc:
-        return result(False, "event_too_large", str(exc))
+        return result(False, Failure.EVENT_TOO_LARGE, str(exc))
     except httpx.ConnectTimeout as exc:
-        return result(False, "connect_timeout", f"no connection within {timeouts['connect']} s: {exc}")
+        return result(False, Failure.CONNECT_TIMEOUT, f"no connection within {timeouts['connect']} s: {exc}")
     except httpx.ReadTimeout as exc:
         if t_headers is None:
-            return result(False, "first_byte_timeout", f"no response within {timeouts['read']} s: {exc}")
-        return result(False, "idle_timeout", f"the stream stalled for {timeouts['read']} s: {exc}")
+            return result(
+                False, Failure.FIRST_BYTE_TIMEOUT, f"no response within {timeouts['read']} s: {exc}"
+            )
+        return result(False, Failure.IDLE_TIMEOUT, f"the stream stalled for {timeouts['read']} s: {exc}")
     except httpx.TimeoutException as exc:
-        return result(False, "timeout", f"{type(exc).__name__}: {exc}")
+        return result(False, Failure.TIMEOUT, f"{type(exc).__name__}: {exc}")
     except httpx.ConnectError as exc:
-        return result(False, "connect", f"ConnectError: {exc}")
+        return result(False, Failure.CONNECT, f"ConnectError: {exc}")
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        return result(False, "disconnect", f"{type(exc).__name__}: {exc}")
+        return result(False, Failure.DISCONNECT, f"{type(exc).__name__}: {exc}")
     except httpx.HTTPError as exc:
-        return result(False, "transport", f"{type(exc).__name__}: {exc}")
+        return result(False, Failure.TRANSPORT, f"{type(exc).__name__}: {exc}")
     except BaseException:
         if on_cut is not None:
             elapsed_ms = (time.perf_counter_ns() - t_start) / 1e6
-            on_cut(result(False, "cut", f"turn stopped by the end of the run after {elapsed_ms:.0f} ms"))
+            on_cut(
+                result(False, Failure.CUT, f"turn stopped by the end of the run after {elapsed_ms:.0f} ms")
+            )
         raise
     finally:
         if opened is not None:
@@ -247,7 +249,7 @@ def stream_turn(
             # turn's ~50 objects make full collections that pause all users for tens of ms.
             opened.stream = None  # type: ignore[assignment]
     if state.chunks == 0:
-        return result(False, "no_content", "the stream ended without any content chunk")
+        return result(False, Failure.NO_CONTENT, "the stream ended without any content chunk")
     return result(True)
 
 
@@ -284,9 +286,9 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
             # Invalid UTF-8 inside JSON strings: read it as the replacement character, as a browser would.
             chunk = orjson.loads(text)
         except orjson.JSONDecodeError:
-            return "bad_json", f"event data is not JSON: {text[:200]!r}"
+            return Failure.BAD_JSON, f"event data is not JSON: {text[:200]!r}"
     if isinstance(chunk, dict) and "error" in chunk:
-        return "stream_error", orjson.dumps(chunk["error"]).decode()[:ERROR_BODY_BYTES]
+        return Failure.STREAM_ERROR, orjson.dumps(chunk["error"]).decode()[:ERROR_BODY_BYTES]
     if isinstance(chunk, dict):
         fingerprint = chunk.get("system_fingerprint")
         if isinstance(fingerprint, str):

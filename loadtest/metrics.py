@@ -14,53 +14,29 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from loadtest import catalog
+
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
 
-PERCENTILES: tuple[tuple[str, float], ...] = (
-    ("p50", 50.0),
-    ("p90", 90.0),
-    ("p95", 95.0),
-    ("p99", 99.0),
-    ("p999", 99.9),
+# Every list below derives from the registry: a metric or counter is added there, not here.
+PERCENTILES: tuple[tuple[str, float], ...] = tuple(
+    (s.key, s.percentile) for s in catalog.PERCENTILE_STATS if s.percentile is not None
 )
-
-COUNT_KEYS = (
-    "turns",
-    "turns_ok",
-    "turns_failed",
-    "turns_cut",
-    "conversations_started",
-    "conversations_completed",
-    "conversations_failed",
-    "conversations_abandoned",
-    "chunks",
-    "chars",
-    "turns_late",
-    "arrivals",
-    "arrivals_late",
-    "arrivals_dropped",
-    "arrivals_cut",
-)
-TURN_COUNT_KEYS = ("turns", "turns_ok", "turns_failed", "turns_cut")
-SCENARIO_COUNT_KEYS = (
-    *TURN_COUNT_KEYS,
-    "conversations_started",
-    "conversations_completed",
-    "conversations_failed",
-)
-
-# `*_response` are measured from the intended start of a turn (coordinated omission corrected);
-# the others from the actual send (service time).
-METRIC_NAMES = ("ttft", "turn", "itl", "conversation", "ttft_response", "turn_response")
+COUNT_KEYS = catalog.COUNT_KEYS
+TURN_COUNT_KEYS = catalog.scoped_counts(catalog.TURN)
+SCENARIO_COUNT_KEYS = catalog.scoped_counts(catalog.SCENARIO)
+METRIC_NAMES = tuple(m.key for m in catalog.METRICS)
 # Time series: seconds per interval, and what each interval keeps (keys `ttft@{epoch}` and so on).
 INTERVAL_S = 5
-INTERVAL_METRICS = ("ttft", "turn")
-INTERVAL_COUNTS = ("turns_ok", "turns_failed", "chunks")
-INTERVAL_STATS: tuple[tuple[str, float], ...] = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
-TURN_METRICS = ("ttft", "turn")
-SCENARIO_METRICS = ("ttft", "turn", "conversation")
+INTERVAL_METRICS = tuple(m.key for m in catalog.TIMELINE_METRICS)
+INTERVAL_COUNTS = catalog.TIMELINE_COUNTS
+INTERVAL_STATS: tuple[tuple[str, float], ...] = tuple(
+    (s.key, s.percentile) for s in catalog.TIMELINE_STATS if s.percentile is not None
+)
+TURN_METRICS = tuple(m.key for m in catalog.scoped_metrics(catalog.TURN))
+SCENARIO_METRICS = tuple(m.key for m in catalog.scoped_metrics(catalog.SCENARIO))
 
 
 # Counters of failed turns by kind and scenario: `errors.assertion{scenario=booking}`.
@@ -193,6 +169,13 @@ class Histogram:
         return out
 
 
+def _known(name: str) -> str:
+    # A counter missing from the registry would be counted and then left out of summary.json.
+    if name not in catalog.COUNTER_KEYS:
+        raise KeyError(f"counter {name!r} is not in loadtest.catalog.COUNTERS: add it there")
+    return name
+
+
 def _wrap(h: HdrHistogram) -> Histogram:
     hist = Histogram.__new__(Histogram)
     hist._hdr = h
@@ -240,8 +223,17 @@ class Metrics:
     def itl(self) -> Histogram:
         return self.hist("itl")
 
-    def count(self, key: str, n: int = 1) -> None:
-        self.counts[key] += n
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to the counter `name`, one of `catalog.COUNTERS`."""
+        self.counts[_known(name)] += n
+
+    def count_at(self, name: str, interval: int, n: int = 1) -> None:
+        """Add to the counter `name` of one time-series interval."""
+        self.counts[at(_known(name), interval)] += n
+
+    def count_error(self, kind: str, scenario: str) -> None:
+        """One more failed turn of `kind` in `scenario` (by_scenario's `errors`)."""
+        self.counts[scoped(f"{ERROR_COUNT_PREFIX}{kind}", catalog.SCENARIO, scenario)] += 1
 
     def record_scoped(
         self, name: str, value_ns: int, scopes: tuple[str, ...], interval: int | None = None
@@ -255,7 +247,7 @@ class Metrics:
             self.hist(at(name, interval)).record_ns(value_ns)
 
     def count_scoped(self, name: str, scopes: tuple[str, ...], n: int = 1) -> None:
-        self.counts[name] += n
+        self.counts[_known(name)] += n
         for scope in scopes:
             self.counts[f"{name}{{{scope}}}"] += n
 

@@ -1,0 +1,128 @@
+"""Turn recording: what one finished (or cut) turn and one conversation add to a run's metrics.
+
+Every count and histogram a run fills is written here, under the names of `loadtest.catalog`; the
+`Metrics` object refuses a counter the registry does not know, so none can vanish from summary.json.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from loadtest.arrivals import LATE_NS
+from loadtest.catalog import SCENARIO, TURN, Failure
+from loadtest.client import TurnResult
+from loadtest.metrics import Metrics, interval_of
+from loadtest.report.turns import TurnLog
+
+
+class TurnRecorder:
+    """Records turns and conversations into the current `Metrics` of this process.
+
+    `reset()` starts afresh (a new test, or the end of a warm-up); `stop_recording()` ignores turns
+    from then on (a benchmark that must not count the turns Locust's stop burst delays).
+    """
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+        self.turn_log: TurnLog | None = None
+        self.recording = True
+
+    def reset(self) -> None:
+        self.metrics = Metrics()
+        self.recording = True
+
+    def stop_recording(self) -> None:
+        self.recording = False
+
+    def drain(self) -> dict[str, Any]:
+        """Everything recorded since the last drain, as plain data for the master."""
+        return self.metrics.drain()
+
+    def open_turn_log(self, run_dir: Path) -> None:
+        self.close_turn_log()
+        self.turn_log = TurnLog(run_dir / f"turns-{socket.gethostname()}-{os.getpid()}.jsonl")
+
+    def close_turn_log(self) -> None:
+        if self.turn_log is not None:
+            self.turn_log.close()
+            self.turn_log = None
+
+    def count(self, name: str) -> None:
+        """One more of a plain counter (arrivals and the like)."""
+        self.metrics.count(name)
+
+    def conversation_started(self, scenario: str) -> None:
+        self.metrics.count_scoped("conversations_started", (_scope(SCENARIO, scenario),))
+
+    def conversation_ended(self, scenario: str, outcome: str, duration_ns: int) -> None:
+        """`outcome` is completed, failed or abandoned; only a completed one is timed."""
+        scopes = (_scope(SCENARIO, scenario),)
+        self.metrics.count_scoped(f"conversations_{outcome}", scopes)
+        if outcome == "completed":
+            self.metrics.record_scoped("conversation", duration_ns, scopes)
+
+    def turn(
+        self, result: TurnResult, scenario: str, index: int, conversation_id: str, intended_ns: int
+    ) -> None:
+        """One turn: counted by turn index and scenario, timed when it worked, counted by kind when not."""
+        if not self.recording:
+            return
+        m = self.metrics
+        scopes = (_scope(TURN, index), _scope(SCENARIO, scenario))
+        m.count_scoped("turns", scopes)
+        late_ns = max(result.t_start_ns - intended_ns, 0)
+        if late_ns > LATE_NS:
+            m.count("turns_late")
+        for key, n in result.protocol.items():
+            m.protocol[key] += n
+        if result.system_fingerprint:
+            m.fingerprints.add(result.system_fingerprint)
+        interval = interval_of(time.time())
+        m.count("chunks", result.chunks)
+        m.count_at("chunks", interval, result.chunks)
+        m.count("chars", len(result.content))
+        if result.ok:
+            # Latency figures describe turns that worked; failures are counted by kind instead.
+            m.count_scoped("turns_ok", scopes)
+            m.count_at("turns_ok", interval)
+            m.record_scoped("turn", result.latency_ns, scopes, interval)
+            # Response time: from when the turn should have started (coordinated omission corrected).
+            m.hist("turn_response").record_ns(result.latency_ns + late_ns)
+            if result.ttft_ns is not None:
+                m.record_scoped("ttft", result.ttft_ns, scopes, interval)
+                m.hist("ttft_response").record_ns(result.ttft_ns + late_ns)
+            for gap in result.itl_ns:
+                m.itl.record_ns(gap)
+        else:
+            kind = result.kind or Failure.UNKNOWN
+            if kind == Failure.CUT:
+                m.count_scoped("turns_cut", scopes)
+            else:
+                m.count_scoped("turns_failed", scopes)
+                m.count_at("turns_failed", interval)
+            m.error(kind, result.detail)
+            m.count_error(kind, scenario)
+        if self.turn_log is not None:
+            self.turn_log.write(
+                {
+                    "scenario": scenario,
+                    "turn": index,
+                    "conversation_id": conversation_id,
+                    "ok": result.ok,
+                    "kind": result.kind,
+                    "status": result.status,
+                    "ttft_us": None if result.ttft_ns is None else result.ttft_ns // 1000,
+                    "latency_us": result.latency_ns // 1000,
+                    "late_us": late_ns // 1000,
+                    "chunks": result.chunks,
+                    "chars": len(result.content),
+                }
+            )
+
+
+def _scope(scope: str, value: str | int) -> str:
+    return f"{scope}={value}"

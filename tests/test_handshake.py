@@ -1,0 +1,118 @@
+"""Master and workers exchange loadtest's data in memory, as Locust's messages would carry it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from locust.event import Events
+
+from loadtest.handshake import CONFIG_MESSAGE, MasterLink, WorkerLink
+from loadtest.health import HealthMonitor
+from loadtest.metrics import Histogram
+from loadtest.recorder import TurnRecorder
+from loadtest.run import Run
+from tests.test_recorder import failed_turn, ok_turn
+
+
+@dataclass
+class Msg:
+    data: Any
+    node_id: str
+
+
+@dataclass
+class Env:
+    events: Events = field(default_factory=Events)
+
+
+class Node:
+    """Just enough of a Locust runner: messages, events and the list of workers."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.environment = Env()
+        self.handlers: dict[str, Any] = {}
+        self.peers: list[Node] = []
+        self.user_count = 0
+
+    @property
+    def clients(self) -> Any:
+        return type("Clients", (), {"all": [type("Client", (), {"id": p.node_id})() for p in self.peers]})()
+
+    def register_message(self, name: str, handler: Any) -> None:
+        self.handlers[name] = handler
+
+    def send_message(self, name: str, data: Any, client_id: str | None = None) -> None:
+        for peer in self.peers:
+            if name in peer.handlers:
+                peer.handlers[name](peer.environment, Msg(data, self.node_id))
+
+    def periodic_report(self, master: Node) -> None:
+        data: dict[str, Any] = {}
+        self.environment.events.report_to_master.fire(client_id=self.node_id, data=data)
+        master.environment.events.worker_report.fire(client_id=self.node_id, data=data)
+
+
+def connect(
+    n_workers: int,
+) -> tuple[Node, MasterLink, TurnRecorder, list[tuple[Node, WorkerLink, TurnRecorder]]]:
+    master = Node("master")
+    master_recorder = TurnRecorder()
+    master_link = MasterLink(master, master_recorder, HealthMonitor(), grace_s=0.2)
+    workers = []
+    for i in range(n_workers):
+        node = Node(f"w{i}")
+        node.peers, master.peers = [master], [*master.peers, node]
+        recorder = TurnRecorder()
+        configs: list[dict[str, Any]] = []
+        link = WorkerLink(node, recorder, HealthMonitor(), configs.append)
+        node.configs = configs  # type: ignore[attr-defined]
+        workers.append((node, link, recorder))
+    return master, master_link, master_recorder, workers
+
+
+def test_the_master_tells_every_worker_the_run_and_how_many_share_the_rate() -> None:
+    _, link, _, workers = connect(2)
+    run = Run()
+    link.begin(run, uses_mock=True)
+    assert run.workers == {"w0", "w1"}
+    for node, _, _ in workers:
+        assert node.configs == [{"uses_mock": True, "run_id": run.id, "processes": 2}]  # type: ignore[attr-defined]
+    assert CONFIG_MESSAGE in workers[0][0].handlers
+
+
+def test_reports_and_final_data_merge_exactly_on_the_master() -> None:
+    master, link, master_recorder, workers = connect(2)
+    run = Run()
+    link.begin(run, uses_mock=False)
+    all_ttft = Histogram()
+    for i, (node, worker_link, recorder) in enumerate(workers):
+        for k in range(50):
+            turn = ok_turn(ttft_ms=10 + k + 7 * i)
+            recorder.turn(turn, "s", 1, "c", intended_ns=0)
+            all_ttft.record_ns(turn.ttft_ns or 0)
+            if k == 20:
+                node.periodic_report(master)  # part of the data travels with a periodic report
+        recorder.turn(failed_turn("http_500"), "s", 2, "c", intended_ns=0)
+        worker_link.send_final()
+    assert not run.workers_without_final and link.finals_arrived.is_set()
+    merged = master_recorder.metrics
+    assert merged.counts["turns_ok"] == 100 and merged.counts["turns_failed"] == 2
+    assert merged.errors["http_500"].count == 2
+    ps = [50.0, 90.0, 99.0, 99.9]
+    assert merged.hist("ttft").values_at_percentiles_us(ps) == all_ttft.values_at_percentiles_us(ps)
+    link.collect(stop_timeout=0)  # every final is in: returns at once
+
+
+def test_a_worker_whose_final_data_never_comes_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    _, link, _, workers = connect(2)
+    run = Run()
+    link.begin(run, uses_mock=False)
+    workers[0][1].send_final()
+    with caplog.at_level(logging.WARNING, logger="loadtest"):
+        link.collect(stop_timeout=0)
+    assert run.workers_without_final == {"w1"}
+    assert "no final data from workers ['w1']" in caplog.text

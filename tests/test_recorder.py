@@ -1,0 +1,146 @@
+"""What one turn and one conversation add to the metrics, under the registry's names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from loadtest import catalog
+from loadtest.catalog import Failure
+from loadtest.client import TurnResult
+from loadtest.metrics import Metrics
+from loadtest.recorder import TurnRecorder
+from loadtest.report import build_summary
+
+MS = 1_000_000
+
+
+def ok_turn(start_ns: int = 0, ttft_ms: int = 40, end_ms: int = 100) -> TurnResult:
+    return TurnResult(
+        ok=True,
+        kind=None,
+        detail="",
+        status=200,
+        t_start_ns=start_ns,
+        t_end_ns=start_ns + end_ms * MS,
+        t_first_content_ns=start_ns + ttft_ms * MS,
+        t_last_event_ns=start_ns + end_ms * MS,
+        content="héllo",
+        chunks=3,
+        itl_ns=(20 * MS, 30 * MS),
+        protocol={"no_done": 1},
+        system_fingerprint="fp-1",
+    )
+
+
+def failed_turn(kind: str, start_ns: int = 0) -> TurnResult:
+    return TurnResult(
+        ok=False,
+        kind=kind,
+        detail=f"{kind} happened",
+        status=None,
+        t_start_ns=start_ns,
+        t_end_ns=start_ns + MS,
+    )
+
+
+def test_a_good_turn_is_counted_and_timed_by_turn_and_scenario() -> None:
+    recorder = TurnRecorder()
+    recorder.turn(ok_turn(), "booking", 2, "c1", intended_ns=0)
+    m = recorder.metrics
+    assert m.counts["turns"] == m.counts["turns_ok"] == 1
+    assert m.counts["turns{turn=2}"] == m.counts["turns_ok{scenario=booking}"] == 1
+    assert m.counts["chunks"] == 3 and m.counts["chars"] == 5
+    assert m.hist("ttft").value_at_percentile_us(50) == pytest.approx(40_000, rel=1e-3)
+    assert m.hist("turn{scenario=booking}").count == 1 and m.hist("ttft{turn=2}").count == 1
+    assert m.itl.count == 2
+    assert m.protocol["no_done"] == 1 and m.fingerprints == {"fp-1"}
+
+
+def test_lateness_goes_into_the_response_time_and_the_late_count() -> None:
+    recorder = TurnRecorder()
+    recorder.turn(ok_turn(start_ns=50 * MS), "s", 1, "c1", intended_ns=0)
+    m = recorder.metrics
+    assert m.counts["turns_late"] == 1
+    assert m.hist("turn").value_at_percentile_us(50) == pytest.approx(100_000, rel=1e-3)
+    assert m.hist("turn_response").value_at_percentile_us(50) == pytest.approx(150_000, rel=1e-3)
+    assert m.hist("ttft_response").value_at_percentile_us(50) == pytest.approx(90_000, rel=1e-3)
+
+
+def test_failures_are_counted_by_kind_and_a_cut_turn_is_not_a_failure() -> None:
+    recorder = TurnRecorder()
+    recorder.turn(failed_turn(Failure.IDLE_TIMEOUT), "faq", 1, "c1", intended_ns=0)
+    recorder.turn(failed_turn("http_503"), "faq", 1, "c2", intended_ns=0)
+    recorder.turn(failed_turn(Failure.CUT), "faq", 2, "c3", intended_ns=0)
+    summary = build_summary(recorder.metrics, {"id": "r"})
+    counts = summary["counts"]
+    assert (counts["turns"], counts["turns_failed"], counts["turns_cut"], counts["turns_ok"]) == (3, 2, 1, 0)
+    assert summary["metrics"]["turn_ms"]["count"] == 0  # failures are not timed
+    assert {e["kind"] for e in summary["errors"]} == {"idle_timeout", "http_503", "cut"}
+    assert summary["by_scenario"]["faq"]["errors"] == {"cut": 1, "http_503": 1, "idle_timeout": 1}
+    assert summary["by_turn"]["2"]["counts"]["turns_cut"] == 1
+
+
+def test_conversations_are_counted_by_outcome_and_only_completed_ones_timed() -> None:
+    recorder = TurnRecorder()
+    for outcome in ("completed", "failed", "abandoned"):
+        recorder.conversation_started("s")
+        recorder.conversation_ended("s", outcome, 2_000 * MS)
+    counts = build_summary(recorder.metrics, {"id": "r"})["counts"]
+    assert counts["conversations_started"] == 3
+    assert counts["conversations_completed"] == counts["conversations_failed"] == 1
+    assert counts["conversations_abandoned"] == 1
+    assert recorder.metrics.hist("conversation").count == 1
+
+
+def test_every_counter_the_recorder_writes_is_in_the_summary() -> None:
+    recorder = TurnRecorder()
+    recorder.conversation_started("s")
+    recorder.turn(ok_turn(start_ns=50 * MS), "s", 1, "c", intended_ns=0)
+    recorder.turn(failed_turn("bad_json"), "s", 1, "c", intended_ns=0)
+    recorder.turn(failed_turn(Failure.CUT), "s", 1, "c", intended_ns=0)
+    recorder.conversation_ended("s", "completed", MS)
+    for name in ("arrivals", "arrivals_late", "arrivals_dropped", "arrivals_cut"):
+        recorder.count(name)
+    plain = {k for k in recorder.metrics.counts if "{" not in k and "@" not in k}
+    summary_counts = build_summary(recorder.metrics, {"id": "r"})["counts"]
+    assert plain <= set(summary_counts)
+    assert all(summary_counts[k] == recorder.metrics.counts[k] for k in plain)
+
+
+def test_a_counter_missing_from_the_registry_is_an_error() -> None:
+    metrics = Metrics()
+    with pytest.raises(KeyError, match="catalog.COUNTERS"):
+        metrics.count("turns_retried")
+    with pytest.raises(KeyError):
+        metrics.count_scoped("turns_retried", ("turn=1",))
+    with pytest.raises(KeyError):
+        metrics.count_at("turns_retried", 0)
+    assert "turns_retried" not in catalog.COUNTER_KEYS
+
+
+def test_reset_starts_afresh_and_stop_recording_ignores_later_turns() -> None:
+    recorder = TurnRecorder()
+    recorder.turn(ok_turn(), "s", 1, "c", intended_ns=0)
+    recorder.reset()
+    assert recorder.metrics.counts["turns"] == 0
+    recorder.stop_recording()
+    recorder.turn(ok_turn(), "s", 1, "c", intended_ns=0)
+    assert recorder.metrics.counts["turns"] == 0
+    recorder.reset()
+    recorder.turn(ok_turn(), "s", 1, "c", intended_ns=0)
+    assert recorder.metrics.counts["turns"] == 1
+
+
+def test_the_turn_log_has_one_line_per_turn(tmp_path: Path) -> None:
+    recorder = TurnRecorder()
+    recorder.open_turn_log(tmp_path / "run")
+    recorder.turn(ok_turn(start_ns=20 * MS), "s", 1, "c1", intended_ns=0)
+    recorder.turn(failed_turn("http_500"), "s", 2, "c1", intended_ns=0)
+    recorder.close_turn_log()
+    [path] = (tmp_path / "run").glob("turns-*.jsonl")
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [(x["turn"], x["ok"], x["kind"]) for x in lines] == [(1, True, None), (2, False, "http_500")]
+    assert lines[0]["ttft_us"] == 40_000 and lines[0]["late_us"] == 20_000
