@@ -17,7 +17,8 @@ commands:
   report SUMMARY.json   render report.html beside a summary.json again
   compare BASELINE NEW  compare two runs: compare.html, Markdown, exit 4 on a regression
                         (loadtest compare --help)
-  options               list the options loadtest adds to locust, with their environment variables
+  options [--markdown]  list the options loadtest adds to locust, with their environment variables
+                        (--markdown: the README's option table)
   calibrate [OPTIONS]   how much latency the load generator itself adds, measured against the mock
                         (loadtest calibrate --help)
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "compare":
         return _compare(rest)
     if command == "options":
-        return _options()
+        return _options(rest)
     if command == "calibrate":
         return _calibrate(rest)
     print(
@@ -60,22 +61,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _options() -> int:
+def _options(argv: list[str]) -> int:
     # `locust --help` prints before it imports the locustfile, so it cannot show our options
-    # (locust#2917): print them from the same definition here.
-    from locust.argument_parser import LocustArgumentParser
+    # (locust#2917): print them from the same table here, without importing Locust.
+    import configargparse  # type: ignore[import-untyped]  # Locust's parser underneath, without Locust
 
-    from loadtest.plugin import add_arguments
+    from loadtest.options import add_arguments, markdown_table
 
-    parser = LocustArgumentParser(
+    parser = _Parser(prog="loadtest options", description="List the options loadtest adds to locust.")
+    parser.add_argument("--markdown", action="store_true", help="print the README's option table")
+    if parser.parse_args(argv).markdown:
+        print(markdown_table(), end="")
+        return 0
+    listing = configargparse.ArgumentParser(
         prog="locust -f locustfiles/chat.py",
         usage="%(prog)s [locust options] [loadtest options]",
         add_help=False,
         add_env_var_help=True,
         add_config_file_help=False,
     )
-    add_arguments(parser)
-    parser.print_help()
+    add_arguments(listing)
+    listing.print_help()
     print("\nAlso read from locust.conf and pyproject.toml [tool.locust].")
     print("The API key comes from the NLX_API_KEY environment variable only.")
     return 0

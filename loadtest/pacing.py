@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from loadtest.errors import ConfigError
+from loadtest.shares import ShareError, parse_share
 
 FORMS = (
     "0, 3 (seconds), 2-8 (uniform), exp:5 (exponential, mean 5 s) or human[:read_wpm=240,type_cpm=200,...]"
@@ -31,7 +32,6 @@ FORMS = (
 
 _SECONDS = r"(\d+(?:\.\d+)?)"
 _RANGE = re.compile(rf"^\s*{_SECONDS}\s*(?:-\s*{_SECONDS})?\s*s?\s*$")
-_ABANDON = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
 
 class Pacing(Protocol):
@@ -170,14 +170,13 @@ def parse_think_time(text: str) -> Pacing:
 
 def parse_abandon(text: str | float) -> float:
     """`--abandon`: the share of conversations that stop early, as `10%` or `0.1`, between 0 and 1."""
-    match = _ABANDON.match(str(text))
-    share = float(match.group(1)) / (100.0 if match.group(2) else 1.0) if match else -1.0
-    if not 0.0 <= share <= 1.0:
+    try:
+        return parse_share(text)
+    except ShareError:
         raise ConfigError(
             f"--abandon {text!r} is not a share of conversations: use a percentage like 10% "
             "or a fraction like 0.1"
-        )
-    return share
+        ) from None
 
 
 def abandon_after(rng: random.Random, share: float, n_turns: int) -> int | None:

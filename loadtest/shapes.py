@@ -15,7 +15,8 @@ from __future__ import annotations
 from locust import LoadTestShape
 
 from loadtest.errors import ConfigError
-from loadtest.stages import Stage, parse_stages
+from loadtest.options import STAGES
+from loadtest.stages import Stage
 
 
 class StagesShape(LoadTestShape):
@@ -25,17 +26,17 @@ class StagesShape(LoadTestShape):
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self._stages: list[Stage] | None = None
+        self._stages: tuple[Stage, ...] | None = None
 
-    def stages(self) -> list[Stage]:
+    def stages(self) -> tuple[Stage, ...]:
         if self._stages is None:
             options = self.runner.environment.parsed_options if self.runner is not None else None
-            text = getattr(options, "stages", None)
-            if not text:
+            stages = STAGES.read(options)
+            if not stages:
                 raise ConfigError(
                     "this locustfile ramps by stages: pass --stages, e.g. --stages 1m:10,5m:50,1m:0"
                 )
-            self._stages = parse_stages(text)
+            self._stages = stages
         return self._stages
 
     def tick(self) -> tuple[int, float] | None:

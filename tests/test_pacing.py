@@ -16,6 +16,7 @@ from loadtest.pacing import (
     parse_abandon,
     parse_think_time,
 )
+from loadtest.shares import parse_share
 
 N = 20_000
 
@@ -161,7 +162,13 @@ def test_parse_abandon_takes_numbers() -> None:
     assert parse_abandon(0.3) == 0.3
 
 
-@pytest.mark.parametrize("text", ["", "ten", "-5%", "150%", "1.5", "10%%", "nan"])
+@pytest.mark.parametrize("text", ["10%", ".5", "5e-2", "12.5 %", "1", 0.25, "1e2%"])
+def test_abandon_takes_what_every_share_option_takes(text: str | float) -> None:
+    # One rule for every "10% or 0.1" option (loadtest.shares).
+    assert parse_abandon(text) == parse_share(text)
+
+
+@pytest.mark.parametrize("text", ["", "ten", "-5%", "150%", "1.5", "10%%", "nan", "inf", "5 0"])
 def test_bad_abandon_names_the_option(text: str) -> None:
     with pytest.raises(ConfigError, match=r"^--abandon .* use a percentage like 10%"):
         parse_abandon(text)

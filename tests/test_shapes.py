@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from loadtest.errors import ConfigError
 from loadtest.stages import Stage, parse_stages
 from tests.conftest import LOCUST, ROOT, TEST_KEY, Mock, locust_env
+from tests.test_settings import parse_options
 
 
 def test_parse_stages() -> None:
@@ -39,11 +42,35 @@ def test_a_ramp_through_stages_ends_by_itself(mock_server: Callable[..., Mock], 
     assert max(users) >= 4  # the time series saw the ramp (sampled once a second)
 
 
-def test_stages_missing_is_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [LOCUST, "-f", str(ROOT / "locustfiles" / "ramp.py"), "--headless", "--report-dir", str(tmp_path)],
-        env=locust_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert "loadtest: error: this locustfile ramps by stages: pass --stages" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def ramp(*args: str) -> Any:
+    """A StagesShape as Locust runs it, with the options `locust ARGS` would have parsed."""
+    from loadtest.shapes import StagesShape
+
+    class Ramp(StagesShape):
+        pass
+
+    shape = Ramp()
+    shape.runner = SimpleNamespace(environment=SimpleNamespace(parsed_options=parse_options(*args)))
+    return shape
+
+
+def test_the_shape_ramps_through_the_stages_of_the_option() -> None:
+    shape = ramp("--stages", "1m:10,5m:50")
+    assert shape.stages() == (Stage(60, 10), Stage(300, 50))
+    assert shape.tick() == (10, 1.0)  # at the start: 10 users within a minute, at least one a second
+    shape.start_time -= 70  # ten seconds into the second stage: 40 more users over 300 s
+    assert shape.tick() == (50, 1.0)
+    shape.start_time -= 300
+    assert shape.tick() is None  # after the last stage the run ends
+
+
+def test_stages_missing_is_one_line() -> None:
+    with pytest.raises(
+        ConfigError, match="^this locustfile ramps by stages: pass --stages, e.g. --stages 1m:10"
+    ):
+        ramp().stages()
+
+
+def test_bad_stages_of_the_shape_name_the_option() -> None:
+    with pytest.raises(ConfigError, match="^--stages '1m:ten': stage '1m:ten' is not DURATION:USERS"):
+        ramp("--stages", "1m:ten").stages()

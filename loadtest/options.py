@@ -1,0 +1,577 @@
+"""The options loadtest adds to `locust`: one table, from which everything else is generated.
+
+Each `Option` holds its flag, environment variable, default, parser (raw value -> typed value,
+raising a one-line `ConfigError` that names the fix), `--help` text and the README's wording.
+From `OPTIONS` come the arguments added to Locust's parser (`add_arguments`), the fields of
+`loadtest.settings.Settings` (`Option.read`), `loadtest options` and the README's option table
+(`markdown_table`, checked by a test). Adding an option = one entry here + one `Settings` field.
+
+Plain Python: no Locust, gevent or httpx, so `loadtest options` and the settings tests stay light.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+from loadtest import thresholds
+from loadtest.arrivals import ArrivalRate
+from loadtest.checks import Check, fallback_check
+from loadtest.conversation import HISTORY_MODES
+from loadtest.errors import ConfigError
+from loadtest.pacing import Pacing, parse_abandon, parse_think_time
+from loadtest.stages import Stage, parse_stages
+
+T = TypeVar("T")
+Kind = Literal["value", "store_true", "append"]
+
+APIS = ("nlx", "openai")
+# What carries httpx's requests (see client.make_client); the first is the default.
+TRANSPORTS = ("gevent", "httpx")
+# Python's garbage collector during a run (see --gc); the first is the default.
+GC_MODES = ("auto", "on", "off")
+OPENAI_PATH = "/v1/chat/completions"
+# --threshold's environment variable holds several rules, `;`-separated (see thresholds.parse_all).
+THRESHOLDS_SEPARATOR = ";"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Option(Generic[T]):
+    """One command-line option, its environment variable, and how its value becomes a setting."""
+
+    flag: str
+    env_var: str
+    default: str | float | bool | None
+    parse: Callable[[Any], T]
+    help: str
+    # The Settings field that holds the parsed value; empty: the flag's name (`--turn-log` -> turn_log).
+    setting: str = ""
+    # How the value is written in `--help` and the README (`KEY`, `S`); choices show themselves.
+    arg: str = ""
+    choices: tuple[str, ...] = ()
+    kind: Kind = "value"
+    # argparse converts the value to a float, so Locust's web UI shows a number field.
+    number: bool = False
+    # The README's table: what the option does, and its default when the default alone says too little.
+    meaning: str = ""
+    shown_default: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The attribute argparse stores the value in."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def field(self) -> str:
+        return self.setting or self.dest
+
+    def raw(self, options: Any) -> Any:
+        """The value as given (Locust's parser, locust.conf, the web UI), or the default when absent.
+
+        An empty value counts as absent: the web UI sends an empty field for an option left blank.
+        """
+        value = getattr(options, self.dest, None)
+        if self.kind == "append":
+            return _with_env_items(value, self.env_var)
+        return self.default if value is None or value == "" else value
+
+    def read(self, options: Any) -> T:
+        """The parsed value; ConfigError (one line, naming the fix) when it is wrong."""
+        return self.parse(self.raw(options))
+
+
+def _with_env_items(given: Any, env_var: str) -> list[str]:
+    """A repeatable option's values (a list, or one string from locust.conf), then its environment
+    variable's, which `thresholds.parse_all` splits at `;`."""
+    items = [given] if isinstance(given, str) else list(given or [])
+    env = os.environ.get(env_var, "")
+    return [*items, *([env] if env.strip() else [])]
+
+
+# -- parsers: raw value (a string, or already typed by argparse) -> typed value -------------------------
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _flag(value: Any) -> bool:
+    return bool(value)
+
+
+def _choice(flag: str, allowed: Sequence[str], fix: str = "") -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise ConfigError(f"{flag} {value!r} is not known: use {fix or ' or '.join(allowed)}")
+        return str(value)
+
+    return parse
+
+
+def _seconds(flag: str) -> Callable[[Any], float]:
+    """A number of seconds > 0."""
+
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if not number > 0:  # also refuses nan
+            raise ConfigError(f"{flag} {value!r} must be a number of seconds > 0")
+        return number
+
+    return parse
+
+
+def _optional_seconds(flag: str) -> Callable[[Any], float | None]:
+    """A number of seconds > 0, or None when not given (the caller picks the default)."""
+    seconds = _seconds(flag)
+    return lambda value: None if value is None else seconds(value)
+
+
+def _seconds_or_zero(flag: str) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if isinstance(value, bool) or not number >= 0:
+            raise ConfigError(f"{flag} {value!r} must be a number of seconds >= 0")
+        return number
+
+    return parse
+
+
+def _path(value: Any) -> str:
+    path = str(value)
+    if not path.startswith("/"):
+        raise ConfigError(f"--path {path!r} must start with '/', like {OPENAI_PATH}")
+    return path
+
+
+def _optional_path(value: Any) -> Path | None:
+    return None if value in (None, "") else Path(value)
+
+
+def _arrival_rate(value: Any) -> ArrivalRate | None:
+    return None if value in (None, "") else ArrivalRate.parse(value)
+
+
+def _stages(value: Any) -> tuple[Stage, ...] | None:
+    return None if value in (None, "") else tuple(parse_stages(value))
+
+
+def _fallback(value: Any) -> Check | None:
+    return None if value in (None, "") else fallback_check(str(value))
+
+
+def _thresholds(value: list[str]) -> tuple[thresholds.Threshold, ...]:
+    return tuple(thresholds.parse_all(value))
+
+
+def report_dir(value: Any) -> Path:
+    """The run output folder, created now so an unwritable one stops the run at start."""
+    text = str(value)
+    path = Path(text)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--report-dir {text!r} cannot be created ({exc.strerror}): pick a writable folder"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--report-dir {text!r} is not writable: pick a writable folder")
+    return path
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+NLX_DEPLOYMENT = Option[str | None](
+    flag="--nlx-deployment",
+    env_var="NLX_DEPLOYMENT",
+    default=None,
+    parse=_optional_text,
+    setting="deployment",
+    arg="KEY",
+    help="NLX deployment key (the path segment after the host). Default with the mock: demo",
+    meaning="deployment key",
+    shown_default="`demo` with the mock",
+)
+NLX_CHANNEL = Option[str | None](
+    flag="--nlx-channel",
+    env_var="NLX_CHANNEL",
+    default=None,
+    parse=_optional_text,
+    setting="channel",
+    arg="KEY-en-US",
+    help="NLX channel key with its language suffix, e.g. web-en-US. Default with the mock: web-en-US",
+    meaning="channel key with language suffix",
+    shown_default="`web-en-US` with the mock",
+)
+THINK_TIME = Option[Pacing](
+    flag="--think-time",
+    env_var="LOADTEST_THINK_TIME",
+    default="1-3",
+    parse=parse_think_time,
+    setting="pacing",
+    arg="T",
+    help="How long a user waits before a turn and between conversations: 3, 2-8 (uniform), exp:5, "
+    "or human[:read_wpm=240,type_cpm=200,floor=1,jitter=0.25,max=60]. Default 1-3",
+    meaning="how long a user waits: `3`, `2-8`, `exp:5` or `human[:...]` (see [Pacing](#pacing))",
+)
+ABANDON = Option[float](
+    flag="--abandon",
+    env_var="LOADTEST_ABANDON",
+    default="0",
+    parse=parse_abandon,
+    arg="SHARE",
+    help="Share of conversations users leave early, after a random turn: 10% or 0.1. Default 0",
+    meaning="share of conversations the user leaves early, as `10%` or `0.1`",
+)
+FALLBACK_PATTERN = Option[Check | None](
+    flag="--fallback-pattern",
+    env_var="LOADTEST_FALLBACK_PATTERN",
+    default=None,
+    parse=_fallback,
+    setting="fallback",
+    arg="RE",
+    help="A reply matching this regular expression (case-insensitive) fails its turn as 'assertion', "
+    'e.g. "didn\'t (get|understand) that"',
+    meaning="a reply matching this regular expression (case-insensitive) fails its turn as `assertion`",
+)
+HISTORY = Option[str](
+    flag="--history",
+    env_var="LOADTEST_HISTORY",
+    default="full",
+    parse=_choice("--history", HISTORY_MODES, "--history full or --history last"),
+    choices=HISTORY_MODES,
+    help="full: each request carries the whole conversation so far; last: only the new user message",
+    meaning="`full`: each request carries system, user and assistant messages so far, the assistant "
+    "replies exactly as reassembled from the stream; `last`: only the new user message (NLX keeps the "
+    "state by conversation id)",
+)
+CONVERSATIONS = Option[Path | None](
+    flag="--conversations",
+    env_var="LOADTEST_CONVERSATIONS",
+    default=None,
+    parse=_optional_path,
+    setting="conversations_path",
+    arg="PATH",
+    help="Conversation scripts, .yaml or .jsonl. Default: conversations.yaml beside the locustfile",
+    meaning="conversation scripts, `.yaml` or `.jsonl`",
+    shown_default="`conversations.yaml` beside the locustfile",
+)
+REPORT_DIR = Option[Path](
+    flag="--report-dir",
+    env_var="LOADTEST_REPORT_DIR",
+    default="reports",
+    parse=report_dir,
+    arg="DIR",
+    help="Folder for run output: {report-dir}/{run-id}/summary.json, report.html; {report-dir}/latest",
+    meaning="run output folder",
+)
+CONNECT_TIMEOUT = Option[float](
+    flag="--connect-timeout",
+    env_var="LOADTEST_CONNECT_TIMEOUT",
+    default=10.0,
+    parse=_seconds("--connect-timeout"),
+    number=True,
+    arg="S",
+    help="Seconds to wait for a connection. Default 10",
+    meaning="connection timeout",
+)
+READ_TIMEOUT = Option[float](
+    flag="--read-timeout",
+    env_var="LOADTEST_READ_TIMEOUT",
+    default=60.0,
+    parse=_seconds("--read-timeout"),
+    number=True,
+    arg="S",
+    help="Seconds to wait for the first byte, and between two reads of a stream. Default 60",
+    meaning="default of the two below",
+)
+FIRST_BYTE_TIMEOUT = Option[float | None](
+    flag="--first-byte-timeout",
+    env_var="LOADTEST_FIRST_BYTE_TIMEOUT",
+    default=None,
+    parse=_optional_seconds("--first-byte-timeout"),
+    number=True,
+    arg="S",
+    help="Seconds to wait for the response headers. Default: --read-timeout",
+    meaning="wait for the response headers",
+    shown_default="read timeout",
+)
+IDLE_TIMEOUT = Option[float | None](
+    flag="--idle-timeout",
+    env_var="LOADTEST_IDLE_TIMEOUT",
+    default=None,
+    parse=_optional_seconds("--idle-timeout"),
+    number=True,
+    arg="S",
+    help="Seconds a stream may go without data between chunks. Default: --read-timeout",
+    meaning="longest silence between two reads of a stream",
+    shown_default="read timeout",
+)
+ON_TURN_ERROR = Option[str](
+    flag="--on-turn-error",
+    env_var="LOADTEST_ON_TURN_ERROR",
+    default="stop",
+    parse=_choice("--on-turn-error", ("stop", "continue")),
+    choices=("stop", "continue"),
+    help="After a failed turn, stop the conversation (default) or go on with the next turn",
+    meaning="after a failed turn, end the conversation or go on with the next turn",
+)
+INSECURE = Option[bool](
+    flag="--insecure",
+    env_var="LOADTEST_INSECURE",
+    default=False,
+    parse=_flag,
+    kind="store_true",
+    help="Do not verify TLS certificates (verification is on by default)",
+    meaning="skip TLS certificate verification (on by default)",
+)
+GC = Option[str](
+    flag="--gc",
+    env_var="LOADTEST_GC",
+    default=GC_MODES[0],
+    parse=_choice("--gc", GC_MODES),
+    choices=GC_MODES,
+    help="Python's garbage collector during the run, whose pauses land in the latencies "
+    "with thousands of users: auto (default) rests it, collects once when a million more objects "
+    "live, and turns it back on if they were garbage; on leaves it on; off rests it until the test "
+    "stops",
+    meaning="Python's garbage collector during the run, whose collections (tens to hundreds of ms with "
+    "thousands of users) land in every measured latency. `auto` rests it; when a million more objects "
+    "live than at the start it collects once and, if those were garbage in reference cycles, turns it "
+    "back on with a warning. `on` leaves it on; `off` rests it until the test stops, then says how many "
+    "objects it found in cycles",
+)
+TRANSPORT = Option[str](
+    flag="--transport",
+    env_var="LOADTEST_TRANSPORT",
+    default=TRANSPORTS[0],
+    parse=_choice("--transport", TRANSPORTS),
+    choices=TRANSPORTS,
+    help="HTTP under httpx: gevent (default; HTTP/1.1 parsed in C, about half the CPU per turn) "
+    "or httpx's own (httpcore)",
+    meaning="what carries httpx's requests: `gevent`, HTTP/1.1 on gevent sockets parsed in C (about half "
+    "the generator CPU per streamed turn); `httpx`, httpx's own transport (httpcore)",
+)
+MOCK_OPTIONS = Option[str](
+    flag="--mock-options",
+    env_var="LOADTEST_MOCK_OPTIONS",
+    default="",
+    parse=_text,
+    arg='"..."',
+    help='Options for the built-in mock started when no --host is given, e.g. "--ttft const:200ms"',
+    meaning="options of the built-in mock (only without `--host`)",
+)
+ARRIVAL_RATE = Option[ArrivalRate | None](
+    flag="--arrival-rate",
+    env_var="LOADTEST_ARRIVAL_RATE",
+    default=None,
+    parse=_arrival_rate,
+    arg="R",
+    help="Open model: start this many conversations per second whatever the server does "
+    "(5, poisson:5, constant:5); -u is then the most conversations at once",
+    meaning="open model: conversations per second (`5`, `poisson:5`, `constant:5`)",
+)
+STAGES = Option[tuple[Stage, ...] | None](
+    flag="--stages",
+    env_var="LOADTEST_STAGES",
+    default=None,
+    parse=_stages,
+    arg="1m:10,5m:50",
+    help="With a locustfile that has a StagesShape (locustfiles/ramp.py): DURATION:USERS stages, "
+    "e.g. 1m:10,5m:50,1m:0",
+    meaning="with `locustfiles/ramp.py`: the ramp's stages",
+)
+MAX_QUEUE_WAIT = Option[float](
+    flag="--max-queue-wait",
+    env_var="LOADTEST_MAX_QUEUE_WAIT",
+    default=10.0,
+    parse=_seconds("--max-queue-wait"),
+    number=True,
+    arg="S",
+    help="Open model: an arrival that waits this many seconds for a free user is dropped. Default 10",
+    meaning="open model: drop an arrival that waited this long for a free user",
+)
+API = Option[str](
+    flag="--api",
+    env_var="LOADTEST_API",
+    default=APIS[0],
+    parse=_choice("--api", APIS, "--api nlx or --api openai"),
+    choices=APIS,
+    help="nlx: NLX OpenAI Connect (deployment/channel URL, nlx:{conversationId}); "
+    "openai: any OpenAI-compatible server (--path, --model, full history)",
+    meaning="endpoint flavour",
+)
+MODEL = Option[str | None](
+    flag="--model",
+    env_var="LOADTEST_MODEL",
+    default=None,
+    parse=_optional_text,
+    arg="NAME",
+    help="Model name sent with --api openai",
+    meaning="model name with `--api openai`",
+)
+PATH = Option[str](
+    flag="--path",
+    env_var="LOADTEST_PATH",
+    default=OPENAI_PATH,
+    parse=_path,
+    arg=OPENAI_PATH,
+    help=f"Path appended to the host with --api openai. Default {OPENAI_PATH}",
+    meaning="path with `--api openai`",
+    shown_default="that",
+)
+THRESHOLD = Option[tuple[thresholds.Threshold, ...]](
+    flag="--threshold",
+    env_var="LOADTEST_THRESHOLDS",
+    default=None,
+    parse=_thresholds,
+    setting="thresholds",
+    kind="append",
+    arg="EXPR",
+    help="Pass/fail rule, repeatable: ttft.p95<800ms, turn.p99<=3s, error_rate<1%, "
+    "conversation_success>=99%, ttft{turn=1}.p95<500ms. Also LOADTEST_THRESHOLDS, ';'-separated",
+    meaning="pass/fail rule, repeatable (see [Thresholds](#thresholds-and-ci))",
+)
+THRESHOLD_ABORT = Option[bool](
+    flag="--threshold-abort",
+    env_var="LOADTEST_THRESHOLD_ABORT",
+    default=False,
+    parse=_flag,
+    kind="store_true",
+    help="Stop the run early once a threshold fails after the warm-up",
+    meaning="stop the run as soon as a threshold fails after the warm-up",
+)
+THRESHOLD_WARMUP = Option[float](
+    flag="--threshold-warmup",
+    env_var="LOADTEST_THRESHOLD_WARMUP",
+    default=30.0,
+    parse=_seconds_or_zero("--threshold-warmup"),
+    number=True,
+    arg="S",
+    help="Seconds before --threshold-abort may stop a run. Default 30",
+    meaning="seconds before `--threshold-abort` may stop a run",
+)
+STRICT_CLIENT = Option[bool](
+    flag="--strict-client",
+    env_var="LOADTEST_STRICT_CLIENT",
+    default=False,
+    parse=_flag,
+    kind="store_true",
+    help="Fail the run (exit code 3) when the load generator itself was the bottleneck: "
+    "event-loop lag p99 > 10 ms, CPU p90 > 90% of a core, or connection-pool wait p99 > 10 ms",
+    meaning="fail the run (exit 3) when the load generator was the bottleneck",
+)
+TURN_LOG = Option[bool](
+    flag="--turn-log",
+    env_var="LOADTEST_TURN_LOG",
+    default=False,
+    parse=_flag,
+    kind="store_true",
+    help="Also write every turn to {report-dir}/{run-id}/turns-*.jsonl (one file per process)",
+    meaning="also write every turn to `turns-{host}-{pid}.jsonl` in the run folder",
+)
+
+OPTIONS: tuple[Option[Any], ...] = (
+    NLX_DEPLOYMENT,
+    NLX_CHANNEL,
+    THINK_TIME,
+    ABANDON,
+    FALLBACK_PATTERN,
+    HISTORY,
+    CONVERSATIONS,
+    REPORT_DIR,
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    FIRST_BYTE_TIMEOUT,
+    IDLE_TIMEOUT,
+    ON_TURN_ERROR,
+    INSECURE,
+    GC,
+    TRANSPORT,
+    MOCK_OPTIONS,
+    ARRIVAL_RATE,
+    STAGES,
+    MAX_QUEUE_WAIT,
+    API,
+    MODEL,
+    PATH,
+    THRESHOLD,
+    THRESHOLD_ABORT,
+    THRESHOLD_WARMUP,
+    STRICT_CLIENT,
+    TURN_LOG,
+)
+
+
+# -- what is generated from the table ----------------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    """Add every option to a Locust (configargparse) parser, e.g. from `init_command_line_parser`."""
+    # Not in an argument group: Locust's web UI leaves out grouped custom options (locust#2560).
+    for option in OPTIONS:
+        parser.add_argument(option.flag, **argument_kwargs(option))
+
+
+def argument_kwargs(option: Option[Any]) -> dict[str, Any]:
+    """The keyword arguments of `parser.add_argument` for one option."""
+    # argparse formats help with %: a literal one is written %%.
+    kwargs: dict[str, Any] = {"default": option.default, "help": option.help.replace("%", "%%")}
+    if option.kind == "store_true":
+        return {**kwargs, "action": "store_true", "env_var": option.env_var}
+    if option.kind == "append":
+        # Locust's parser would read the variable as one value; `Option.raw` splits it at `;`.
+        kwargs["action"] = "append"
+    else:
+        kwargs["env_var"] = option.env_var
+    if option.choices:
+        kwargs["choices"] = list(option.choices)
+    elif option.arg:
+        kwargs["metavar"] = option.arg
+    if option.number:
+        kwargs["type"] = float
+    return kwargs
+
+
+MARKDOWN_HEADER = ("| option | env var | default | meaning |", "|---|---|---|---|")
+
+
+def markdown_table() -> str:
+    """The README's option table (its "### Options" section), one row per option."""
+    return "\n".join([*MARKDOWN_HEADER, *(_markdown_row(option) for option in OPTIONS)]) + "\n"
+
+
+def _markdown_row(option: Option[Any]) -> str:
+    shown_arg = "\\|".join(option.choices) if option.choices else option.arg
+    usage = (
+        f"`{option.flag} {shown_arg}`" if shown_arg and option.kind != "store_true" else f"`{option.flag}`"
+    )
+    env = f"`{option.env_var}`"
+    if option.kind == "append":
+        env += f" (`{THRESHOLDS_SEPARATOR}`-separated)"
+    cells = (usage, env, _shown_default(option), option.meaning)
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+
+def _shown_default(option: Option[Any]) -> str:
+    if option.shown_default is not None:
+        return option.shown_default
+    if option.kind == "store_true":
+        return "off"
+    if option.default in (None, ""):
+        return ""
+    if isinstance(option.default, float):
+        return f"`{option.default:g}`"
+    return f"`{option.default}`"
