@@ -6,7 +6,7 @@ import weakref
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest.metrics import Histogram, Metrics, at
+from loadtest.metrics import Histogram, Metrics
 
 
 def test_stats_are_exact_hdr_percentiles_in_ms() -> None:
@@ -73,7 +73,7 @@ def test_settled_intervals_keep_their_statistics_and_free_their_histograms() -> 
     m = Metrics()
     for t, value_ns in ((100, 5_000_000), (105, 7_000_000), (110, 9_000_000)):
         m.record_scoped("ttft", value_ns, (), t)
-        m.count(at("turns_ok", t))
+        m.count_at("turns_ok", t)
     before = m.summary_timeline()
     m.settle_intervals(110)
     assert not any(k.startswith("ttft@1") and not k.endswith("@110") for k in m.histograms)
