@@ -32,6 +32,7 @@ import orjson
 
 from loadtest.errors import ConfigError, LoadtestError
 from loadtest.metrics import Histogram
+from loadtest.mock.contract import API_KEY_ENV
 from loadtest.mock.dist import parse_count_dist, parse_duration_dist
 from loadtest.mock.launch import MockProcess, start_mock
 
@@ -217,7 +218,7 @@ class Mock:
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without loadtest's and NLX's own variables, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIPPED_ENV_PREFIXES)}
-    env["NLX_API_KEY"] = API_KEY
+    env[API_KEY_ENV] = API_KEY
     env.update(extra or {})
     return env
 
@@ -233,8 +234,6 @@ import urllib.request
 import gevent
 from locust import events
 
-from loadtest.metrics import Metrics
-
 
 @events.test_start.add_listener
 def _forget_warmup(environment, **_):
@@ -242,9 +241,9 @@ def _forget_warmup(environment, **_):
         # Against the clock: after a busy start gevent's loop time lags, and its timers fire early.
         while (delay := deadline - time.monotonic()) > 0:
             gevent.sleep(delay)
-        plugin = getattr(environment, "loadtest", None)
-        if plugin is not None:
-            plugin.metrics = Metrics()
+        loadtest = getattr(environment, "loadtest", None)
+        if loadtest is not None:
+            loadtest.recorder.reset()
         request = urllib.request.Request(environment.host + "/_mock/reset", method="POST")
         urllib.request.urlopen(request, timeout=30).close()
 
@@ -255,9 +254,9 @@ def _forget_warmup(environment, **_):
 def _stop_recording(environment, **_):
     # Locust stops its users in one burst of greenlets, thousands at a time: a turn that ends
     # behind that burst would count the stop's own delay.
-    plugin = getattr(environment, "loadtest", None)
-    if plugin is not None:
-        plugin.record = lambda *args, **kwargs: None
+    loadtest = getattr(environment, "loadtest", None)
+    if loadtest is not None:
+        loadtest.recorder.stop_recording()
 """
 
 
