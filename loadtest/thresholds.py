@@ -46,12 +46,32 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from loadtest import catalog
 from loadtest.errors import ConfigError
+from loadtest.report.schema import RATE_BY_KEY, RATES, ThresholdOutcome, Unit, format_observed, stat_of
 
-LATENCY_METRICS = ("ttft", "turn", "itl", "conversation")
-RATE_METRICS = ("error_rate", "conversation_success")
+__all__ = [
+    "LATENCY_METRICS",
+    "METRICS",
+    "OPS",
+    "RATE_METRICS",
+    "STATS",
+    "UNITS_MS",
+    "Outcome",
+    "Threshold",
+    "can_still_pass",
+    "evaluate",
+    "format_observed",
+    "observe",
+    "parse",
+    "parse_all",
+    "verdict",
+]
+
+LATENCY_METRICS = tuple(m.key for m in catalog.THRESHOLD_METRICS)
+RATE_METRICS = tuple(r.key for r in RATES)
 METRICS = (*LATENCY_METRICS, *RATE_METRICS)
-STATS = ("min", "mean", "p50", "p90", "p95", "p99", "p999", "max")
+STATS = catalog.STAT_KEYS
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -59,11 +79,20 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
 }
 UNITS_MS = {"us": Decimal("0.001"), "ms": Decimal(1), "s": Decimal(1000)}
+# How each scope is written, in messages.
+SCOPE_FORMS = {catalog.TURN: "{turn=N}", catalog.SCENARIO: "{scenario=NAME}"}
 
-_STAT_ALIASES = {"avg": "mean", "p99.9": "p999"}
-_STATS_HELP = "min, mean, p50, p90, p95, p99, p99.9 or max"
-_METRICS_HELP = "ttft, turn, itl, conversation, error_rate or conversation_success"
-_OPS_HELP = "<, <=, > or >="
+
+def _one_of(names: Iterable[str]) -> str:
+    """`a, b or c`."""
+    *most, last = names
+    return f"{', '.join(most)} or {last}" if most else last
+
+
+_STATS_HELP = _one_of(s.label for s in catalog.STATS)
+_METRICS_HELP = _one_of(METRICS)
+_OPS_HELP = _one_of(OPS)
+_SCOPES_HELP = _one_of(SCOPE_FORMS.values())
 
 _OP_RE = re.compile(r"<=|>=|==|!=|=<|=>|<|>|=")
 _NAME_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
@@ -102,19 +131,10 @@ class Outcome:
     expr: str
     observed: float | None
     passed: bool
-    unit: str = "ms"
+    unit: Unit = "ms"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ThresholdOutcome:
         return {"expr": self.expr, "observed": self.observed, "passed": self.passed, "unit": self.unit}
-
-
-def format_observed(observed: float | None, unit: str) -> str:
-    """`912.3 ms`, `1.52%` (unit "ratio") or `no data`."""
-    if observed is None:
-        return "no data"
-    if unit == "ratio":
-        return f"{observed * 100:.2f}%"
-    return f"{observed:.1f} ms" if abs(observed) >= 10 else f"{observed:.3g} ms"
 
 
 def parse(expr: str) -> Threshold:
@@ -125,9 +145,9 @@ def parse(expr: str) -> Threshold:
     # Operators are looked for outside scopes, whose `=` is not a comparison.
     masked = _SCOPE_RE.sub(lambda m: "#" * len(m.group()), text)
     if "{" in masked:
-        raise _error(text, "unclosed '{': write a scope as {turn=N} or {scenario=NAME}")
+        raise _error(text, f"unclosed '{{': write a scope as {_SCOPES_HELP}")
     if "}" in masked:
-        raise _error(text, "'}' without '{': write a scope as {turn=N} or {scenario=NAME}")
+        raise _error(text, f"'}}' without '{{': write a scope as {_SCOPES_HELP}")
     ops = list(_OP_RE.finditer(masked))
     if not ops:
         raise _error(text, f"missing operator: use {_OPS_HELP}, as in ttft.p95<800ms or error_rate<1%")
@@ -157,22 +177,20 @@ def observe(th: Threshold, summary: Mapping[str, Any]) -> float | None:
     section = _section(th, summary)
     if section is None:
         return None
-    if th.metric == "error_rate":
-        return _ratio(section.get("counts"), "turns_failed", "turns_ok")
-    if th.metric == "conversation_success":
-        return _ratio(section.get("counts"), "conversations_completed", "conversations_failed")
-    stats = section.get(f"{th.metric}_ms")
-    if not isinstance(stats, Mapping):
+    rate = RATE_BY_KEY.get(th.metric)
+    if rate is not None:
+        # A rate reads the `counts` of the summary or of the scope's entry, never the summary itself.
+        return rate.of(counts) if isinstance(counts := section.get("counts"), Mapping) else None
+    if th.stat is None:
         return None
-    value = stats.get(th.stat) if th.stat is not None else None
-    return float(value) if isinstance(value, int | float) else None
+    return stat_of(section, catalog.METRIC_BY_KEY[th.metric], catalog.STAT_BY_LABEL[th.stat])
 
 
 def evaluate(thresholds: Sequence[Threshold], summary: Mapping[str, Any]) -> list[Outcome]:
     outcomes = []
     for th in thresholds:
         observed = observe(th, summary)
-        unit = "ratio" if th.is_rate else "ms"
+        unit: Unit = "ratio" if th.is_rate else "ms"
         outcomes.append(Outcome(expr=th.expr, observed=observed, passed=th.check(observed), unit=unit))
     return outcomes
 
@@ -222,34 +240,44 @@ def _parse_left(text: str, left: str) -> tuple[str, tuple[str, str] | None, str 
     if not rest.startswith("."):
         raise _error(text, f"unexpected '{rest}' after {metric}: write {metric}.STAT with STAT {_STATS_HELP}")
     given = rest[1:].strip()
-    stat = _STAT_ALIASES.get(given, given)
-    if stat not in STATS:
+    found = catalog.STAT_BY_LABEL.get(given)
+    if found is None:
         if not given:
             raise _error(text, f"missing statistic after '.': use {_STATS_HELP}")
         raise _error(text, f"unknown statistic '{given}': use {_STATS_HELP}")
-    return metric, scope, stat
+    return metric, scope, found.key
 
 
 def _parse_scope(text: str, metric: str, inner: str) -> tuple[str, str]:
     key, eq, value = (part.strip() for part in inner.partition("="))
     if not inner.strip():
-        raise _error(text, "empty scope {}: use {turn=N} or {scenario=NAME}")
-    if key not in ("turn", "scenario"):
+        raise _error(text, f"empty scope {{}}: use {_SCOPES_HELP}")
+    if key not in SCOPE_FORMS:
         shown = key or inner.strip()
-        raise _error(text, f"unknown scope '{shown}': use {{turn=N}} or {{scenario=NAME}}")
+        raise _error(text, f"unknown scope '{shown}': use {_SCOPES_HELP}")
     if not eq or not value:
         raise _error(text, f"scope '{key}' needs a value: write {{{key}=...}}")
-    if metric == "itl":
-        raise _error(text, "itl has no per-turn or per-scenario breakdown: use itl.STAT without a scope")
-    if key == "turn":
+    allowed = scopes(metric)
+    if not allowed:
+        per = _one_of(f"per-{s}" for s in SCOPE_FORMS)
+        stat = "" if metric in RATE_METRICS else ".STAT"
+        raise _error(text, f"{metric} has no {per} breakdown: use {metric}{stat} without a scope")
+    if key == catalog.TURN:
         if not _TURN_RE.fullmatch(value) or int(value) < 1:
             raise _error(text, f"turn '{value}' is not a turn number: use an integer >= 1, as in {{turn=1}}")
-        if metric in ("conversation", "conversation_success"):
-            raise _error(text, f"{metric} has no per-turn scope: use {{scenario=NAME}} or no scope")
-        return key, str(int(value))
-    if not _SCENARIO_RE.fullmatch(value):
+        value = str(int(value))
+    elif not _SCENARIO_RE.fullmatch(value):
         raise _error(text, f"scenario '{value}' is not a scenario name: use letters, digits, _, - and .")
+    if key not in allowed:
+        others = _one_of(SCOPE_FORMS[s] for s in allowed)
+        raise _error(text, f"{metric} has no per-{key} scope: use {others} or no scope")
     return key, value
+
+
+def scopes(metric: str) -> tuple[str, ...]:
+    """The scopes `metric` (a latency metric or a rate) can be given: `catalog.TURN`, `catalog.SCENARIO`."""
+    rate = RATE_BY_KEY.get(metric)
+    return rate.scopes if rate is not None else catalog.METRIC_BY_KEY[metric].scopes
 
 
 def _parse_latency(text: str, right: str) -> float:
@@ -301,16 +329,6 @@ def _section(th: Threshold, summary: Mapping[str, Any]) -> Mapping[str, Any] | N
         return None
     entry = table.get(value)
     return entry if isinstance(entry, Mapping) else None
-
-
-def _ratio(counts: Any, numerator: str, other: str) -> float | None:
-    """numerator / (numerator + other); None without counts or with a zero denominator."""
-    if not isinstance(counts, Mapping):
-        return None
-    num, rest = counts.get(numerator), counts.get(other)
-    if not isinstance(num, int | float) or not isinstance(rest, int | float) or num + rest <= 0:
-        return None
-    return float(num) / float(num + rest)
 
 
 def _error(text: str, problem: str) -> ConfigError:

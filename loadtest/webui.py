@@ -20,7 +20,8 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from loadtest.metrics import PERCENTILES, Histogram, Metrics, scoped
+from loadtest import catalog
+from loadtest.metrics import Histogram, Metrics, scoped
 
 logger = logging.getLogger("loadtest")
 
@@ -30,15 +31,13 @@ STATS_PATH = "/loadtest/stats"
 # Locust polls every 2 s per open browser tab; percentiles of a few dozen histograms are not free.
 CACHE_SECONDS = 1.0
 
-ROW_PERCENTILES: tuple[tuple[str, float], ...] = (*PERCENTILES, ("max", 100.0))
-METRIC_LABELS = {
-    "ttft": "TTFT",
-    "turn": "Turn latency",
-    "itl": "Inter-chunk gap",
-    "conversation": "Conversation",
-}
-# Metrics also shown per turn index and per scenario.
-SCOPED_METRICS = ("ttft", "turn")
+# The summary tables' metrics and statistics; each metric also per turn index and per scenario when
+# it is kept for that scope (`catalog.Metric.scopes`).
+ROW_METRICS = catalog.TABLE_METRICS
+# Read from the histogram in one pass: max is its 100th percentile.
+ROW_PERCENTILES: tuple[tuple[str, float], ...] = tuple(
+    (s.key, 100.0 if s.percentile is None else s.percentile) for s in catalog.TABLE_STATS
+)
 EMPTY = "-"
 
 # Row keys stay free of underscores: the UI camel-cases every key it receives, rows included.
@@ -46,8 +45,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("metric", "Metric"),
     ("scope", "Scope"),
     ("count", "Samples"),
-    *((key, f"{'p99.9' if key == 'p999' else key} (ms)") for key, _ in ROW_PERCENTILES),
+    *((s.key, f"{s.label} (ms)") for s in catalog.TABLE_STATS),
 )
+
+
+def metric_label(metric: catalog.Metric) -> str:
+    """A metric's label as a row heading: `TTFT`, `Turn latency`."""
+    return metric.label[:1].upper() + metric.label[1:]
+
 
 # Locust's endpoint name for the stats the UI polls (blueprint "locust", view `request_stats`).
 LOCUST_STATS_ENDPOINT = "locust.request_stats"
@@ -57,21 +62,19 @@ Provider = Callable[[], list[dict[str, Any]]]
 
 
 def rows_from_metrics(metrics: Metrics) -> list[dict[str, Any]]:
-    """One row per metric and scope: all turns, then each turn index and scenario for TTFT and turn latency.
+    """One row per metric and scope: all turns, then each turn index and scenario the metric is kept for.
 
     Values are milliseconds rounded to 0.1, or "-" without samples. Reading adds nothing to `metrics`.
     """
-    turns = metrics.scope_values("turn")
-    scenarios = metrics.scope_values("scenario")
+    values = {scope: metrics.scope_values(scope) for scope in catalog.SCOPES}
     rows: list[dict[str, Any]] = []
-    for name, label in METRIC_LABELS.items():
-        rows.append(_row(label, "all", metrics.histograms.get(name)))
-        if name in SCOPED_METRICS:
-            for turn in turns:
-                rows.append(_row(label, f"turn {turn}", metrics.histograms.get(scoped(name, "turn", turn))))
-            for scenario in scenarios:
-                key = scoped(name, "scenario", scenario)
-                rows.append(_row(label, f"scenario {scenario}", metrics.histograms.get(key)))
+    for metric in ROW_METRICS:
+        label = metric_label(metric)
+        rows.append(_row(label, "all", metrics.histograms.get(metric.key)))
+        for scope in (s for s in catalog.SCOPES if s in metric.scopes):
+            for value in values[scope]:
+                hist = metrics.histograms.get(scoped(metric.key, scope, value))
+                rows.append(_row(label, f"{scope} {value}", hist))
     return rows
 
 

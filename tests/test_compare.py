@@ -1,64 +1,76 @@
-"""`loadtest compare`: two real runs (TTFT 20 ms and 200 ms), their deltas, verdict and exit codes."""
+"""`loadtest compare`: two runs (TTFT 20 ms and 200 ms) built in-process, their deltas, verdict and exit
+codes. The CLI tests run `loadtest compare` (not locust) on the written run folders."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
+from loadtest import catalog
 from loadtest.cli import main
 from loadtest.errors import ConfigError
-from loadtest.report.compare import compare, parse_tolerance, render_markdown
+from loadtest.metrics import Metrics, interval_of
+from loadtest.report import build_summary, write_run
+from loadtest.report.compare import compare, parse_tolerance, render_markdown, rule
+from loadtest.report.schema import Summary, load_summary
 from tests.browser import chromium, load, loaded_references, require_chromium
-from tests.conftest import LOCUST, LOCUSTFILE, locust_env
 
 LOADTEST = str(Path(sys.executable).with_name("loadtest"))
-MOCK = "--itl uniform:1ms:3ms --chunks uniform:2:6"
 DELTA_HEAD = "| metric | baseline | new | Δ | Δ % | |"
+MS = 1_000_000  # ns
+STARTED = 1_795_000_000  # epoch s, the start of a time-series interval
+TURNS = 200
+
+
+@functools.cache  # the HDR mean is slow in pure Python; no test changes a summary
+def run_summary(run_id: str, ttft_ms: float) -> Summary:
+    """A 10 s run of TURNS turns, two per conversation, of one scenario: TTFT spread evenly over
+    ttft_ms x (0.5, 1.5], turns 25 ms longer, 5 chunks each 2 ms apart."""
+    metrics = Metrics()
+    for i in range(TURNS):
+        scopes = (f"turn={i % 2 + 1}", "scenario=chat")
+        interval = interval_of(STARTED + i * 10 / TURNS)
+        ttft = ttft_ms * (0.5 + (i + 1) / TURNS)
+        metrics.record_scoped("ttft", round(ttft * MS), scopes, interval)
+        metrics.record_scoped("turn", round((ttft + 25) * MS), scopes, interval)
+        for _ in range(4):
+            metrics.itl.record_ns(2 * MS)
+        for name in ("turns", "turns_ok"):
+            metrics.count_scoped(name, scopes)
+        metrics.count_at("turns_ok", interval)
+        metrics.count("chunks", 5)
+    for _ in range(TURNS // 2):
+        metrics.record_scoped("conversation", round((2 * ttft_ms + 50) * MS), ("scenario=chat",))
+        metrics.count_scoped("conversations_started", ("scenario=chat",))
+        metrics.count_scoped("conversations_completed", ("scenario=chat",))
+    run = {
+        "id": run_id,
+        "started": "2026-11-17T08:53:20+00:00",
+        "ended": "2026-11-17T08:53:30+00:00",
+        "duration_s": 10.0,
+        "host": "http://127.0.0.1:8000",
+        "users": 4,
+        "workers": 1,
+    }
+    return build_summary(metrics, run, {interval_of(STARTED): 4, interval_of(STARTED + 5): 4})
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Run folders of two short runs made at the same time: TTFT 20 ms ("fast") and 200 ms ("slow")."""
+    """Run folders of two runs: TTFT 20 ms ("fast") and 200 ms ("slow"), written as a run writes them."""
     base = tmp_path_factory.mktemp("runs")
-    procs = {}
-    for name, ttft in (("fast", "20ms"), ("slow", "200ms")):
-        cmd = [
-            LOCUST,
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--only-summary",
-            "--report-dir",
-            str(base / name),
-        ]
-        cmd += ["-u", "4", "-r", "4", "-t", "2s", "--think-time", "0", "--stop-timeout", "30"]
-        cmd += ["--mock-options", f"--ttft const:{ttft} {MOCK}"]
-        procs[name] = subprocess.Popen(
-            cmd,
-            cwd=base,
-            env=locust_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
     folders = {}
-    for name, proc in procs.items():
-        output, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, output[-3000:]
-        folders[name] = (base / name / "latest").resolve()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("GITHUB_STEP_SUMMARY", raising=False)
+        for name, ttft in (("fast", 20.0), ("slow", 200.0)):
+            folders[name] = write_run(base / name, name, run_summary(name, ttft))
     return folders
-
-
-def summary(folder: Path) -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads((folder / "summary.json").read_bytes())
-    return data
 
 
 def loadtest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -76,6 +88,16 @@ def test_a_slower_first_token_is_a_regression(runs: dict[str, Path], tmp_path: P
     [line] = done.stderr.splitlines()
     assert line.startswith("loadtest compare: regression beyond 10%: ttft.p50 +")
     assert "ttft.p95" in line and "ttft.p99" in line
+    comparison = compare(load_summary(runs["fast"]), load_summary(runs["slow"]), 0.10)
+    found = "; ".join(comparison.regressions)
+    assert line == f"loadtest compare: regression beyond 10%: {found} (compare.html)"
+    # Every gated statistic regressed (TTFT x10, turn latency with it), and nothing else is judged.
+    assert [d.name for d in comparison.latency if d.regressed] == [
+        f"{m}.{s}" for m in ("ttft", "turn") for s in ("p50", "p95", "p99")
+    ]
+    [p50] = [d for d in comparison.latency if d.name == "ttft.p50"]
+    assert p50.baseline == pytest.approx(20.0, rel=2e-3) and p50.new == pytest.approx(200.0, rel=2e-3)
+    assert p50.ratio == pytest.approx(9.0, rel=2e-3)
     markdown = (tmp_path / "pr.md").read_text(encoding="utf-8")
     assert markdown.startswith("## ❌ Load test comparison: regression beyond 10%")
     assert DELTA_HEAD in markdown
@@ -146,10 +168,11 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
         (["other.json", "RUN"], 'other.json is not a loadtest summary (no "schema"'),
         (
             ["RUN", "RUN", "--tolerance", "ten"],
-            "--tolerance 'ten': not a tolerance: write a percentage (10%)",
+            "--tolerance: 'ten' is not a share: write a percentage like 10% or a fraction like 0.1",
         ),
-        (["RUN", "RUN", "--tolerance", "10"], "--tolerance '10': over 1: write 10% for a percentage"),
-        (["RUN", "RUN", "--tolerance=-5%"], "--tolerance '-5%': not a tolerance"),
+        (["RUN", "RUN", "--tolerance", "10"], "--tolerance: '10' is over 100%: write 10% for a percentage"),
+        (["RUN", "RUN", "--tolerance=-5%"], "--tolerance: '-5%' is not a share"),
+        (["RUN", "RUN", "--tolerance", "150%"], "--tolerance: '150%' is over 100%: write at most 100%"),
         (["RUN"], "the following arguments are required: new (see loadtest compare --help)"),
     ],
 )
@@ -222,7 +245,51 @@ def test_tolerance_forms(text: str, value: float) -> None:
     assert parse_tolerance(text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["", "%", "ten", "10 percent", "1.5", "-1%"])
+@pytest.mark.parametrize("text", ["", "%", "ten", "10 percent", "1.5", "-1%", "101%"])
 def test_bad_tolerances(text: str) -> None:
     with pytest.raises(ConfigError, match="--tolerance"):
         parse_tolerance(text)
+
+
+# --- every metric and statistic of the registry reaches the comparison --------------------------------
+
+
+def test_the_comparison_covers_each_compared_metric_and_table_statistic() -> None:
+    fast, slow = run_summary("fast", 20.0), run_summary("slow", 200.0)
+    comparison = compare(fast, slow, 0.10)
+    assert [(d.metric, d.stat) for d in comparison.latency] == [
+        (m.key, s.key) for m in catalog.COMPARED_METRICS for s in catalog.TABLE_STATS
+    ]
+    for d in comparison.latency:
+        metric = catalog.METRIC_BY_KEY[d.metric]
+        assert d.gated is (metric.gated and d.stat in {s.key for s in catalog.BREAKDOWN_STATS})
+        assert d.baseline == fast["metrics"][metric.summary_key][d.stat]
+        assert d.new is not None
+    markdown = render_markdown(comparison, fast, slow)
+    rows = {row.split(" | ")[0].lstrip("| "): row for row in markdown.splitlines() if row.startswith("| ")}
+    for m in catalog.COMPARED_METRICS:
+        for s in catalog.TABLE_STATS:
+            row = rows[f"{m.label} {s.label} (ms)"]
+            assert row.endswith("| ❌ |" if m.gated and s in catalog.BREAKDOWN_STATS else "|  |"), row
+
+
+def test_the_rule_names_what_is_judged_and_what_is_only_shown() -> None:
+    text = rule(0.1)
+    judged = text.split(" are shown, not judged")[0].rsplit(". ", 1)
+    for m in catalog.COMPARED_METRICS:
+        assert m.label.lower() in (judged[0] if m.gated else judged[1]).lower()
+    for s in catalog.TABLE_STATS:
+        assert s.label in (judged[0] if s in catalog.BREAKDOWN_STATS else judged[1])
+
+
+def test_an_error_rate_rise_is_judged_from_the_counts() -> None:
+    baseline = run_summary("fast", 20.0)
+    counts = baseline["counts"]
+    new: Summary = {**baseline, "counts": {**counts, "turns": TURNS + 3, "turns_failed": 3}}
+    comparison = compare(baseline, new, 0.10)
+    assert comparison.error_rate.baseline == 0.0
+    assert comparison.error_rate.new == pytest.approx(3 / (TURNS + 3))
+    assert comparison.regressions == [
+        "error_rate rose from 0.00% to 1.48% (+1.48 pp, more than the 0.50 pp allowed)"
+    ]
+    assert comparison.throughput.baseline == comparison.throughput.new == TURNS / 10

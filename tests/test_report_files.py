@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from loadtest import catalog
+from loadtest.report import console_lines
 from loadtest.report.junit import render_junit
 from loadtest.report.markdown import append_step_summary, render_markdown
 from loadtest.thresholds import evaluate, parse_all
@@ -41,6 +43,8 @@ def _summary(thresholds: list[dict[str, Any]] | None = None, **extra: Any) -> di
             "turn_ms": _stats(1200.0, 812),
             "itl_ms": _stats(0.0512, 9000),
             "conversation_ms": _stats(),
+            "ttft_response_ms": _stats(300.0, 812),
+            "turn_response_ms": _stats(1210.0, 812),
         },
         "counts": {
             "turns": 820,
@@ -50,6 +54,7 @@ def _summary(thresholds: list[dict[str, Any]] | None = None, **extra: Any) -> di
             "conversations_started": 210,
             "conversations_completed": 200,
             "conversations_failed": 5,
+            "conversations_abandoned": 0,
             "chunks": 9812,
             "chars": 123456,
         },
@@ -122,7 +127,7 @@ def test_markdown_shows_the_verdict_thresholds_latency_counts_errors_and_run() -
     md = render_markdown(_summary(THRESHOLDS))
     assert md.startswith("## ❌ Load test: fail\n")
     assert "| `ttft.p95<800ms` | 912.3 ms | ❌ fail |" in md
-    assert "| `turn.p99<3s` | 1500.0 ms | ✅ pass |" in md
+    assert "| `turn.p99<3s` | 1,500.0 ms | ✅ pass |" in md
     assert "| `error_rate<0.1%` | 0.61% | ❌ fail |" in md
     assert "| `itl{scenario=x}.p50<50ms` | no data | ❌ fail |" in md
     assert "| metric | count | p50 | p90 | p95 | p99 | p99.9 | max |" in md
@@ -193,3 +198,69 @@ def test_append_step_summary_reads_the_process_environment(
     assert target.read_text(encoding="utf-8") == "✅ ok\n"
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
     assert append_step_summary("again") is False
+
+
+# --- every metric and statistic of the registry reaches the Markdown and the console ------------------
+
+
+def _registry_summary() -> dict[str, Any]:
+    """Every metric of the registry with distinct figures, overall and in each scope it is kept for."""
+    metrics = {m.summary_key: _stats(10.0 * (i + 1), 5 + i) for i, m in enumerate(catalog.METRICS)}
+
+    def entry(scope: str) -> dict[str, Any]:
+        stats = {m.summary_key: metrics[m.summary_key] for m in catalog.METRICS if scope in m.scopes}
+        return {**stats, "counts": {"turns_ok": 5, "turns_failed": 1}}
+
+    return _summary(
+        metrics=metrics,
+        by_turn={"1": entry(catalog.TURN)},
+        by_scenario={"booking": entry(catalog.SCENARIO)},
+        errors=[],
+    )
+
+
+def test_markdown_has_a_row_for_each_table_metric_and_a_column_for_each_statistic() -> None:
+    summary = _registry_summary()
+    md = render_markdown(summary)
+    stats = catalog.TABLE_STATS
+    assert "| metric | count | " + " | ".join(s.label for s in stats) + " |" in md
+    for m in catalog.TABLE_METRICS:
+        values = summary["metrics"][m.summary_key]
+        cells = " | ".join(catalog.format_number(values[s.key]) for s in stats)
+        assert f"| {m.label} | {values['count']} | {cells} |" in md
+    for title, scope, name in (("By turn", catalog.TURN, "1"), ("By scenario", catalog.SCENARIO, "booking")):
+        section = md.split(f"### {title} (ms)")[1].split("###")[0]
+        scoped = [m for m in catalog.TABLE_METRICS if scope in m.scopes]
+        head = " | ".join(f"{m.short} {s.label}" for m in scoped for s in catalog.BREAKDOWN_STATS)
+        assert f"| {scope} | turns ok | turns failed | {head} |" in section
+        cells = [
+            catalog.format_number(summary["metrics"][m.summary_key][s.key])
+            for m in scoped
+            for s in catalog.BREAKDOWN_STATS
+        ]
+        assert f"| {name} | 5 | 1 | " + " | ".join(cells) + " |" in section
+
+
+def test_console_has_a_row_for_each_table_metric(tmp_path: Path) -> None:
+    summary = _registry_summary()
+    lines = console_lines(summary, tmp_path)
+    assert lines[0].split() == ["metric", "count", *(s.label for s in catalog.TABLE_STATS), "(ms)"]
+    for m in catalog.TABLE_METRICS:
+        values = summary["metrics"][m.summary_key]
+        [row] = [line for line in lines[1:] if line.startswith(m.label + " ")]
+        cells = [catalog.format_number(values[s.key]) for s in catalog.TABLE_STATS]
+        assert row.split()[-len(cells) - 1 :] == [str(values["count"]), *cells]
+    assert lines[-2:] == [f"summary: {tmp_path / 'summary.json'}", f"report:  {tmp_path / 'report.html'}"]
+
+
+def test_console_shows_counts_errors_thresholds_and_the_verdict(tmp_path: Path) -> None:
+    lines = console_lines(_summary(THRESHOLDS, verdict="fail"), tmp_path)
+    [counts] = [line for line in lines if line.startswith("turns ")]
+    assert counts.startswith("turns 820 (ok 812, failed 5, cut 3); conversations 200/210 completed")
+    assert "(5 failed); 9812 chunks, 123456 chars" in counts
+    assert 'error http_429: 5 (e.g. HTTP 429: {"error": "a | b `slow down`"})' in lines
+    assert "threshold FAIL: ttft.p95<800ms (observed 912.3 ms)" in lines
+    assert "threshold pass: turn.p99<3s (observed 1,500.0 ms)" in lines
+    assert "threshold FAIL: error_rate<0.1% (observed 0.61%)" in lines
+    assert "threshold FAIL: itl{scenario=x}.p50<50ms (observed no data)" in lines
+    assert "verdict: FAIL" in lines

@@ -4,7 +4,9 @@ from typing import Any
 
 import pytest
 
+from loadtest import catalog
 from loadtest.errors import ConfigError
+from loadtest.report.schema import RATES
 from loadtest.thresholds import (
     Outcome,
     Threshold,
@@ -308,6 +310,7 @@ def test_can_still_pass(expr: str, expected: bool) -> None:
     ("observed", "unit", "text"),
     [
         (912.34, "ms", "912.3 ms"),
+        (1500.0, "ms", "1,500.0 ms"),
         (0.0512, "ms", "0.0512 ms"),
         (0.0152, "ratio", "1.52%"),
         (None, "ms", "no data"),
@@ -321,3 +324,73 @@ def test_format_observed(observed: float | None, unit: str, text: str) -> None:
 def test_itl_has_no_scoped_breakdown(expr: str) -> None:
     with pytest.raises(ConfigError, match="itl has no per-turn or per-scenario breakdown"):
         parse(expr)
+
+
+# --- every metric, statistic and scope of the registry, and only those -------------------------------
+
+
+def _registry_summary() -> dict[str, Any]:
+    """Distinct figures for every statistic of every metric, overall and per turn 1 and scenario s."""
+
+    def stats(base: float) -> dict[str, Any]:
+        return {"count": 3, **{st.key: base + i for i, st in enumerate(catalog.STATS)}}
+
+    def entry(scope: str, base: float) -> dict[str, Any]:
+        kept = {
+            m.summary_key: stats(base + 100 * i) for i, m in enumerate(catalog.METRICS) if scope in m.scopes
+        }
+        return {**kept, "counts": {c.key: 1 + i for i, c in enumerate(catalog.COUNTERS) if scope in c.scopes}}
+
+    return {
+        "metrics": {m.summary_key: stats(1000.0 * (i + 1)) for i, m in enumerate(catalog.METRICS)},
+        "counts": {c.key: 1 + i for i, c in enumerate(catalog.COUNTERS)},
+        "by_turn": {"1": entry(catalog.TURN, 10_000.0)},
+        "by_scenario": {"s": entry(catalog.SCENARIO, 20_000.0)},
+    }
+
+
+@pytest.mark.parametrize("metric", catalog.THRESHOLD_METRICS, ids=lambda m: m.key)
+def test_each_threshold_metric_takes_each_statistic_overall_and_in_its_scopes(metric: catalog.Metric) -> None:
+    summary = _registry_summary()
+    for stat in catalog.STATS:
+        for written in {stat.key, stat.label}:
+            th = parse(f"{metric.key}.{written}<1ms")
+            assert (th.metric, th.stat, th.scope) == (metric.key, stat.key, None)
+            assert observe(th, summary) == summary["metrics"][metric.summary_key][stat.key]
+        for scope, value, table in ((catalog.TURN, "1", "by_turn"), (catalog.SCENARIO, "s", "by_scenario")):
+            expr = f"{metric.key}{{{scope}={value}}}.{stat.label}<1ms"
+            if scope in metric.scopes:
+                assert observe(parse(expr), summary) == summary[table][value][metric.summary_key][stat.key]
+            else:
+                with pytest.raises(ConfigError, match=f"{metric.key} has no per-"):
+                    parse(expr)
+
+
+@pytest.mark.parametrize("rate", RATES, ids=lambda r: r.key)
+def test_each_rate_reads_its_counters_overall_and_in_the_scopes_both_are_kept_for(rate: Any) -> None:
+    summary = _registry_summary()
+    th = parse(f"{rate.key}<50%")
+    assert th.is_rate and observe(th, summary) == rate.of(summary["counts"])
+    part, rest = summary["counts"][rate.part], summary["counts"][rate.rest]
+    assert observe(th, summary) == pytest.approx(part / (part + rest))
+    for scope, value, table in ((catalog.TURN, "1", "by_turn"), (catalog.SCENARIO, "s", "by_scenario")):
+        kept = {c.key for c in catalog.COUNTERS if scope in c.scopes}
+        expr = f"{rate.key}{{{scope}={value}}}<50%"
+        if {rate.part, rate.rest} <= kept:
+            assert observe(parse(expr), summary) == rate.of(summary[table][value]["counts"])
+        else:
+            with pytest.raises(ConfigError, match=f"{rate.key} has no per-{scope} scope"):
+                parse(expr)
+
+
+def test_metrics_without_thresholds_are_refused_and_the_help_lists_every_metric_and_statistic() -> None:
+    for metric in (m for m in catalog.METRICS if not m.threshold):
+        with pytest.raises(ConfigError, match=f"unknown metric '{metric.key}'"):
+            parse(f"{metric.key}.p95<1s")
+    with pytest.raises(ConfigError) as metric_error:
+        parse("nope.p95<1s")
+    for key in [m.key for m in catalog.THRESHOLD_METRICS] + [r.key for r in RATES]:
+        assert key in str(metric_error.value)
+    with pytest.raises(ConfigError) as stat_error:
+        parse("ttft.p42<1s")
+    assert all(s.label in str(stat_error.value) for s in catalog.STATS)

@@ -1,4 +1,5 @@
-"""The "Exact latency (HDR)" web UI tab: its rows, its Flask wiring, a real Locust web UI (local, master)."""
+"""The "Exact latency (HDR)" web UI tab: its rows, its Flask wiring, Locust's own web UI in-process, and one
+real Locust master with a worker."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from flask import Blueprint, Flask, Response, jsonify
+from locust.env import Environment
+from locust.event import Events
 
-from loadtest import webui
+from loadtest import catalog, webui
 from loadtest.metrics import Metrics
 from tests.conftest import FAST, LOCUST, TEST_KEY, Mock, free_port, locust_env
 
@@ -38,7 +42,7 @@ def filled_metrics() -> Metrics:
     return m
 
 
-def test_rows_cover_each_metric_overall_and_ttft_and_turn_by_turn_and_scenario() -> None:
+def test_rows_cover_each_metric_overall_and_by_the_turns_and_scenarios_it_is_kept_for() -> None:
     rows = webui.rows_from_metrics(filled_metrics())
     scopes = ["all", "turn 1", "turn 2", "turn 3", "scenario booking", "scenario faq"]
     assert [(r["metric"], r["scope"]) for r in rows] == [
@@ -46,6 +50,8 @@ def test_rows_cover_each_metric_overall_and_ttft_and_turn_by_turn_and_scenario()
         *(("Turn latency", s) for s in scopes),
         ("Inter-chunk gap", "all"),
         ("Conversation", "all"),
+        ("Conversation", "scenario booking"),
+        ("Conversation", "scenario faq"),
     ]
     assert all(
         set(r) == {"metric", "scope", "count", "p50", "p90", "p95", "p99", "p999", "max"} for r in rows
@@ -90,6 +96,25 @@ def test_scopes_and_metrics_without_samples_show_dashes_and_reading_adds_nothing
         assert {rows[key][k] for k in ("p50", "p90", "p95", "p99", "p999", "max")} == {"-"}
     assert rows["Conversation", "all"]["count"] == 0 and rows["Conversation", "all"]["max"] == "-"
     assert set(metrics.histograms) == before
+
+
+def test_each_table_metric_has_its_rows_and_each_table_statistic_its_column() -> None:
+    metrics = Metrics()
+    for i, metric in enumerate(catalog.TABLE_METRICS):
+        scopes = tuple(f"{s}={'1' if s == catalog.TURN else 's'}" for s in metric.scopes)
+        metrics.record_scoped(metric.key, (i + 1) * MS, scopes)
+    rows = {(r["metric"], r["scope"]): r for r in webui.rows_from_metrics(metrics)}
+    expected = {
+        (webui.metric_label(m), scope)
+        for m in catalog.TABLE_METRICS
+        for scope in ("all", *(f"{s} {'1' if s == catalog.TURN else 's'}" for s in m.scopes))
+    }
+    assert set(rows) == expected
+    for i, metric in enumerate(catalog.TABLE_METRICS):
+        row = rows[webui.metric_label(metric), "all"]
+        assert row["count"] == 1 and all(row[s.key] == i + 1 for s in catalog.TABLE_STATS)
+    assert [key for key, _ in webui.COLUMNS[3:]] == [s.key for s in catalog.TABLE_STATS]
+    assert [title for _, title in webui.COLUMNS[3:]] == [f"{s.label} (ms)" for s in catalog.TABLE_STATS]
 
 
 def test_empty_metrics_give_the_four_overall_rows() -> None:
@@ -349,15 +374,43 @@ def check_the_tab(locust: WebLocust, mock: Mock) -> None:
     locust.until(lambda: locust.ttft_count() > seen, "growing TTFT count")
 
 
-def test_the_tab_in_a_local_run(mock_server: Callable[..., Mock], tmp_path: Path) -> None:
-    mock = mock_server(*FAST)
-    with web_locust([*locust_files(tmp_path), "--host", mock.url], tmp_path) as locust:
-        swarm = httpx.post(
-            locust.url + "/swarm", data={"user_count": 3, "spawn_rate": 3, "host": mock.url}, timeout=10
-        )
-        assert swarm.json()["success"] is True
-        check_the_tab(locust, mock)
-        assert httpx.post(locust.url + "/stop", timeout=30).json()["success"] is True
+def test_the_tab_on_locusts_own_web_ui_moves_with_the_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locust's real WebUI, in-process (no server: Flask's test client): the page declares the tab, and
+    Locust's own stats poll, memoized by Locust, carries rows that move as samples are recorded."""
+    monkeypatch.setattr(sys, "argv", ["locust"])  # the WebUI parses the command line for its options
+    environment = Environment(events=Events())
+    runner = environment.create_local_runner()
+    ui = environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
+    metrics = Metrics()
+    try:
+        webui.install(ui, lambda: webui.rows_from_metrics(metrics), cache_seconds=0)
+        client = ui.app.test_client()
+        page = client.get("/").get_data(as_text=True)
+        found = re.search(r"window\.templateArgs = (.*)$", page, re.MULTILINE)
+        assert found, page[-2000:]
+        template_args = json.loads(found.group(1))
+        assert {"key": webui.TAB_KEY, "title": "Exact latency (HDR)"} in template_args["extended_tabs"]
+        [table] = [t for t in template_args["extended_tables"] if t["key"] == webui.TAB_KEY]
+        assert [c["key"] for c in table["structure"]] == [key for key, _ in webui.COLUMNS]
+
+        def polled() -> dict[tuple[str, str], dict[str, Any]]:
+            stats = client.get("/stats/requests").get_json()
+            [entry] = [e for e in stats["extended_stats"] if e["key"] == webui.TAB_KEY]
+            return {(r["metric"], r["scope"]): r for r in entry["data"]}
+
+        assert polled()["TTFT", "all"]["count"] == 0
+        for ttft_ms in (20, 30, 40):
+            metrics.record_scoped("ttft", ttft_ms * MS, ("turn=1", "scenario=two_turns"))
+        rows = polled()
+        assert rows["TTFT", "all"]["count"] == 3 and rows["TTFT", "all"]["p50"] == 30.0
+        assert rows["TTFT", "turn 1"]["max"] == 40.0
+        assert rows == {
+            (r["metric"], r["scope"]): r for r in client.get("/loadtest/stats").get_json()["rows"]
+        }
+        metrics.record_scoped("ttft", 50 * MS, ("turn=1", "scenario=two_turns"))
+        assert polled()["TTFT", "all"]["count"] == 4  # past Locust's memoized response
+    finally:
+        runner.quit()
 
 
 def test_the_tab_on_a_master_shows_the_workers_merged_data(

@@ -1,91 +1,103 @@
 """Two runs side by side: per-percentile deltas, error rate and throughput, and a regression verdict.
 
-The rule (`RULE` says it in words, and every report prints it): the new run regressed when
+The rule (`rule()` says it in words, and every report prints it): the new run regressed when
 
-- any of p50, p95, p99 of TTFT or turn latency is above baseline x (1 + tolerance), or is missing
-  (no completed turns) where the baseline has it; or
+- a gated statistic (`GATED_STATS`: p50, p95, p99) of a gated metric (`catalog.Metric.gated`: TTFT,
+  turn latency) is above baseline x (1 + tolerance), or is missing (no completed turns) where the
+  baseline has it; or
 - the error rate, failed / (ok + failed) turns, rose by more than max(tolerance x baseline rate,
   0.5 percentage points).
 
-Everything else (p90, p99.9, max, the inter-chunk gap, throughput) is shown but not judged: it
+Everything else (the other statistics and `compared` metrics, throughput) is shown but not judged: it
 moves with the load shape and with a handful of samples.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import orjson
-
+from loadtest import catalog
 from loadtest.errors import ConfigError
+from loadtest.report.markdown import cell, code_span
+from loadtest.report.schema import (
+    count_of,
+    duration_s,
+    error_rate,
+    load_summary,
+    stat_of,
+    throughput,
+)
+from loadtest.shares import ShareError, parse_share
+
+# `loadtest.cli` and `loadtest.report.html` import these from here.
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "ERROR_RATE_FLOOR",
+    "GATED_METRICS",
+    "GATED_STATS",
+    "METRICS",
+    "STATS",
+    "Comparison",
+    "Delta",
+    "compare",
+    "describe",
+    "duration_s",
+    "error_rate",
+    "format_change",
+    "format_ms",
+    "format_pp",
+    "format_ratio",
+    "load_summary",
+    "parse_tolerance",
+    "render_markdown",
+    "rule",
+    "throughput",
+]
 
 DEFAULT_TOLERANCE = "10%"
 ERROR_RATE_FLOOR = 0.005
 
-METRICS = (("ttft", "TTFT"), ("turn", "turn latency"), ("itl", "inter-chunk gap"))
-STATS = (("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
-GATED_METRICS = ("ttft", "turn")
-GATED_STATS = ("p50", "p95", "p99")
+# What the table shows: (key, label) of each `catalog.Metric.compared` metric and `TABLE_STATS` statistic.
+METRICS = tuple((m.key, m.label) for m in catalog.COMPARED_METRICS)
+STATS = tuple((s.key, s.label) for s in catalog.TABLE_STATS)
+# What the verdict judges: the tail percentiles a handful of samples cannot swing.
+GATED_METRICS = tuple(m.key for m in catalog.COMPARED_METRICS if m.gated)
+GATED_STATS = tuple(s.key for s in catalog.BREAKDOWN_STATS)
 
-_TOLERANCE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(%?)")
+_METRIC_LABELS = dict(METRICS)
+_STAT_LABELS = dict(STATS)
+
+
+def _one_of(names: Iterable[str], last: str = "or") -> str:
+    *most, final = names
+    return f"{', '.join(most)} {last} {final}" if most else final
 
 
 def rule(tolerance: float | None) -> str:
     """The regression rule for `tolerance` (None: in general), in one sentence."""
     tol = "the tolerance" if tolerance is None else _percent(tolerance)
+    gated = _one_of(_METRIC_LABELS[m] for m in GATED_METRICS)
+    stats = _one_of(_STAT_LABELS[s] for s in GATED_STATS)
+    shown = [label for key, label in METRICS if key not in GATED_METRICS]
+    shown += [label for key, label in STATS if key not in GATED_STATS]
+    shown_text = _one_of([*shown, "throughput"], "and")
     return (
-        f"A regression is the new run worse than the baseline by more than {tol}: p50, p95 or p99 of "
-        f"TTFT or turn latency above the baseline's by more than {tol} (or missing where the baseline "
+        f"A regression is the new run worse than the baseline by more than {tol}: {stats} of "
+        f"{gated} above the baseline's by more than {tol} (or missing where the baseline "
         f"has it), or the error rate (failed / (ok + failed) turns) up by more than max({tol} of the "
-        f"baseline's rate, {ERROR_RATE_FLOOR * 100:g} percentage points). Inter-chunk gap, p90, p99.9, "
-        "max and throughput are shown, not judged."
+        f"baseline's rate, {ERROR_RATE_FLOOR * 100:g} percentage points). "
+        f"{shown_text[:1].upper()}{shown_text[1:]} are shown, not judged."
     )
 
 
 def parse_tolerance(text: str) -> float:
     """`10%` or `0.1` -> 0.1; raise `ConfigError` naming the accepted forms."""
-    m = _TOLERANCE_RE.fullmatch(text.strip())
-    if m is None:
-        raise ConfigError(
-            f"--tolerance '{text}': not a tolerance: write a percentage (10%) or a fraction (0.1)"
-        )
-    value = float(m.group(1))
-    if m.group(2):
-        value /= 100
-    elif value > 1:
-        raise ConfigError(
-            f"--tolerance '{text}': over 1: write {m.group(1)}% for a percentage, or a fraction"
-        )
-    return value
-
-
-def load_summary(path: Path) -> dict[str, Any]:
-    """The summary.json at `path`, or in the run folder `path`; `ConfigError` if it is not one."""
-    file = path / "summary.json" if path.is_dir() else path
-    if not file.exists():
-        where = f"no summary.json in {path}" if path.is_dir() else f"{path} does not exist"
-        raise ConfigError(f"{where}: pass a run's summary.json or its folder (reports/RUN-ID)")
     try:
-        data = orjson.loads(file.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from None
-    except orjson.JSONDecodeError:
-        raise ConfigError(f"{file} is not JSON: pass the summary.json a loadtest run wrote") from None
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if not isinstance(schema, str) or not schema.startswith("loadtest.summary/"):
-        raise ConfigError(
-            f'{file} is not a loadtest summary (no "schema": "loadtest.summary/1"): '
-            "pass the summary.json a loadtest run wrote"
-        )
-    if not isinstance(data.get("metrics"), dict):
-        raise ConfigError(f'{file} has no "metrics": pass the summary.json a loadtest run wrote')
-    summary: dict[str, Any] = data
-    return summary
+        return parse_share(text)
+    except ShareError as exc:
+        raise ConfigError(f"--tolerance: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +114,14 @@ class Delta:
 
     @property
     def name(self) -> str:
-        return f"{self.metric}.{dict(STATS).get(self.stat, self.stat)}" if self.stat else self.metric
+        return f"{self.metric}.{_STAT_LABELS.get(self.stat, self.stat)}" if self.stat else self.metric
+
+    @property
+    def label(self) -> str:
+        """As a table row names it: `TTFT p99.9`, `error rate`."""
+        if not self.stat:
+            return self.metric.replace("_", " ")
+        return f"{_METRIC_LABELS.get(self.metric, self.metric)} {_STAT_LABELS.get(self.stat, self.stat)}"
 
     @property
     def change(self) -> float | None:
@@ -153,12 +172,14 @@ class Comparison:
 def compare(baseline: Mapping[str, Any], new: Mapping[str, Any], tolerance: float) -> Comparison:
     """Compare two summaries; `tolerance` is a fraction (0.1 for 10%)."""
     latency = []
-    for metric, _ in METRICS:
-        for stat, _ in STATS:
-            before, after = _stat(baseline, metric, stat), _stat(new, metric, stat)
-            gated = metric in GATED_METRICS and stat in GATED_STATS
+    before_metrics, after_metrics = _metrics(baseline), _metrics(new)
+    for metric in catalog.COMPARED_METRICS:
+        for stat in catalog.TABLE_STATS:
+            before = stat_of(before_metrics, metric, stat)
+            after = stat_of(after_metrics, metric, stat)
+            gated = metric.key in GATED_METRICS and stat.key in GATED_STATS
             limit = before * (1 + tolerance) if gated and before is not None else None
-            latency.append(Delta(metric, stat, before, after, limit, gated))
+            latency.append(Delta(metric.key, stat.key, before, after, limit, gated))
     rate_before, rate_after = error_rate(baseline), error_rate(new)
     rate_limit = (
         rate_before + max(tolerance * rate_before, ERROR_RATE_FLOOR) if rate_before is not None else None
@@ -168,39 +189,8 @@ def compare(baseline: Mapping[str, Any], new: Mapping[str, Any], tolerance: floa
         latency=tuple(latency),
         error_rate=Delta("error_rate", "", rate_before, rate_after, rate_limit, gated=True),
         throughput=Delta("throughput", "", throughput(baseline), throughput(new)),
-        turns=Delta("turns", "", _count(baseline, "turns"), _count(new, "turns")),
+        turns=Delta("turns", "", count_of(baseline, "turns"), count_of(new, "turns")),
     )
-
-
-def error_rate(summary: Mapping[str, Any]) -> float | None:
-    """failed / (ok + failed) turns, as `error_rate` thresholds count it; None without turns."""
-    ok, failed = _count(summary, "turns_ok"), _count(summary, "turns_failed")
-    if ok is None or failed is None or ok + failed <= 0:
-        return None
-    return failed / (ok + failed)
-
-
-def throughput(summary: Mapping[str, Any]) -> float | None:
-    """Completed turns per second over the run; None without a duration."""
-    ok = _count(summary, "turns_ok")
-    seconds = duration_s(summary.get("run") or {})
-    if ok is None or not seconds:
-        return None
-    return ok / seconds
-
-
-def duration_s(run: Mapping[str, Any]) -> float | None:
-    """`run.duration_s`, else ended - started; None when neither is known."""
-    value = run.get("duration_s")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    try:
-        started = datetime.fromisoformat(str(run["started"]))
-        ended = datetime.fromisoformat(str(run["ended"]))
-    except (KeyError, TypeError, ValueError):
-        return None
-    seconds = (ended - started).total_seconds()
-    return seconds if seconds > 0 else None
 
 
 def describe(d: Delta, tolerance: float) -> str:
@@ -229,17 +219,16 @@ def render_markdown(comparison: Comparison, baseline: Mapping[str, Any], new: Ma
     tol = _percent(c.tolerance)
     if c.regressed:
         out = [f"## ❌ Load test comparison: regression beyond {tol}", ""]
-        out += [f"- {_md(line)}" for line in c.regressions]
+        out += [f"- {cell(line)}" for line in c.regressions]
     else:
         out = [f"## ✅ Load test comparison: no regression beyond {tol}", ""]
     out += ["", f"Baseline {_run_line(baseline)}  ", f"New {_run_line(new)}", ""]
 
     out += ["| metric | baseline | new | Δ | Δ % | |", "|---|---:|---:|---:|---:|---|"]
-    labels = dict(METRICS)
     for d in c.latency:
         mark = ("❌" if d.regressed else "✅") if d.gated else ""
         out.append(
-            f"| {labels[d.metric]} {dict(STATS)[d.stat]} (ms) | {format_ms(d.baseline)} | {format_ms(d.new)} "
+            f"| {d.label} (ms) | {format_ms(d.baseline)} | {format_ms(d.new)} "
             f"| {format_change(d.change)} | {format_ratio(d.ratio)} | {mark} |"
         )
     r = c.error_rate
@@ -254,14 +243,12 @@ def render_markdown(comparison: Comparison, baseline: Mapping[str, Any], new: Ma
     )
     n = c.turns
     out.append(f"| turns | {_num(n.baseline, 0)} | {_num(n.new, 0)} | {format_change(n.change, 0)} | | |")
-    out += ["", f"<sub>{_md(rule(c.tolerance))} ✅/❌ mark the judged statistics.</sub>", ""]
+    out += ["", f"<sub>{cell(rule(c.tolerance))} ✅/❌ mark the judged statistics.</sub>", ""]
     return "\n".join(out)
 
 
 def format_ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return "-" if value is None else catalog.format_number(value)
 
 
 def format_change(value: float | None, digits: int | None = None) -> str:
@@ -270,7 +257,7 @@ def format_change(value: float | None, digits: int | None = None) -> str:
         return "-"
     if digits is not None:
         return f"{value:+,.{digits}f}"
-    return f"{value:+,.1f}" if abs(value) >= 10 else f"{value:+.3g}"
+    return catalog.format_number(value, sign=True)
 
 
 def format_ratio(value: float | None) -> str:
@@ -295,40 +282,19 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _stat(summary: Mapping[str, Any], metric: str, stat: str) -> float | None:
+def _metrics(summary: Mapping[str, Any]) -> Mapping[str, object] | None:
     metrics = summary.get("metrics")
-    stats = metrics.get(f"{metric}_ms") if isinstance(metrics, Mapping) else None
-    value = stats.get(stat) if isinstance(stats, Mapping) else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _count(summary: Mapping[str, Any], key: str) -> float | None:
-    counts = summary.get("counts")
-    value = counts.get(key) if isinstance(counts, Mapping) else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return metrics if isinstance(metrics, Mapping) else None
 
 
 def _run_line(summary: Mapping[str, Any]) -> str:
     run: Mapping[str, Any] = summary.get("run") or {}
-    parts = [_code(str(run.get("id", "?")))]
+    parts = [code_span(str(run.get("id", "?")))]
     if run.get("host"):
-        parts.append(_code(str(run["host"])))
+        parts.append(code_span(str(run["host"])))
     if run.get("users") is not None:
-        parts.append(f"{_md(str(run['users']))} users")
+        parts.append(f"{cell(str(run['users']))} users")
     seconds = duration_s(run)
     if seconds:
         parts.append(f"{seconds:g} s")
     return " · ".join(parts)
-
-
-def _md(text: str) -> str:
-    """One line, safe in a table cell or list item."""
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-def _code(text: str) -> str:
-    text = _md(text)
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
 
-from loadtest.thresholds import format_observed
+from loadtest.report.schema import RunInfo, Summary, duration_s, format_observed
 
 SUITE = "loadtest thresholds"
 CLASSNAME = "loadtest.thresholds"
@@ -18,13 +15,13 @@ NO_THRESHOLDS = "run completed"
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-def render_junit(summary: Mapping[str, Any]) -> str:
+def render_junit(summary: Summary) -> str:
     """One `<testsuite>` with a `<testcase>` per threshold of `summary["thresholds"]`.
 
     A run without thresholds gets one passing case, "run completed", so CI shows the run at all.
     """
-    run: Mapping[str, Any] = summary.get("run") or {}
-    thresholds: list[Mapping[str, Any]] = list(summary.get("thresholds") or [])
+    run: RunInfo = summary.get("run") or {}
+    thresholds = summary.get("thresholds") or []
     failures = sum(1 for t in thresholds if not t.get("passed"))
     suite = ET.Element(
         "testsuite",
@@ -34,15 +31,15 @@ def render_junit(summary: Mapping[str, Any]) -> str:
             "failures": str(failures),
             "errors": "0",
             "skipped": "0",
-            "time": f"{_duration_s(run):.3f}",
+            "time": f"{duration_s(run) or 0.0:.3f}",
         },
     )
     if run.get("started"):
         suite.set("timestamp", str(run["started"]))
     properties = ET.SubElement(suite, "properties")
-    for name, key in (("run.id", "id"), ("host", "host"), ("users", "users")):
-        if run.get(key) is not None:
-            ET.SubElement(properties, "property", {"name": name, "value": _xml(str(run[key]))})
+    for name, value in (("run.id", run.get("id")), ("host", run.get("host")), ("users", run.get("users"))):
+        if value is not None:
+            ET.SubElement(properties, "property", {"name": name, "value": _xml(str(value))})
 
     if not thresholds:
         ET.SubElement(suite, "testcase", {"classname": CLASSNAME, "name": NO_THRESHOLDS, "time": "0"})
@@ -63,12 +60,3 @@ def render_junit(summary: Mapping[str, Any]) -> str:
 
 def _xml(text: str) -> str:
     return _NOT_XML.sub("\ufffd", text)
-
-
-def _duration_s(run: Mapping[str, Any]) -> float:
-    try:
-        started = datetime.fromisoformat(str(run["started"]))
-        ended = datetime.fromisoformat(str(run["ended"]))
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-    return max((ended - started).total_seconds(), 0.0)

@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loadtest.thresholds import format_observed
+from loadtest import catalog
+from loadtest.report.schema import ErrorEntry, ScopeEntry, Summary, format_observed, stat_of
 
 EXAMPLE_CHARS = 120
 
-_LATENCY = (
-    ("ttft_ms", "TTFT"),
-    ("turn_ms", "turn latency"),
-    ("itl_ms", "inter-chunk gap"),
-    ("conversation_ms", "conversation"),
-)
-_STATS = (("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
-_BREAKDOWN_STATS = ("p50", "p95", "p99")
 _BACKTICKS = re.compile(r"`+")
 
 
-def render_markdown(summary: Mapping[str, Any]) -> str:
+def render_markdown(summary: Summary) -> str:
     """The verdict, thresholds, latency, counts, errors and run facts of `summary` as Markdown."""
-    thresholds: list[Mapping[str, Any]] = list(summary.get("thresholds") or [])
-    metrics: Mapping[str, Any] = summary.get("metrics") or {}
+    thresholds = summary.get("thresholds") or []
+    metrics = summary.get("metrics") or {}
     verdict = summary.get("verdict") or ("pass" if all(t.get("passed") for t in thresholds) else "fail")
     icon = "✅" if verdict == "pass" else "❌"
-    out = [f"## {icon} Load test: {_cell(str(verdict))}", ""]
+    out = [f"## {icon} Load test: {cell(str(verdict))}", ""]
 
     out += ["### Thresholds", ""]
     if thresholds:
@@ -36,24 +29,24 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         for t in thresholds:
             observed = format_observed(t.get("observed"), str(t.get("unit", "ms")))
             result = "✅ pass" if t.get("passed") else "❌ fail"
-            out.append(f"| {_code(str(t.get('expr', '')))} | {observed} | {result} |")
+            out.append(f"| {code_span(str(t.get('expr', '')))} | {observed} | {result} |")
     else:
         out.append("No thresholds were set.")
     out.append("")
 
     out += ["### Latency (ms)", ""]
-    out.append("| metric | count | " + " | ".join(label for _, label in _STATS) + " |")
-    out.append("|---|" + "---:|" * (len(_STATS) + 1))
-    for key, label in _LATENCY:
-        stats = metrics.get(key)
+    out.append("| metric | count | " + " | ".join(s.label for s in catalog.TABLE_STATS) + " |")
+    out.append("|---|" + "---:|" * (len(catalog.TABLE_STATS) + 1))
+    for metric in catalog.TABLE_METRICS:
+        stats = metrics.get(metric.summary_key)
         if isinstance(stats, Mapping):
-            cells = " | ".join(_ms(stats.get(stat)) for stat, _ in _STATS)
-            out.append(f"| {label} | {stats.get('count', 0)} | {cells} |")
+            cells = " | ".join(_ms(stat_of(metrics, metric, s)) for s in catalog.TABLE_STATS)
+            out.append(f"| {metric.label} | {stats.get('count', 0)} | {cells} |")
     out.append("")
 
     out += _counts(summary.get("counts") or {})
-    out += _breakdown("By turn", "turn", summary.get("by_turn"))
-    out += _breakdown("By scenario", "scenario", summary.get("by_scenario"))
+    out += _breakdown("By turn", catalog.TURN, summary.get("by_turn"))
+    out += _breakdown("By scenario", catalog.SCENARIO, summary.get("by_scenario"))
     out += _errors(summary.get("errors") or [])
     out += _run(summary.get("run") or {})
     return "\n".join(out)
@@ -83,32 +76,28 @@ def _counts(c: Mapping[str, Any]) -> list[str]:
     return [f"{turns} · {conversations}", ""]
 
 
-def _breakdown(title: str, scope: str, table: Any) -> list[str]:
+def _breakdown(title: str, scope: str, table: Mapping[str, ScopeEntry] | None) -> list[str]:
     if not isinstance(table, Mapping) or not table:
         return []
-    metrics = [("ttft_ms", "TTFT"), ("turn_ms", "turn")]
-    if scope == "scenario":
-        metrics.append(("conversation_ms", "conversation"))
-    head = " | ".join(f"{label} {stat}" for _, label in metrics for stat in _BREAKDOWN_STATS)
+    metrics = [m for m in catalog.TABLE_METRICS if scope in m.scopes]
+    stats = catalog.BREAKDOWN_STATS
+    head = " | ".join(f"{m.short} {s.label}" for m in metrics for s in stats)
     out = [f"### {title} (ms)", "", f"| {scope} | turns ok | turns failed | {head} |"]
-    out.append("|---|" + "---:|" * (2 + len(metrics) * len(_BREAKDOWN_STATS)))
+    out.append("|---|" + "---:|" * (2 + len(metrics) * len(stats)))
     for name, entry in table.items():
         if not isinstance(entry, Mapping):
             continue
-        counts: Mapping[str, Any] = entry.get("counts") or {}
-        cells = []
-        for key, _ in metrics:
-            stats: Mapping[str, Any] = entry.get(key) or {}
-            cells += [_ms(stats.get(stat)) for stat in _BREAKDOWN_STATS]
+        counts = entry.get("counts") or {}
+        cells = [_ms(stat_of(entry, m, s)) for m in metrics for s in stats]
         out.append(
-            f"| {_cell(str(name))} | {counts.get('turns_ok', 0)} | {counts.get('turns_failed', 0)} | "
+            f"| {cell(str(name))} | {counts.get('turns_ok', 0)} | {counts.get('turns_failed', 0)} | "
             + " | ".join(cells)
             + " |"
         )
     return [*out, ""]
 
 
-def _errors(errors: list[Mapping[str, Any]]) -> list[str]:
+def _errors(errors: Sequence[ErrorEntry]) -> list[str]:
     if not errors:
         return []
     out = ["### Errors", "", "| kind | count | example |", "|---|---:|---|"]
@@ -116,34 +105,32 @@ def _errors(errors: list[Mapping[str, Any]]) -> list[str]:
         example = str(e.get("example", ""))
         if len(example) > EXAMPLE_CHARS:
             example = example[:EXAMPLE_CHARS] + "…"
-        out.append(f"| {_cell(str(e.get('kind', '')))} | {e.get('count', 0)} | {_code(example)} |")
+        out.append(f"| {cell(str(e.get('kind', '')))} | {e.get('count', 0)} | {code_span(example)} |")
     return [*out, ""]
 
 
 def _run(run: Mapping[str, Any]) -> list[str]:
     facts = [(k, run.get(k)) for k in ("id", "host", "users", "workers", "started", "ended")]
     shown = [
-        f"{k} {_code(str(v)) if k in ('id', 'host') else _cell(str(v))}" for k, v in facts if v is not None
+        f"{k} {code_span(str(v)) if k in ('id', 'host') else cell(str(v))}" for k, v in facts if v is not None
     ]
     if not shown:
         return []
     return ["**Run**: " + " · ".join(shown), ""]
 
 
-def _ms(value: Any) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+def _ms(value: float | None) -> str:
+    return "-" if value is None else catalog.format_number(value)
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
     """Text safe inside a table cell: one line, pipes escaped."""
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _code(text: str) -> str:
+def code_span(text: str) -> str:
     """A code span that holds `text` as is, whatever backticks it contains, inside a table cell."""
-    text = _cell(text)
+    text = cell(text)
     if not text:
         return ""
     # A code span ends at a backtick run as long as its opening one, so open with a longer run.

@@ -4,35 +4,51 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from loadtest import catalog
 from loadtest.metrics import Metrics
-from loadtest.thresholds import format_observed
+from loadtest.report.schema import (
+    SCHEMA,
+    ErrorEntry,
+    RunInfo,
+    Summary,
+    Timeline,
+    format_observed,
+    stat_of,
+    stats_of,
+)
 
-SCHEMA = "loadtest.summary/1"
+__all__ = ["SCHEMA", "build_summary", "console_lines", "write_run"]
+
 LATEST = "latest"
 
 
 def build_summary(
-    metrics: Metrics, run: dict[str, Any], users: dict[int, int] | None = None
-) -> dict[str, Any]:
-    """The summary.json document; `users` maps time-series intervals to the users active in them."""
+    metrics: Metrics, run: dict[str, Any] | RunInfo, users: dict[int, int] | None = None
+) -> Summary:
+    """The summary.json document; `users` maps time-series intervals to the users active in them.
+
+    `run` is kept as given (not copied): the caller may add facts to it until the summary is written.
+    `Metrics` returns plain dicts (it cannot import these types: the report package imports it), whose
+    shapes `tests/test_schema.py` checks against the TypedDicts.
+    """
     return {
         "schema": SCHEMA,
-        "run": run,
+        "run": cast(RunInfo, run),
         "metrics": metrics.summary_metrics(),
         "counts": metrics.summary_counts(),
         "by_turn": metrics.summary_breakdown("turn"),
         "by_scenario": metrics.summary_breakdown("scenario"),
-        "errors": metrics.summary_errors(),
+        "errors": cast(list[ErrorEntry], metrics.summary_errors()),
         "protocol": dict(sorted(metrics.protocol.items())),
-        "timeline": metrics.summary_timeline(users),
+        "timeline": cast(Timeline, metrics.summary_timeline(users)),
     }
 
 
-def write_run(report_dir: Path, run_id: str, summary: dict[str, Any]) -> Path:
+def write_run(report_dir: Path, run_id: str, summary: Summary) -> Path:
     """Write summary.json, then report.html, junit.xml and summary.md rendered from it, into
     `{report_dir}/{run_id}/`; point `{report_dir}/latest` at the run; append the Markdown to
     `$GITHUB_STEP_SUMMARY` when that is set."""
@@ -67,20 +83,19 @@ def _point_latest(report_dir: Path, run_id: str) -> None:
     os.replace(tmp, link)
 
 
-def console_lines(summary: dict[str, Any], run_dir: Path) -> list[str]:
+def console_lines(summary: Summary, run_dir: Path) -> list[str]:
     """A short table of the exact percentiles, for the end of a run."""
-    head = "".join(f"{h:>10}" for h in ("p50", "p90", "p95", "p99", "p99.9", "max"))
-    lines = [f"{'metric':<14}{'count':>8}{head}  (ms)"]
-    labels = (
-        ("ttft_ms", "TTFT"),
-        ("turn_ms", "turn latency"),
-        ("itl_ms", "inter-chunk"),
-        ("conversation_ms", "conversation"),
-    )
-    for name, label in labels:
-        s = summary["metrics"][name]
-        cells = "".join(f"{_fmt(s[k]):>10}" for k in ("p50", "p90", "p95", "p99", "p999", "max"))
-        lines.append(f"{label:<14}{s['count']:>8}{cells}")
+    # Fixed-width columns, so the numbers line up under their heading in a terminal.
+    width = max(len(m.label) for m in catalog.TABLE_METRICS) + 2
+    head = "".join(f"{s.label:>10}" for s in catalog.TABLE_STATS)
+    lines = [f"{'metric':<{width}}{'count':>8}{head}  (ms)"]
+    metrics = summary["metrics"]
+    for metric in catalog.TABLE_METRICS:
+        stats = stats_of(metrics, metric)
+        if stats is None:
+            continue
+        cells = "".join(f"{_fmt(stat_of(metrics, metric, s)):>10}" for s in catalog.TABLE_STATS)
+        lines.append(f"{metric.label:<{width}}{stats['count']:>8}{cells}")
     c = summary["counts"]
     lines.append(
         f"turns {c['turns']} (ok {c['turns_ok']}, failed {c['turns_failed']}, cut {c['turns_cut']}); "
@@ -91,7 +106,7 @@ def console_lines(summary: dict[str, Any], run_dir: Path) -> list[str]:
     for err in summary["errors"]:
         lines.append(f"error {err['kind']}: {err['count']} (e.g. {err['example'][:120]})")
     for t in summary.get("thresholds", []):
-        observed = format_observed(t["observed"], t.get("unit", "ms"))
+        observed = format_observed(t["observed"], t["unit"])
         lines.append(f"threshold {'pass' if t['passed'] else 'FAIL'}: {t['expr']} (observed {observed})")
     health = summary.get("client_health")
     if health and health.get("bottleneck"):
@@ -104,4 +119,4 @@ def console_lines(summary: dict[str, Any], run_dir: Path) -> list[str]:
 
 
 def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    return "-" if value is None else catalog.format_number(value)

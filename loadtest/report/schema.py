@@ -1,0 +1,241 @@
+"""summary.json (`loadtest.summary/1`): its shape, its one reader, and what is computed from it.
+
+Every report (console, Markdown, junit.xml, HTML, `loadtest compare`) and the thresholds read a
+summary through these types and functions, so that a rate or a duration is worked out once.
+
+Metric sections are keyed by `catalog.Metric.summary_key` (`ttft_ms`) and counts by
+`catalog.Counter.key`: those two are plain dicts, so a new metric or counter needs no edit here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, NotRequired, Required, TypedDict, cast
+
+import orjson
+
+from loadtest import catalog
+from loadtest.errors import ConfigError
+
+SCHEMA = "loadtest.summary/1"
+SCHEMA_PREFIX = "loadtest.summary/"
+
+
+class Stats(TypedDict):
+    """One latency histogram in milliseconds (`None` without samples), with the histogram encoded
+    (`hdr`) for charts and exact merges. Its statistic keys are `catalog.STAT_KEYS`."""
+
+    count: int
+    min: float | None
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    p999: float | None
+    max: float | None
+    hdr: NotRequired[str]
+
+
+class ScopeEntry(TypedDict, total=False):
+    """One value of `by_turn` or `by_scenario`. It also holds the `Stats` of each metric kept for that
+    scope under its summary key (`ttft_ms`): read them with `stats_of`."""
+
+    counts: dict[str, int]
+    errors: dict[str, int]  # failed turns by kind; by_scenario only
+
+
+class ErrorEntry(TypedDict):
+    kind: str  # a catalog.Failure, or http_{status}
+    count: int
+    example: str
+
+
+Unit = Literal["ms", "ratio"]
+
+
+class ThresholdOutcome(TypedDict):
+    expr: str
+    observed: float | None  # ms, or a fraction for unit "ratio"; None: no data
+    passed: bool
+    unit: Unit
+
+
+class Timeline(TypedDict):
+    interval_s: int
+    # {"t": epoch s, "users": int | None, counts of catalog.TIMELINE_COUNTS, and for each timeline
+    # metric its summary key with count, the catalog.TIMELINE_STATS and max}
+    points: list[dict[str, Any]]
+
+
+class RunInfo(TypedDict, total=False):
+    id: str
+    started: str | None
+    ended: str
+    duration_s: float | None
+    loadtest_version: str | None
+    locust_version: str | None
+    host: str | None
+    deployment: str | None
+    channel: str | None
+    mock: bool
+    users: int
+    workers: int
+    history: str | None
+    transport: str | None
+    gc: str | None
+    system_fingerprints: list[str]
+    workers_without_final_report: list[str]
+    aborted_by_threshold: str
+
+
+class Summary(TypedDict, total=False):
+    """A run's summary.json. A run writes every key but the last three only when it has them;
+    `load_summary` guarantees `schema` and `metrics`, and readers take the rest with `.get`, so
+    that older summaries still render."""
+
+    schema: Required[str]
+    metrics: Required[dict[str, Stats]]
+    run: RunInfo
+    counts: dict[str, int]
+    by_turn: dict[str, ScopeEntry]
+    by_scenario: dict[str, ScopeEntry]
+    errors: list[ErrorEntry]
+    protocol: dict[str, int]
+    timeline: Timeline
+    thresholds: list[ThresholdOutcome]
+    verdict: str  # "pass" or "fail"
+    client_health: dict[str, Any]
+
+
+def load_summary(path: Path) -> Summary:
+    """The summary.json at `path`, or in the run folder `path`; `ConfigError` if it is not one."""
+    file = path / "summary.json" if path.is_dir() else path
+    if not file.exists():
+        where = f"no summary.json in {path}" if path.is_dir() else f"{path} does not exist"
+        raise ConfigError(f"{where}: pass a run's summary.json or its folder (reports/RUN-ID)")
+    try:
+        data = orjson.loads(file.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from None
+    except orjson.JSONDecodeError:
+        raise ConfigError(f"{file} is not JSON: pass the summary.json a loadtest run wrote") from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
+        raise ConfigError(
+            f'{file} is not a loadtest summary (no "schema": "{SCHEMA}"): '
+            "pass the summary.json a loadtest run wrote"
+        )
+    if not isinstance(data.get("metrics"), dict):
+        raise ConfigError(f'{file} has no "metrics": pass the summary.json a loadtest run wrote')
+    summary: Summary = data
+    return summary
+
+
+def number(value: object) -> float | None:
+    """A JSON number as a float; None for anything else (null, a string, a bool)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def stats_of(section: Mapping[str, object] | None, metric: catalog.Metric) -> Stats | None:
+    """`metric`'s statistics in `section`: a summary's `metrics`, or a `by_turn`/`by_scenario` entry."""
+    found = section.get(metric.summary_key) if section is not None else None
+    return cast(Stats, found) if isinstance(found, Mapping) else None
+
+
+def stat_of(section: Mapping[str, object] | None, metric: catalog.Metric, stat: catalog.Stat) -> float | None:
+    """One statistic in ms, or None when the metric has no samples (or the section lacks it)."""
+    stats = stats_of(section, metric)
+    return number(cast(Mapping[str, object], stats).get(stat.key)) if stats is not None else None
+
+
+def counts_of(source: Mapping[str, object]) -> Mapping[str, object]:
+    """The counts of a summary or of a by_turn/by_scenario entry (both hold them under `counts`), or
+    `source` itself when it is already counts."""
+    counts = source.get("counts", source)
+    return cast(Mapping[str, object], counts) if isinstance(counts, Mapping) else {}
+
+
+def count_of(source: Mapping[str, object], key: str) -> float | None:
+    return number(counts_of(source).get(key))
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A share worked out from two counters: part / (part + rest)."""
+
+    key: str  # as thresholds name it: error_rate<1%
+    meaning: str
+    part: str  # catalog.Counter keys
+    rest: str
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The scopes both counters are kept for, so the rate can be read per turn or scenario."""
+        kept = {c.key: c.scopes for c in catalog.COUNTERS}
+        return tuple(s for s in catalog.SCOPES if s in kept[self.part] and s in kept[self.rest])
+
+    def of(self, source: Mapping[str, object]) -> float | None:
+        """The rate in `source` (a summary, a by_turn/by_scenario entry or counts); None without
+        counts or with a zero denominator."""
+        part, rest = count_of(source, self.part), count_of(source, self.rest)
+        if part is None or rest is None or part + rest <= 0:
+            return None
+        return part / (part + rest)
+
+
+ERROR_RATE = Rate(
+    "error_rate", "failed turns / (ok + failed turns); cut turns are left out", "turns_failed", "turns_ok"
+)
+CONVERSATION_SUCCESS = Rate(
+    "conversation_success",
+    "completed / (completed + failed conversations)",
+    "conversations_completed",
+    "conversations_failed",
+)
+RATES = (ERROR_RATE, CONVERSATION_SUCCESS)
+RATE_BY_KEY = {r.key: r for r in RATES}
+
+
+def error_rate(source: Mapping[str, object]) -> float | None:
+    """failed / (ok + failed) turns of a summary, a by_turn/by_scenario entry or counts; None without
+    turns. The one definition: thresholds, compare and every report use it."""
+    return ERROR_RATE.of(source)
+
+
+def duration_s(run: Mapping[str, object]) -> float | None:
+    """`run.duration_s`, else ended - started; None when neither is known."""
+    value = number(run.get("duration_s"))
+    if value is not None and value > 0:
+        return value
+    try:
+        started = datetime.fromisoformat(str(run["started"]))
+        ended = datetime.fromisoformat(str(run["ended"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    seconds = (ended - started).total_seconds()
+    return seconds if seconds > 0 else None
+
+
+def throughput(summary: Mapping[str, object]) -> float | None:
+    """Completed turns per second over the run; None without a duration."""
+    ok = count_of(summary, "turns_ok")
+    run = summary.get("run")
+    seconds = duration_s(cast(Mapping[str, object], run)) if isinstance(run, Mapping) else None
+    if ok is None or not seconds:
+        return None
+    return ok / seconds
+
+
+def format_observed(observed: float | None, unit: str) -> str:
+    """A threshold's observed value: `912.3 ms`, `1.52%` (unit "ratio") or `no data`."""
+    if observed is None:
+        return "no data"
+    if unit == "ratio":
+        return f"{observed * 100:.2f}%"
+    return f"{catalog.format_number(observed)} ms"
