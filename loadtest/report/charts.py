@@ -22,6 +22,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from loadtest import catalog
+from loadtest.catalog import Metric, Stat
 from loadtest.metrics import acyclic
 
 # Grid step on the x axis: 50 points per decade of "nines".
@@ -29,28 +31,16 @@ X_STEP = 0.02
 # 99.9999%: beyond it a load test has no samples worth drawing.
 X_MAX = 6.0
 
+# Series that are not metrics; a metric's colours are `Metric.color` and `Metric.shades`.
 COLORS = {
-    "ttft": "#2563eb",
-    "turn": "#7c3aed",
     "baseline": "#9ca3af",
     "ok": "#16a34a",
     "failed": "#dc2626",
     "users": "#64748b",
 }
-# p50, p90, p99 of one metric, light to dark.
-SHADES = {
-    "ttft": ("#93c5fd", "#3b82f6", "#1e3a8a"),
-    "turn": ("#c4b5fd", "#8b5cf6", "#4c1d95"),
-}
-TIMELINE_STATS = ("p50", "p90", "p99")
-# Points labelled on a percentile distribution: summary key, label, percentile (None: the end).
-MARKS: tuple[tuple[str, str, float | None], ...] = (
-    ("p50", "p50", 50.0),
-    ("p90", "p90", 90.0),
-    ("p99", "p99", 99.0),
-    ("p999", "p99.9", 99.9),
-    ("max", "max", None),
-)
+# Points labelled on a percentile distribution, the end for a statistic without a percentile (max).
+# p95 would sit between p90 and p99 where labels collide: the tables give it.
+MARKS = tuple(s for s in catalog.TABLE_STATS if s.key != "p95")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +125,12 @@ def distribution_spec(
 def _marks(curve: Curve, stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     end = curve.x[-1]
     marks = []
-    for key, label, pct in MARKS:
-        value = _number(stats.get(key))
+    for stat in MARKS:
+        value = _number(stats.get(stat.key))
+        pct = stat.percentile
         x = end if pct is None else math.log10(100.0 / (100.0 - pct))
         if value is not None and x <= end + 1e-9:
-            marks.append({"x": round(x, 6), "y": value, "label": label})
+            marks.append({"x": round(x, 6), "y": value, "label": stat.label})
     return marks
 
 
@@ -152,7 +143,7 @@ class Timeline:
     users: tuple[int | None, ...]
     ok_per_s: tuple[float, ...]
     failed_per_s: tuple[float, ...]
-    latency: Mapping[str, Mapping[str, tuple[float | None, ...]]]  # metric -> stat -> values
+    latency: Mapping[str, Mapping[str, tuple[float | None, ...]]]  # metric key -> stat key -> values
 
 
 def timeline(summary: Mapping[str, Any]) -> Timeline | None:
@@ -172,7 +163,7 @@ def timeline(summary: Mapping[str, Any]) -> Timeline | None:
     start, end = _epoch(run.get("started")), _epoch(run.get("ended"))
     t, users, ok, failed = [], [], [], []
     latency: dict[str, dict[str, list[float | None]]] = {
-        m: {s: [] for s in TIMELINE_STATS} for m in ("ttft", "turn")
+        m.key: {s.key: [] for s in catalog.TIMELINE_STATS} for m in catalog.TIMELINE_METRICS
     }
     for p in points:
         t0 = _number(p["t"]) or 0.0
@@ -183,7 +174,7 @@ def timeline(summary: Mapping[str, Any]) -> Timeline | None:
         ok.append(round((_number(p.get("turns_ok")) or 0) / covered, 3))
         failed.append(round((_number(p.get("turns_failed")) or 0) / covered, 3))
         for metric, stats in latency.items():
-            section_stats = p.get(f"{metric}_ms")
+            section_stats = p.get(catalog.METRIC_BY_KEY[metric].summary_key)
             for stat, values in stats.items():
                 value = section_stats.get(stat) if isinstance(section_stats, Mapping) else None
                 values.append(_number(value))
@@ -197,13 +188,15 @@ def timeline(summary: Mapping[str, Any]) -> Timeline | None:
     )
 
 
-def latency_over_time_spec(chart_id: str, tl: Timeline, metric: str) -> dict[str, Any]:
-    """p50, p90 and p99 of `metric` ("ttft" or "turn") per interval."""
+def latency_over_time_spec(chart_id: str, tl: Timeline, metric: Metric) -> dict[str, Any]:
+    """The timeline statistics (p50, p90, p99) of `metric`, one of `catalog.TIMELINE_METRICS`, per
+    interval, light to dark; the last, the tail, drawn a little bolder."""
+    stats: tuple[Stat, ...] = catalog.TIMELINE_STATS
     series = [
-        _series(stat, shade, width=2.0 if stat == "p99" else 1.75)
-        for stat, shade in zip(TIMELINE_STATS, SHADES[metric], strict=True)
+        _series(stat.label, shade, width=2.0 if stat is stats[-1] else 1.75)
+        for stat, shade in zip(stats, metric.shades, strict=True)
     ]
-    data: list[list[Any]] = [_midpoints(tl), *(list(tl.latency[metric][stat]) for stat in TIMELINE_STATS)]
+    data: list[list[Any]] = [_midpoints(tl), *(list(tl.latency[metric.key][s.key]) for s in stats)]
     return {
         "id": chart_id,
         "kind": "time",

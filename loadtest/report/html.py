@@ -1,26 +1,32 @@
 """report.html and compare.html: self-contained pages, readable offline and from a CI artifact.
 
-Everything is inline: the CSS, the chart data as JSON, uPlot (MIT, `vendor/`) and the few lines that
-draw with it (`assets/report.js`). No font, image or script comes from anywhere else, and every value
-from a summary goes through `html.escape`.
+The functions here shape a summary into plain values (formatted numbers, labels, flags); the markup
+is in `templates/`, rendered by Jinja2 with every value autoescaped. The metrics, statistics and
+counters shown come from `loadtest.catalog`, numbers are written by `catalog.format_number`.
+
+Everything is inline: the CSS, the chart data as JSON (`tojson`, which cannot close its <script>),
+uPlot (MIT, `vendor/`) and the few lines that draw with it (`assets/report.js`). No font, image or
+script comes from anywhere else.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from html import escape
 from importlib import resources
 from typing import Any
 
+import jinja2
+from markupsafe import Markup
+
+from loadtest import catalog
+from loadtest.catalog import format_number
 from loadtest.errors import ConfigError
 from loadtest.report import charts
 from loadtest.report.compare import (
     ERROR_RATE_FLOOR,
-    METRICS,
-    STATS,
     Comparison,
     Delta,
     duration_s,
@@ -34,28 +40,8 @@ from loadtest.report.compare import (
 from loadtest.thresholds import format_observed
 from loadtest.thresholds import parse as parse_threshold
 
-LATENCY = (
-    ("ttft_ms", "Time to first token", charts.COLORS["ttft"]),
-    ("turn_ms", "Turn latency", charts.COLORS["turn"]),
-    ("itl_ms", "Inter-chunk gap", "#0891b2"),
-    ("conversation_ms", "Conversation", "#64748b"),
-    # Measured from when the turn should have started: differs from the service time above when
-    # arrivals queued or the generator lagged (coordinated omission).
-    ("ttft_response_ms", "TTFT from intended start", "#93c5fd"),
-    ("turn_response_ms", "Turn from intended start", "#c4b5fd"),
-)
-HEADLINE_STATS = (
-    ("count", "count"),
-    ("min", "min"),
-    ("mean", "mean"),
-    ("p50", "p50"),
-    ("p90", "p90"),
-    ("p95", "p95"),
-    ("p99", "p99"),
-    ("p999", "p99.9"),
-    ("max", "max"),
-)
-BREAKDOWN_STATS = ("p50", "p95", "p99")
+# The two metrics a run is read by: tiles, percentile distributions, the comparison's overlays.
+HEADLINE_METRICS = tuple(m for m in catalog.METRICS if m.gated)
 PROTOCOL = (
     ("no_done", "streams that ended without data: [DONE]"),
     ("unterminated_tail", "streams whose last event no blank line ended"),
@@ -67,6 +53,14 @@ PROTOCOL = (
 )
 # Counters that describe a normal stream; the others are quirks worth a look when not zero.
 PROTOCOL_NORMAL = frozenset({"role_only_chunks", "comments"})
+# client_health of summary.json (loadtest.health.GAUGES, which this module does not import: it
+# brings gevent with it, and `loadtest report` and `loadtest compare` need none).
+HEALTH = (
+    ("loop_lag_ms", "Event-loop lag (ms)"),
+    ("pool_wait_ms", "Connection-pool wait (ms)"),
+    ("cpu_percent", "CPU (% of one core)"),
+)
+HEALTH_STATS = ("p50", "p90", "p99", "max")
 RUN_FACTS = (
     ("id", "run id"),
     ("host", "host"),
@@ -85,248 +79,227 @@ RUN_FACTS = (
     ("locust_version", "Locust"),
     ("system_fingerprints", "system fingerprints"),
 )
+CODE_FACTS = frozenset({"id", "host", "deployment", "channel"})
+# Facts that differ between any two runs: not marked as a difference on the comparison page.
+OWN_FACTS = frozenset({"id", "started", "ended", "duration_s"})
+COMPARED_COUNTS = ("turns", "turns_ok", "turns_failed", "turns_cut", "conversations_completed", "chunks")
 UPLOT_VERSION = "1.6.32"
 
 
 def render_html(summary: Mapping[str, Any]) -> str:
     """The report of one run: verdict, facts, latency tables and charts, breakdowns, errors, protocol."""
-    run: Mapping[str, Any] = _mapping(summary.get("run"))
-    metrics: Mapping[str, Any] = _mapping(summary.get("metrics"))
+    run = _mapping(summary.get("run"))
+    metrics = _mapping(summary.get("metrics"))
     specs: list[dict[str, Any]] = []
     host = str(run.get("host") or "unknown host")
-
-    body = [
-        _top("Conversation load test", host, _run_subline(run)),
-        _verdict(summary),
-        _tiles(summary),
-        _card("Thresholds", _thresholds(summary), "Pass/fail rules given with --threshold"),
-        _card("Run", _facts(run)),
-        _card("Latency", _headline(metrics), "milliseconds; completed turns only"),
-        _card(
-            "Latency by percentile",
-            _distributions(metrics, specs),
-            "HDR percentile distribution: the tail gets as much room as the median",
-        ),
-        _card("Over time", _over_time(summary, specs), "per interval, times in UTC"),
-        _card("By turn", _by_turn(summary.get("by_turn")), "the N-th turn of each conversation; ms"),
-        _card("By scenario", _by_scenario(summary.get("by_scenario")), "ms"),
-        _card("Errors", _errors(summary)),
-        _card("Stream protocol", _protocol(summary.get("protocol")), "counted, not failed"),
-        _card("Client health", _health(summary.get("client_health")), "the load generator's own overhead"),
-        _footer(run),
-    ]
-    title = f"Load test {run.get('id', '')} · {host}"
-    return _page(title, body, specs)
+    return _render(
+        "report.html",
+        title=f"Load test {run.get('id', '')} · {host}",
+        specs=specs,
+        host=host,
+        parts=_run_parts(run),
+        mock=bool(run.get("mock")),
+        verdict=_verdict(summary),
+        tiles=_tiles(summary),
+        thresholds=[_threshold(t) for t in _thresholds_of(summary)],
+        facts=_facts(run),
+        latency=_latency(metrics),
+        distributions=_distributions(metrics, specs),
+        over_time=_over_time(summary, specs),
+        by_turn=_breakdown(summary.get("by_turn"), catalog.TURN),
+        by_scenario=_breakdown(summary.get("by_scenario"), catalog.SCENARIO),
+        errors=_errors(summary),
+        protocol=_protocol(summary.get("protocol")),
+        protocol_legend=PROTOCOL,
+        health=_health(summary.get("client_health")),
+        version=run.get("loadtest_version") or "",
+    )
 
 
 def render_compare_html(comparison: Comparison, baseline: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     """Two runs side by side: verdict, judged statistics, all deltas, overlaid distributions, facts."""
     b_run, n_run = _mapping(baseline.get("run")), _mapping(new.get("run"))
     specs: list[dict[str, Any]] = []
-    sub = [
-        f'<span class="part">baseline <code>{escape(str(b_run.get("id", "?")))}</code></span>',
-        f'<span class="part">new <code>{escape(str(n_run.get("id", "?")))}</code></span>',
-        f'<span class="part">tolerance {escape(_pct(comparison.tolerance, None))}</span>',
-    ]
+    tolerance = _pct(comparison.tolerance, None)
     b_host, n_host = str(b_run.get("host") or "?"), str(n_run.get("host") or "?")
     headline = b_host if b_host == n_host else f"{b_host} → {n_host}"
-    body = [
-        _top("Load test comparison", headline, "".join(sub)),
-        _compare_verdict(comparison),
-        _card("Judged statistics", _checks(comparison), "the regression verdict is made of these"),
-        _card(
-            "Latency by percentile",
-            _overlays(baseline, new, specs),
-            "baseline in grey, new in colour; HDR percentile distribution",
-        ),
-        _card("All latency statistics", _delta_table(comparison), "ms; Δ = new − baseline"),
-        _card("Counts and throughput", _count_deltas(comparison, baseline, new)),
-        _card("Runs", _facts_side_by_side(b_run, n_run)),
-        _footer(n_run),
-    ]
-    return _page(f"Load test comparison · {headline}", body, specs)
+    judged_stats = _and([s.label for s in catalog.BREAKDOWN_STATS])
+    judged_metrics = _and([m.label for m in HEADLINE_METRICS])
+    return _render(
+        "compare.html",
+        title=f"Load test comparison · {headline}",
+        specs=specs,
+        headline=headline,
+        parts=[
+            Part("baseline", str(b_run.get("id", "?"))),
+            Part("new", str(n_run.get("id", "?"))),
+            Part(f"tolerance {tolerance}"),
+        ],
+        regressed=comparison.regressed,
+        regressions=comparison.regressions,
+        verdict_what=_compare_what(comparison, tolerance),
+        judged=f"Judged: {judged_stats} of {judged_metrics}, and the error rate.",
+        tolerance=tolerance,
+        floor=f"{ERROR_RATE_FLOOR * 100:g} pp",
+        rule=rule(comparison.tolerance),
+        checks=[_check(d, comparison.tolerance) for d in comparison.checks],
+        deltas=[_latency_delta(d, comparison.tolerance) for d in comparison.latency],
+        counts=_count_deltas(comparison, baseline, new),
+        overlays=_overlays(baseline, new, specs),
+        facts=_facts_side_by_side(b_run, n_run),
+        version=n_run.get("loadtest_version") or "",
+    )
 
 
 # --- page -------------------------------------------------------------------------------------
 
 
-def _page(title: str, body: Sequence[str], specs: Sequence[Mapping[str, Any]]) -> str:
-    data = json.dumps({"charts": list(specs)}, separators=(",", ":"), allow_nan=False)
-    # Inside <script>, "</" could end the element: JSON allows "<" as an escape.
-    data = data.replace("<", "\\u003c")
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)}</title>
-<style>{_asset("vendor/uPlot.min.css")}</style>
-<style>{_asset("assets/report.css")}</style>
-</head>
-<body>
-<main>
-{"".join(body)}
-</main>
-<script type="application/json" id="report-data">{data}</script>
-<script>
-/*! uPlot v{UPLOT_VERSION} (MIT License, Copyright (c) 2022 Leon Sorokin); full license text in the
-    loadtest package, loadtest/report/vendor/uPlot.LICENSE */
-{_asset("vendor/uPlot.iife.min.js")}
-</script>
-<script>
-{_asset("assets/report.js")}
-</script>
-</body>
-</html>
-"""
+def _render(template: str, **context: Any) -> str:
+    return _environment().get_template(template).render(**context)
 
 
 @cache
-def _asset(name: str) -> str:
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("loadtest.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    # `tojson` writes <, >, & and ' as \u003c ...: the data cannot end the <script> that holds it.
+    env.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "allow_nan": False}
+    env.globals.update(asset=_asset, uplot_version=UPLOT_VERSION, metrics=catalog.METRICS)
+    env.filters["slug"] = _slug
+    return env
+
+
+@cache
+def _asset(name: str) -> Markup:
     text = resources.files("loadtest.report").joinpath(name).read_text(encoding="utf-8")
-    # None of our assets may close the element that holds it.
+    # Our own files, inlined as they are: none of them may close the element that holds it.
     assert "</script" not in text.lower() and "</style" not in text.lower(), name
-    return text
+    return Markup(text)
 
 
-def _top(eyebrow: str, title: str, sub: str) -> str:
-    return (
-        f'<header class="top"><div><div class="eyebrow">{escape(eyebrow)}</div>'
-        f'<h1>{escape(title)}</h1><div class="sub">{sub}</div></div></header>'
-    )
+def _slug(title: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in title.lower())
 
 
-def _card(title: str, content: str, note: str = "") -> str:
-    slug = "".join(ch if ch.isalnum() else "-" for ch in title.lower())
-    hint = f"<p>{escape(note)}</p>" if note else ""
-    return (
-        f'<section class="card" id="{slug}"><header><h2>{escape(title)}</h2>{hint}</header>'
-        f"{content}</section>"
-    )
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One piece of the line under the title: text, then a value in code type when there is one."""
+
+    text: str
+    code: str = ""
 
 
-def _footer(run: Mapping[str, Any]) -> str:
-    version = run.get("loadtest_version")
-    made = f"loadtest {escape(str(version))}" if version else "loadtest"
-    return (
-        f"<footer>Written by {made} from summary.json · charts drawn with uPlot {UPLOT_VERSION} (MIT) · "
-        "this file loads nothing from the network</footer>"
-    )
-
-
-def _run_subline(run: Mapping[str, Any]) -> str:
+def _run_parts(run: Mapping[str, Any]) -> list[Part]:
     parts = []
     if run.get("started"):
-        parts.append(escape(_when(run.get("started"))))
+        parts.append(Part(_when(run.get("started"))))
     seconds = duration_s(run)
     if seconds:
-        parts.append(escape(_duration(seconds)))
+        parts.append(Part(_duration(seconds)))
     if run.get("users") is not None:
-        parts.append(f"{escape(str(run['users']))} users")
+        parts.append(Part(f"{run['users']} users"))
     if run.get("id"):
-        parts.append(f"run <code>{escape(str(run['id']))}</code>")
-    spans = "".join(f'<span class="part">{p}</span>' for p in parts)
-    if run.get("mock"):
-        spans += '<span class="tag mock">built-in mock</span>'
-    return spans
+        parts.append(Part("run", str(run["id"])))
+    return parts
 
 
 # --- one run ----------------------------------------------------------------------------------
 
 
-def _verdict(summary: Mapping[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: str  # pass, fail or none (no thresholds)
+    what: str
+    turns: str  # "2 of 40 turns failed"
+    failures: list[str]  # expressions of the thresholds that failed
+    reason: str  # the verdict, when it failed without a failed threshold (a strict client check)
+    stopped: str  # why a threshold ended the run early, or ""
+
+
+def _verdict(summary: Mapping[str, Any]) -> Verdict:
     thresholds = _thresholds_of(summary)
     counts = _mapping(summary.get("counts"))
-    turns, failed = _int(counts.get("turns")), _int(counts.get("turns_failed"))
-    run = _mapping(summary.get("run"))
-    aborted = run.get("aborted_by_threshold")
-    stopped = f" The run was stopped early: {escape(str(aborted))}." if aborted else ""
+    turns = f"{_int(counts.get('turns_failed')):,} of {_int(counts.get('turns')):,} turns failed"
+    stopped = str(_mapping(summary.get("run")).get("aborted_by_threshold") or "")
     if not thresholds:
-        return _banner(
-            "none",
-            "NO THRESHOLDS",
-            "No thresholds were set, so this run has no pass/fail verdict",
-            f"{failed:,} of {turns:,} turns failed. Gate runs with --threshold, "
-            "as in <code>ttft.p95&lt;800ms</code> or <code>error_rate&lt;1%</code>." + stopped,
-        )
-    failures = [t for t in thresholds if not t.get("passed")]
-    verdict = summary.get("verdict") or ("fail" if failures else "pass")
+        what = "No thresholds were set, so this run has no pass/fail verdict"
+        return Verdict("none", what, turns, [], "", stopped)
+    failures = [str(t.get("expr", "")) for t in thresholds if not t.get("passed")]
+    verdict = str(summary.get("verdict") or ("fail" if failures else "pass"))
     if verdict == "pass" and not failures:
         n = len(thresholds)
         what = "The threshold held" if n == 1 else f"All {n} thresholds held"
-        return _banner("pass", "PASS", what, f"{failed:,} of {turns:,} turns failed." + stopped)
-    names = ", ".join(f"<code>{escape(str(t.get('expr', '')))}</code>" for t in failures)
+        return Verdict("pass", what, turns, [], "", stopped)
     what = f"{len(failures)} of {len(thresholds)} thresholds failed"
-    return _banner("fail", "FAIL", what, (names or escape(str(verdict))) + "." + stopped)
+    return Verdict("fail", what, turns, failures, verdict, stopped)
 
 
-def _banner(kind: str, word: str, what: str, why: str) -> str:
-    return (
-        f'<section class="verdict {kind}" id="verdict"><div class="word">{escape(word)}</div>'
-        f'<div><div class="what">{escape(what)}</div><div class="why">{why}</div></div></section>'
-    )
+@dataclass(frozen=True, slots=True)
+class Tile:
+    key: str
+    value: str | None  # None: a dash
+    unit: str
+    detail: str
+    bad: bool = False
 
 
-def _tiles(summary: Mapping[str, Any]) -> str:
+def _tiles(summary: Mapping[str, Any]) -> list[Tile]:
     counts = _mapping(summary.get("counts"))
     metrics = _mapping(summary.get("metrics"))
-    rate = error_rate(summary)
-    tput = throughput(summary)
-    ttft = _mapping(metrics.get("ttft_ms")).get("p95")
-    turn = _mapping(metrics.get("turn_ms")).get("p95")
-    conv_done = _int(counts.get("conversations_completed"))
-    conv_started = _int(counts.get("conversations_started"))
+    rate, tput = error_rate(summary), throughput(summary)
+
+    def count(key: str) -> str:
+        return f"{_int(counts.get(key)):,}"
+
     tiles = [
-        _tile(
+        Tile(
             "Turns completed",
-            f"{_int(counts.get('turns_ok')):,}",
-            f"of {_int(counts.get('turns')):,} · {_int(counts.get('turns_cut')):,} cut at the stop",
+            count("turns_ok"),
+            "",
+            f"of {count('turns')} · {count('turns_cut')} cut at the stop",
         ),
-        _tile(
+        Tile(
             "Error rate",
-            "–" if rate is None else f"{rate * 100:.2f}<small>%</small>",
-            f"{_int(counts.get('turns_failed')):,} failed turns",
+            None if rate is None else f"{rate * 100:.2f}",
+            "%",
+            f"{count('turns_failed')} failed turns",
             bad=bool(rate),
         ),
-        _tile("Throughput", "–" if tput is None else f"{tput:,.2f}<small>turns/s</small>", "completed turns"),
-        _tile("TTFT p95", _ms_html(ttft), f"p50 {_ms_text(_mapping(metrics.get('ttft_ms')).get('p50'))} ms"),
-        _tile(
-            "Turn latency p95",
-            _ms_html(turn),
-            f"p50 {_ms_text(_mapping(metrics.get('turn_ms')).get('p50'))} ms",
-        ),
-        _tile(
-            "Conversations",
-            f"{conv_done:,}",
-            f"completed of {conv_started:,} · {_int(counts.get('conversations_failed')):,} failed",
-        ),
+        Tile("Throughput", None if tput is None else f"{tput:,.2f}", "turns/s", "completed turns"),
     ]
-    return f'<div class="tiles">{"".join(tiles)}</div>'
-
-
-def _tile(key: str, value: str, detail: str, *, bad: bool = False) -> str:
-    cls = "tile bad" if bad else "tile"
-    return (
-        f'<div class="{cls}"><div class="k">{escape(key)}</div><div class="v">{value}</div>'
-        f'<div class="d">{escape(detail)}</div></div>'
-    )
-
-
-def _thresholds(summary: Mapping[str, Any]) -> str:
-    thresholds = _thresholds_of(summary)
-    if not thresholds:
-        return '<p class="note">No thresholds were set for this run.</p>'
-    rows = []
-    for t in thresholds:
-        unit = str(t.get("unit", "ms"))
-        observed = format_observed(_float(t.get("observed")), unit)
-        passed = bool(t.get("passed"))
-        pill = '<span class="pill pass">PASS</span>' if passed else '<span class="pill fail">FAIL</span>'
-        rows.append(
-            f"<tr><td><code>{escape(str(t.get('expr', '')))}</code></td>"
-            f"<td>{escape(observed)}</td><td>{escape(_limit(t.get('expr'), unit))}</td><td>{pill}</td></tr>"
+    for m in HEADLINE_METRICS:
+        stats = _mapping(metrics.get(m.summary_key))
+        detail = f"p50 {_ms(stats.get('p50')) or '–'} {m.unit}"
+        tiles.append(Tile(f"{_capital(m.label)} p95", _ms(stats.get("p95")), m.unit, detail))
+    tiles.append(
+        Tile(
+            "Conversations",
+            count("conversations_completed"),
+            "",
+            f"completed of {count('conversations_started')} · {count('conversations_failed')} failed",
         )
-    return _table(["threshold", "observed", "limit", "result"], rows, cls="thresholds")
+    )
+    return tiles
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdRow:
+    expr: str
+    observed: str
+    limit: str
+    passed: bool
+
+
+def _threshold(t: Mapping[str, Any]) -> ThresholdRow:
+    unit = str(t.get("unit", "ms"))
+    observed = format_observed(_float(t.get("observed")), unit)
+    return ThresholdRow(str(t.get("expr", "")), observed, _limit(t.get("expr"), unit), bool(t.get("passed")))
 
 
 def _limit(expr: Any, unit: str) -> str:
@@ -338,392 +311,377 @@ def _limit(expr: Any, unit: str) -> str:
     return f"{th.op} {format_observed(th.limit, unit)}"
 
 
-def _facts(run: Mapping[str, Any]) -> str:
-    items = []
-    known = {key for key, _ in RUN_FACTS}
-    for key, label in RUN_FACTS:
-        if key in run and run[key] is not None:
-            items.append((label, _fact(key, run)))
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A fact as shown: plain text, in code type, or dimmed (none, missing)."""
+
+    text: str
+    style: str = ""  # "", "code" or "dim"
+
+
+def _facts(run: Mapping[str, Any]) -> list[tuple[str, Value]]:
+    items = [(label, _fact(key, run)) for key, label in RUN_FACTS if run.get(key) is not None]
     if "duration_s" not in run:
         seconds = duration_s(run)
         if seconds:
-            items.append(("duration", escape(_duration(seconds))))
-    for key, value in run.items():
-        if key not in known and value is not None:
-            items.append((key.replace("_", " "), _fact(key, run)))
-    if not items:
-        return '<p class="note">This summary has no run facts.</p>'
-    rows = "".join(f"<div><dt>{escape(label)}</dt><dd>{value}</dd></div>" for label, value in items)
-    return f'<dl class="facts">{rows}</dl>'
+            items.append(("duration", Value(_duration(seconds))))
+    known = {key for key, _ in RUN_FACTS}
+    items += [
+        (key.replace("_", " "), _fact(key, run)) for key in run if key not in known and run[key] is not None
+    ]
+    return items
 
 
-def _fact(key: str, run: Mapping[str, Any]) -> str:
+def _fact(key: str, run: Mapping[str, Any]) -> Value:
     value = run.get(key)
     if key == "mock":
-        return "yes" if value else "no"
+        return Value("yes" if value else "no")
     if key in ("started", "ended"):
-        return escape(_when(value))
+        return Value(_when(value))
     if key == "duration_s":
         seconds = duration_s(run)
-        return escape(_duration(seconds)) if seconds else escape(str(value))
+        return Value(_duration(seconds) if seconds else str(value))
     if isinstance(value, list | tuple):
-        return escape(", ".join(str(v) for v in value)) if value else '<span class="dim">none</span>'
-    if key in ("id", "host", "deployment", "channel"):
-        return f"<code>{escape(str(value))}</code>"
-    return escape(str(value))
+        return Value(", ".join(str(v) for v in value)) if value else Value("none", "dim")
+    return Value(str(value), "code" if key in CODE_FACTS else "")
 
 
-def _headline(metrics: Mapping[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A table row: a name, then numbers as shown (None: no value, a dimmed dash)."""
+
+    name: str
+    cells: list[str | None]
+    metric: str = ""  # the key of the metric it shows, for its colour
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    head: list[str]
+    rows: list[Row]
+    groups: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _latency(metrics: Mapping[str, Any]) -> Table:
     rows = []
-    for key, label, color in LATENCY:
-        stats = _mapping(metrics.get(key))
-        if not stats:
-            continue
-        cells = [f"<td>{_int(stats.get('count')):,}</td>"]
-        cells += [f"<td>{_ms(stats.get(stat))}</td>" for stat, _ in HEADLINE_STATS[1:]]
-        rows.append(
-            f'<tr><td class="name"><span class="swatch" style="background:{color}"></span>'
-            f"{escape(label)}</td>{''.join(cells)}</tr>"
-        )
-    if not rows:
-        return '<p class="note">This summary has no latency statistics.</p>'
-    return _table(["metric", *(label for _, label in HEADLINE_STATS)], rows, cls="headline")
+    for m in catalog.METRICS:
+        stats = _mapping(metrics.get(m.summary_key))
+        if stats:
+            cells = [f"{_int(stats.get('count')):,}", *(_ms(stats.get(s.key)) for s in catalog.STATS)]
+            rows.append(Row(_capital(m.label), cells, m.key))
+    return Table(["metric", "count", *(s.label for s in catalog.STATS)], rows)
 
 
-def _distributions(metrics: Mapping[str, Any], specs: list[dict[str, Any]]) -> str:
-    figures = []
-    for key, label, color in LATENCY[:2]:
-        stats = _mapping(metrics.get(key))
-        curve = charts.percentile_curve(stats.get("hdr"))
-        chart_id = f"dist-{key.removesuffix('_ms')}"
-        spec = charts.distribution_spec(chart_id, "ms", [(label, color, curve)], stats)
-        caption = f"{label} <span>n = {_int(stats.get('count')):,}</span>"
-        figures.append(_figure(chart_id, caption, spec, specs, "No completed turns: nothing to draw."))
-    return f'<div class="grid2">{"".join(figures)}</div>'
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """A chart: drawn by report.js from the spec of the same id, or a note when there is no data."""
 
-
-def _over_time(summary: Mapping[str, Any], specs: list[dict[str, Any]]) -> str:
-    tl = charts.timeline(summary)
-    if tl is None:
-        return (
-            '<p class="note">No timeline in this summary: it was written by an older loadtest, or the run '
-            "recorded nothing. The charts over time need <code>timeline</code> in summary.json.</p>"
-        )
-    top = []
-    for metric, label in (("ttft", "Time to first token"), ("turn", "Turn latency")):
-        chart_id = f"time-{metric}"
-        spec = charts.latency_over_time_spec(chart_id, tl, metric)
-        top.append(_figure(chart_id, f"{label} <span>p50 · p90 · p99, ms</span>", spec, specs, ""))
-    tput = charts.throughput_spec("time-throughput", tl)
-    bottom = _figure(
-        "time-throughput",
-        f"Throughput and users <span>turns per second, every {tl.interval_s} s</span>",
-        tput,
-        specs,
-        "",
-    )
-    return f'<div class="grid2">{"".join(top)}</div><div style="margin-top:18px">{bottom}</div>'
+    id: str
+    title: str
+    detail: str
+    kind: str  # of the spec (percentile or time); "" when there is none
+    empty: str
 
 
 def _figure(
-    chart_id: str, caption: str, spec: dict[str, Any] | None, specs: list[dict[str, Any]], empty: str
-) -> str:
-    if spec is None:
-        return (
-            f'<figure class="chart"><figcaption>{caption}</figcaption>'
-            f'<p class="note">{escape(empty)}</p></figure>'
-        )
-    specs.append(spec)
-    return (
-        f'<figure class="chart"><figcaption>{caption}</figcaption>'
-        f'<div class="plot" id="{escape(chart_id)}" data-chart="{escape(spec["kind"])}"></div></figure>'
-    )
+    chart_id: str,
+    title: str,
+    detail: str,
+    spec: dict[str, Any] | None,
+    specs: list[dict[str, Any]],
+    empty: str,
+) -> Figure:
+    if spec is not None:
+        specs.append(spec)
+    return Figure(chart_id, title, detail, "" if spec is None else str(spec["kind"]), empty)
 
 
-def _by_turn(table: Any) -> str:
+def _distributions(metrics: Mapping[str, Any], specs: list[dict[str, Any]]) -> list[Figure]:
+    figures = []
+    for m in HEADLINE_METRICS:
+        stats = _mapping(metrics.get(m.summary_key))
+        curve = charts.percentile_curve(stats.get("hdr"))
+        chart_id = f"dist-{m.key}"
+        spec = charts.distribution_spec(chart_id, m.unit, [(m.label, m.color, curve)], stats)
+        detail = f"n = {_int(stats.get('count')):,}"
+        empty = "No completed turns: nothing to draw."
+        figures.append(_figure(chart_id, _capital(m.label), detail, spec, specs, empty))
+    return figures
+
+
+@dataclass(frozen=True, slots=True)
+class OverTime:
+    latency: list[Figure]
+    throughput: Figure
+
+
+def _over_time(summary: Mapping[str, Any], specs: list[dict[str, Any]]) -> OverTime | None:
+    tl = charts.timeline(summary)
+    if tl is None:
+        return None
+    stats = " · ".join(s.label for s in catalog.TIMELINE_STATS)
+    latency = []
+    for m in catalog.TIMELINE_METRICS:
+        chart_id = f"time-{m.key}"
+        spec = charts.latency_over_time_spec(chart_id, tl, m)
+        latency.append(_figure(chart_id, _capital(m.label), f"{stats}, {m.unit}", spec, specs, ""))
+    detail = f"turns per second, every {tl.interval_s} s"
+    tput = charts.throughput_spec("time-throughput", tl)
+    return OverTime(latency, _figure("time-throughput", "Throughput and users", detail, tput, specs, ""))
+
+
+def _breakdown(table: Any, scope: str) -> Table | None:
+    """by_turn or by_scenario: the counters and metrics the catalog keeps per `scope`."""
     if not isinstance(table, Mapping) or not table:
-        return '<p class="note">No per-turn breakdown in this summary.</p>'
-    groups = [("", 5), ("TTFT", 3), ("turn latency", 3)]
-    head = ["turn", "turns", "ok", "failed", "cut", *BREAKDOWN_STATS, *BREAKDOWN_STATS]
+        return None
+    counts = catalog.scoped_counts(scope)
+    metrics = catalog.scoped_metrics(scope)
+    stats = catalog.BREAKDOWN_STATS
+    groups: list[tuple[str, int]] = [("", 1)]
+    head = [scope]
+    for key in counts:
+        group, _, rest = key.partition("_")
+        head.append(rest or "all")
+        if groups[-1][0] == group:
+            groups[-1] = (group, groups[-1][1] + 1)
+        else:
+            groups.append((group, 1))
+    for m in metrics:
+        groups.append((m.label, len(stats)))
+        head += [s.label for s in stats]
+    names = sorted(table, key=_turn_key) if scope == catalog.TURN else list(table)
     rows = []
-    for name, entry in sorted(table.items(), key=lambda kv: _turn_key(kv[0])):
+    for name in names:
+        entry = table[name]
         if not isinstance(entry, Mapping):
             continue
         c = _mapping(entry.get("counts"))
-        cells = [f'<td class="name">{escape(str(name))}</td>']
-        cells += [f"<td>{_int(c.get(k)):,}</td>" for k in ("turns", "turns_ok", "turns_failed", "turns_cut")]
-        cells += _stat_cells(entry, ("ttft_ms", "turn_ms"))
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return _table(head, rows, groups=groups)
+        cells: list[str | None] = [f"{_int(c.get(k)):,}" for k in counts]
+        for m in metrics:
+            values = _mapping(entry.get(m.summary_key))
+            cells += [_ms(values.get(s.key)) for s in stats]
+        rows.append(Row(str(name), cells))
+    return Table(head, rows, groups)
 
 
-def _by_scenario(table: Any) -> str:
-    if not isinstance(table, Mapping) or not table:
-        return '<p class="note">No per-scenario breakdown in this summary.</p>'
-    groups = [
-        ("", 1),
-        ("conversations", 3),
-        ("turns", 2),
-        ("TTFT", 3),
-        ("turn latency", 3),
-        ("conversation", 3),
-    ]
-    head = ["scenario", "started", "completed", "failed", "ok", "failed"]
-    head += [*BREAKDOWN_STATS, *BREAKDOWN_STATS, *BREAKDOWN_STATS]
-    rows = []
-    for name, entry in table.items():
-        if not isinstance(entry, Mapping):
-            continue
-        c = _mapping(entry.get("counts"))
-        cells = [f'<td class="name">{escape(str(name))}</td>']
-        keys = ("conversations_started", "conversations_completed", "conversations_failed", "turns_ok")
-        cells += [f"<td>{_int(c.get(k)):,}</td>" for k in (*keys, "turns_failed")]
-        cells += _stat_cells(entry, ("ttft_ms", "turn_ms", "conversation_ms"))
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return _table(head, rows, groups=groups)
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    kind: str
+    count: str
+    share: str
+    example: str
 
 
-def _stat_cells(entry: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
-    cells = []
-    for key in keys:
-        stats = _mapping(entry.get(key))
-        cells += [f"<td>{_ms(stats.get(stat))}</td>" for stat in BREAKDOWN_STATS]
-    return cells
-
-
-def _errors(summary: Mapping[str, Any]) -> str:
+def _errors(summary: Mapping[str, Any]) -> list[ErrorRow]:
     errors = [e for e in summary.get("errors") or [] if isinstance(e, Mapping)]
-    if not errors:
-        return '<p class="note">No errors: every finished turn succeeded.</p>'
     total = sum(_int(e.get("count")) for e in errors) or 1
-    rows = []
-    for e in errors:
-        n = _int(e.get("count"))
-        rows.append(
-            f'<tr><td class="name">{escape(str(e.get("kind", "")))}</td><td>{n:,}</td>'
-            f"<td>{n / total * 100:.1f}%</td>"
-            f'<td class="l wrap"><pre class="example">{escape(str(e.get("example", "")))}</pre></td></tr>'
+    return [
+        ErrorRow(
+            str(e.get("kind", "")),
+            f"{_int(e.get('count')):,}",
+            f"{_int(e.get('count')) / total * 100:.1f}%",
+            str(e.get("example", "")),
         )
-    return _table(["kind", "count", "share", "first example"], rows, left={3})
+        for e in errors
+    ]
 
 
-def _protocol(section: Any) -> str:
+@dataclass(frozen=True, slots=True)
+class ProtocolCount:
+    key: str
+    count: str
+    note: str
+    zero: bool
+    quirk: bool  # a count of something unusual, not zero
+
+
+def _protocol(section: Any) -> list[ProtocolCount]:
     counters = dict(section) if isinstance(section, Mapping) else {}
     items = [(key, counters.pop(key, 0), note) for key, note in PROTOCOL]
     items += [(str(key), value, "") for key, value in sorted(counters.items())]
-    out = []
-    for key, value, note in items:
-        n = _int(value)
-        cls = "counter zero" if n == 0 else "counter"
-        style = ' style="border-color:#f3d9a4;background:#fff8eb"' if n and key not in PROTOCOL_NORMAL else ""
-        out.append(
-            f'<div class="{cls}" title="{escape(note)}"{style}><code>{escape(key)}</code>'
-            f'<span class="n">{n:,}</span></div>'
-        )
-    legend = "; ".join(f"<code>{escape(k)}</code>: {escape(note)}" for k, note in PROTOCOL)
-    return f'<div class="counters">{"".join(out)}</div><p class="faint" style="font-size:12px">{legend}.</p>'
+    return [
+        ProtocolCount(key, f"{_int(n):,}", note, _int(n) == 0, _int(n) != 0 and key not in PROTOCOL_NORMAL)
+        for key, n, note in items
+    ]
 
 
-def _health(section: Any) -> str:
+@dataclass(frozen=True, slots=True)
+class Health:
+    state: str  # bottleneck, unjudged (too short a run) or kept-up
+    reasons: str
+    table: Table
+
+
+def _health(section: Any) -> Health | None:
     health = _mapping(section)
     if not health:
-        return '<p class="note">This summary has no client-health data.</p>'
+        return None
     if health.get("bottleneck"):
-        reasons = "; ".join(str(r) for r in health.get("reasons") or [])
-        verdict = (
-            '<p class="note" style="border-color:#f3c4c4;background:#fff1f1">'
-            f"The load generator was the bottleneck: {escape(reasons)}. Latency figures include its own "
-            "delay: use more worker processes (--processes) or fewer users per process.</p>"
-        )
+        state = "bottleneck"
     elif health.get("judged") is False:
-        verdict = '<p class="note">The run was too short to judge the load generator (under 10 s).</p>'
+        state = "unjudged"
     else:
-        verdict = '<p class="note">The load generator kept up: its own delays stayed under the limits.</p>'
+        state = "kept-up"
     rows = []
-    for key, label in (
-        ("loop_lag_ms", "Event-loop lag (ms)"),
-        ("pool_wait_ms", "Connection-pool wait (ms)"),
-        ("cpu_percent", "CPU (% of one core)"),
-    ):
+    for key, label in HEALTH:
         stats = _mapping(health.get(key))
-        cells = "".join(f"<td>{_ms(stats.get(stat))}</td>" for stat in ("p50", "p90", "p99", "max"))
-        rows.append(f'<tr><td class="name">{escape(label)}</td>{cells}</tr>')
-    table = _table(["gauge", "p50", "p90", "p99", "max"], rows)
-    return verdict + table
+        rows.append(Row(label, [_ms(stats.get(stat)) for stat in HEALTH_STATS]))
+    reasons = "; ".join(str(r) for r in health.get("reasons") or [])
+    return Health(state, reasons, Table(["gauge", *HEALTH_STATS], rows))
 
 
 # --- comparison -------------------------------------------------------------------------------
 
 
-def _compare_verdict(c: Comparison) -> str:
-    tol = _pct(c.tolerance, None)
-    if c.regressed:
-        why = "<br>".join(escape(line) for line in c.regressions)
-        n = len(c.regressions)
-        what = f"{n} statistic{'s' if n != 1 else ''} worse than the baseline by more than {tol}"
-        return _banner("fail", "REGRESSION", what, why)
-    return _banner(
-        "pass",
-        "NO REGRESSION",
-        f"Nothing judged is worse than the baseline by more than {tol}",
-        "Judged: p50, p95 and p99 of TTFT and turn latency, and the error rate.",
+def _compare_what(c: Comparison, tolerance: str) -> str:
+    if not c.regressed:
+        return f"Nothing judged is worse than the baseline by more than {tolerance}"
+    n = len(c.regressions)
+    return f"{n} statistic{'s' if n != 1 else ''} worse than the baseline by more than {tolerance}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaRow:
+    """A statistic of both runs: values, Δ and Δ % (coloured by `change`: worse, better or "")."""
+
+    label: str
+    baseline: str | None
+    new: str | None
+    delta: str
+    ratio: str
+    change: str = ""
+    judged: bool = False
+    limit: str | None = None
+    result: str = ""  # of a judged statistic: ok, worse, or na (nothing in the baseline)
+
+
+def _check(d: Delta, tolerance: float) -> DeltaRow:
+    rate = d.metric == "error_rate"
+
+    def value(v: float | None) -> str | None:
+        return _pct(v, 2) if rate else _ms(v)
+
+    result = "na" if d.baseline is None else "worse" if d.regressed else "ok"
+    return DeltaRow(
+        "error rate" if rate else _delta_label(d),
+        value(d.baseline),
+        value(d.new),
+        format_pp(d.change) if rate else format_change(d.change),
+        format_ratio(d.ratio),
+        _change(d, tolerance),
+        limit=value(d.limit),
+        result=result,
     )
 
 
-def _checks(c: Comparison) -> str:
-    rows = []
-    for d in c.checks:
-        rate = d.metric == "error_rate"
-
-        def value(v: float | None, rate: bool = rate) -> str:
-            return _pct(v, 2) if rate else _ms(v)
-
-        limit = value(d.limit)
-        change = format_pp(d.change) if rate else format_change(d.change)
-        if d.baseline is None:
-            pill = '<span class="pill na">N/A</span>'
-        elif d.regressed:
-            pill = '<span class="pill fail">WORSE</span>'
-        else:
-            pill = '<span class="pill pass">OK</span>'
-        label = "error rate" if rate else f"{dict(METRICS)[d.metric]} {dict(STATS)[d.stat]}"
-        rows.append(
-            f'<tr><td class="name">{escape(label)}</td><td>{value(d.baseline)}</td><td>{value(d.new)}</td>'
-            f"{_delta_cells(d, change, c.tolerance)}<td>{limit}</td><td>{pill}</td></tr>"
-        )
-    floor = f"{ERROR_RATE_FLOOR * 100:g} pp"
-    note = (
-        f'<p class="faint" style="font-size:12px">limit: the largest new value that passes; for latency '
-        f"baseline × (1 + {escape(_pct(c.tolerance, None))}), for the error rate baseline + max("
-        f"{escape(_pct(c.tolerance, None))} of baseline, {floor}).</p>"
+def _latency_delta(d: Delta, tolerance: float) -> DeltaRow:
+    return DeltaRow(
+        _delta_label(d),
+        _ms(d.baseline),
+        _ms(d.new),
+        format_change(d.change),
+        format_ratio(d.ratio),
+        _change(d, tolerance),
+        judged=d.gated,
     )
-    head = ["statistic", "baseline", "new", "Δ", "Δ %", "limit", "result"]
-    return f'<p class="rule" id="rule">{escape(rule(c.tolerance))}</p>' + _table(head, rows) + note
 
 
-def _delta_table(c: Comparison) -> str:
-    rows = []
-    for d in c.latency:
-        label = f"{dict(METRICS)[d.metric]} {dict(STATS)[d.stat]}"
-        judged = ' <span class="tag">judged</span>' if d.gated else ""
-        rows.append(
-            f'<tr><td class="name">{escape(label)}{judged}</td>'
-            f"<td>{_ms(d.baseline)}</td><td>{_ms(d.new)}</td>"
-            f"{_delta_cells(d, format_change(d.change), c.tolerance)}</tr>"
-        )
-    return _table(["statistic", "baseline", "new", "Δ ms", "Δ %"], rows)
+def _delta_label(d: Delta) -> str:
+    metric = catalog.METRIC_BY_KEY.get(d.metric)
+    stat = catalog.STAT_BY_LABEL.get(d.stat)
+    return f"{metric.label if metric else d.metric} {stat.label if stat else d.stat}"
 
 
-def _delta_cells(d: Delta, change: str, tolerance: float) -> str:
-    """Δ and Δ% cells, red when worse by more than the tolerance, green when better by as much."""
+def _change(d: Delta, tolerance: float) -> str:
+    """worse when worse by more than the tolerance, better when better by as much."""
     ratio = d.ratio
-    cls = ""
     if d.regressed or (ratio is not None and ratio > tolerance):
-        cls = ' class="worse"'
-    elif ratio is not None and ratio < -tolerance:
-        cls = ' class="better"'
-    return f"<td{cls}>{escape(change)}</td><td{cls}>{escape(format_ratio(ratio))}</td>"
+        return "worse"
+    if ratio is not None and ratio < -tolerance:
+        return "better"
+    return ""
 
 
-def _count_deltas(c: Comparison, baseline: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    rows = []
-    r = c.error_rate
-    rows.append(
-        f'<tr><td class="name">error rate</td><td>{_pct(r.baseline, 2)}</td><td>{_pct(r.new, 2)}</td>'
-        f"{_delta_cells(r, format_pp(r.change), c.tolerance)}</tr>"
-    )
-    t = c.throughput
-    rows.append(
-        f'<tr><td class="name">throughput (turns/s)</td>'
-        f"<td>{_num(t.baseline, 2)}</td><td>{_num(t.new, 2)}</td>"
-        f"<td>{escape(format_change(t.change, 2))}</td><td>{escape(format_ratio(t.ratio))}</td></tr>"
-    )
+def _count_deltas(c: Comparison, baseline: Mapping[str, Any], new: Mapping[str, Any]) -> list[DeltaRow]:
+    r, t = c.error_rate, c.throughput
+    rows = [
+        DeltaRow(
+            "error rate",
+            _pct(r.baseline, 2),
+            _pct(r.new, 2),
+            format_pp(r.change),
+            format_ratio(r.ratio),
+            _change(r, c.tolerance),
+        ),
+        DeltaRow(
+            "throughput (turns/s)",
+            _num(t.baseline, 2),
+            _num(t.new, 2),
+            format_change(t.change, 2),
+            format_ratio(t.ratio),
+        ),
+    ]
     b_counts, n_counts = _mapping(baseline.get("counts")), _mapping(new.get("counts"))
-    for key in ("turns", "turns_ok", "turns_failed", "turns_cut", "conversations_completed", "chunks"):
-        before, after = _float(b_counts.get(key)), _float(n_counts.get(key))
-        d = Delta(key, "", before, after)
+    labels = {counter.key: counter.label for counter in catalog.COUNTERS}
+    for key in COMPARED_COUNTS:
+        d = Delta(key, "", _float(b_counts.get(key)), _float(n_counts.get(key)))
         rows.append(
-            f'<tr><td class="name">{escape(key.replace("_", " "))}</td><td>{_num(before, 0)}</td>'
-            f"<td>{_num(after, 0)}</td><td>{escape(format_change(d.change, 0))}</td>"
-            f"<td>{escape(format_ratio(d.ratio))}</td></tr>"
+            DeltaRow(
+                labels[key],
+                _num(d.baseline, 0),
+                _num(d.new, 0),
+                format_change(d.change, 0),
+                format_ratio(d.ratio),
+            )
         )
-    b_run, n_run = _mapping(baseline.get("run")), _mapping(new.get("run"))
-    b_s, n_s = duration_s(b_run), duration_s(n_run)
-    rows.append(
-        f'<tr><td class="name">duration</td><td>{escape(_duration(b_s) if b_s else "-")}</td>'
-        f"<td>{escape(_duration(n_s) if n_s else '-')}</td><td></td><td></td></tr>"
-    )
-    return _table(["", "baseline", "new", "Δ", "Δ %"], rows)
+    b_s, n_s = duration_s(_mapping(baseline.get("run"))), duration_s(_mapping(new.get("run")))
+    rows.append(DeltaRow("duration", _duration(b_s) if b_s else "-", _duration(n_s) if n_s else "-", "", ""))
+    return rows
 
 
-def _overlays(baseline: Mapping[str, Any], new: Mapping[str, Any], specs: list[dict[str, Any]]) -> str:
+def _overlays(
+    baseline: Mapping[str, Any], new: Mapping[str, Any], specs: list[dict[str, Any]]
+) -> list[Figure]:
     figures = []
-    for key, label, color in LATENCY[:2]:
-        b = _mapping(_mapping(baseline.get("metrics")).get(key))
-        n = _mapping(_mapping(new.get("metrics")).get(key))
-        chart_id = f"dist-{key.removesuffix('_ms')}"
-        spec = charts.distribution_spec(
-            chart_id,
-            "ms",
-            [
-                ("baseline", charts.COLORS["baseline"], charts.percentile_curve(b.get("hdr"))),
-                ("new", color, charts.percentile_curve(n.get("hdr"))),
-            ],
+    for m in HEADLINE_METRICS:
+        b = _mapping(_mapping(baseline.get("metrics")).get(m.summary_key))
+        n = _mapping(_mapping(new.get("metrics")).get(m.summary_key))
+        chart_id = f"dist-{m.key}"
+        curves = [
+            ("baseline", charts.COLORS["baseline"], charts.percentile_curve(b.get("hdr"))),
+            ("new", m.color, charts.percentile_curve(n.get("hdr"))),
+        ]
+        spec = charts.distribution_spec(chart_id, m.unit, curves)
+        detail = f"n = {_int(b.get('count')):,} baseline, {_int(n.get('count')):,} new"
+        figures.append(
+            _figure(chart_id, _capital(m.label), detail, spec, specs, "Neither run completed a turn.")
         )
-        caption = f"{label} <span>n = {_int(b.get('count')):,} baseline, {_int(n.get('count')):,} new</span>"
-        figures.append(_figure(chart_id, caption, spec, specs, "Neither run completed a turn."))
-    return f'<div class="grid2">{"".join(figures)}</div>'
+    return figures
 
 
-def _facts_side_by_side(b_run: Mapping[str, Any], n_run: Mapping[str, Any]) -> str:
-    keys = [key for key, _ in RUN_FACTS if key in b_run or key in n_run]
-    known = {key for key, _ in RUN_FACTS}
-    keys += [k for k in dict.fromkeys([*b_run, *n_run]) if k not in known]
+@dataclass(frozen=True, slots=True)
+class FactPair:
+    label: str
+    baseline: Value
+    new: Value
+    differs: bool
+
+
+def _facts_side_by_side(b_run: Mapping[str, Any], n_run: Mapping[str, Any]) -> list[FactPair]:
     labels = dict(RUN_FACTS)
-    rows = []
+    keys = [key for key in labels if key in b_run or key in n_run]
+    keys += [k for k in dict.fromkeys([*b_run, *n_run]) if k not in labels]
+    missing = Value("–", "dim")
+    pairs = []
     for key in keys:
-        before = _fact(key, b_run) if b_run.get(key) is not None else '<span class="dim">–</span>'
-        after = _fact(key, n_run) if n_run.get(key) is not None else '<span class="dim">–</span>'
-        differs = (
-            ' class="worse"'
-            if key not in ("id", "started", "ended", "duration_s") and before != after
-            else ""
-        )
-        rows.append(
-            f'<tr><td class="name">{escape(labels.get(key, key.replace("_", " ")))}</td>'
-            f'<td class="l wrap">{before}</td><td class="l wrap"{differs}>{after}</td></tr>'
-        )
-    return _table(["", "baseline", "new"], rows, left={1, 2})
+        before = _fact(key, b_run) if b_run.get(key) is not None else missing
+        after = _fact(key, n_run) if n_run.get(key) is not None else missing
+        label = labels.get(key, key.replace("_", " "))
+        pairs.append(FactPair(label, before, after, key not in OWN_FACTS and before != after))
+    return pairs
 
 
-# --- tables and numbers -----------------------------------------------------------------------
-
-
-def _table(
-    head: Sequence[str],
-    rows: Sequence[str],
-    *,
-    cls: str = "",
-    groups: Sequence[tuple[str, int]] = (),
-    left: set[int] | None = None,
-) -> str:
-    left = left or set()
-    top = ""
-    if groups:
-        top = (
-            '<tr class="groups">'
-            + "".join(f'<th colspan="{span}">{escape(label)}</th>' for label, span in groups)
-            + "</tr>"
-        )
-    ths = "".join(
-        f'<th class="l">{escape(h)}</th>' if i in left else f"<th>{escape(h)}</th>"
-        for i, h in enumerate(head)
-    )
-    klass = f' class="data {cls}"' if cls else ' class="data"'
-    return (
-        f'<div class="scroll"><table{klass}><thead>{top}<tr>{ths}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-    )
+# --- values -----------------------------------------------------------------------------------
 
 
 def _thresholds_of(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -743,34 +701,28 @@ def _int(value: Any) -> int:
     return int(number) if number is not None else 0
 
 
-def _ms(value: Any) -> str:
-    """Milliseconds for an HTML cell; a dimmed dash when there is no value."""
-    text = _ms_text(value)
-    return '<span class="dim">–</span>' if text == "–" else text
-
-
-def _ms_text(value: Any) -> str:
+def _ms(value: Any) -> str | None:
+    """A measured value as every output writes it; None when there is none."""
     number = _float(value)
-    if number is None:
-        return "–"
-    return f"{number:,.1f}" if abs(number) >= 10 else f"{number:.3g}"
+    return None if number is None else format_number(number)
 
 
-def _ms_html(value: Any) -> str:
-    number = _float(value)
-    if number is None:
-        return "–"
-    return f"{_ms(number)}<small>ms</small>"
-
-
-def _num(value: float | None, digits: int) -> str:
-    return '<span class="dim">–</span>' if value is None else f"{value:,.{digits}f}"
+def _num(value: float | None, digits: int) -> str | None:
+    return None if value is None else f"{value:,.{digits}f}"
 
 
 def _pct(value: float | None, digits: int | None) -> str:
     if value is None:
         return "–"
     return f"{value * 100:g}%" if digits is None else f"{value * 100:.{digits}f}%"
+
+
+def _capital(label: str) -> str:
+    return label[:1].upper() + label[1:]
+
+
+def _and(items: Sequence[str]) -> str:
+    return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else "".join(items)
 
 
 def _duration(seconds: float) -> str:
