@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The report tests and `make report-screenshot` drive Debian's chromium: Playwright's own browser
+# download cannot run here.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install demo test check lint typecheck bench soak fuzz clean
 
@@ -15,9 +19,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
+# Chromium is an order-only prerequisite: installed whenever it is missing, even with the stamp there.
+$(TEST_STAMP): $(STAMP) | $(CHROMIUM)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
+
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
 # A 30-second conversation load test against the built-in mock: prints the summary and report path.
 demo: $(STAMP)

@@ -1,17 +1,14 @@
 """Headless Chromium for the report tests and `make report-screenshot`.
 
-Debian's `chromium` at /usr/bin/chromium, installed with apt-get when it is missing and we are root
-(Playwright's own browser download cannot run here); driven by the `playwright` package.
+Debian's `chromium` at /usr/bin/chromium, which `make test` installs (Playwright's own browser
+download cannot run here); driven by the `playwright` package. Nothing here installs anything.
 
     python tests/browser.py REPORT.html OUT.png     # a full-page screenshot
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +16,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, Route, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -30,32 +27,15 @@ ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-
-
-def ensure_chromium() -> str | None:
-    """Install Debian's chromium when it is missing; None when it is there, else why it is not."""
-    if CHROMIUM.exists():
-        return None
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            return f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}"
-    return None if CHROMIUM.exists() else f"apt-get installed chromium but {CHROMIUM} is missing"
+MISSING = f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium package"
 
 
 def require_chromium() -> None:
-    """For tests: install chromium when missing; skip when we may not (not root), fail when that failed."""
+    """For tests: fail, never skip, without the browser, so that a run missing it cannot pass."""
     import pytest
 
-    problem = ensure_chromium()
-    if problem is None:
-        return
-    if os.geteuid() != 0:
-        pytest.skip(problem)
-    pytest.fail(problem)
+    if not CHROMIUM.exists():
+        pytest.fail(MISSING, pytrace=False)
 
 
 @contextmanager
@@ -99,7 +79,12 @@ def load(browser: Browser, path: Path, width: int = 1280) -> Loaded:
     page = loaded.page
     page.on("console", lambda m: loaded.errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: loaded.errors.append(str(e)))
-    page.on("dialog", lambda d: (loaded.dialogs.append(d.message), d.dismiss()))
+
+    def dialog(d: Dialog) -> None:
+        loaded.dialogs.append(d.message)
+        d.dismiss()
+
+    page.on("dialog", dialog)
     page.goto(loaded.url)
     page.wait_for_load_state("load")
     return loaded
@@ -160,9 +145,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python tests/browser.py REPORT.html OUT.png", file=sys.stderr)
         return 2
-    problem = ensure_chromium()
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    if not CHROMIUM.exists():
+        print(f"error: {MISSING}", file=sys.stderr)
         return 1
     report, out = Path(argv[0]), Path(argv[1])
     out.parent.mkdir(parents=True, exist_ok=True)
