@@ -14,8 +14,10 @@ Latency::
     ttft{turn=1}.p95<500ms          first turns only
     turn{scenario=booking}.p99 < 2.5s
 
-- METRIC: `ttft` (time to first token), `turn` (turn latency), `itl` (inter-chunk gap), `conversation`.
-- STAT: `min`, `mean` (or `avg`), `p50`, `p90`, `p95`, `p99`, `p99.9` (or `p999`), `max`.
+- METRIC: a `catalog.Metric` with `threshold=True`: `ttft` (time to first token), `turn` (turn
+  latency), `itl` (inter-chunk gap), `conversation`.
+- STAT: a `catalog.Stat` by label or key: `min`, `mean` (or `avg`), `p50`, `p90`, `p95`, `p99`,
+  `p99.9` (or `p999`), `max`.
 - UNIT: `us`, `ms`, `s`; a bare number is milliseconds.
 
 Rates::
@@ -26,12 +28,13 @@ Rates::
     conversation_success>=99%       completed / (completed + failed conversations)
     error_rate{scenario=booking}<0.005
 
-- RATE: `error_rate`, `conversation_success`.
+- RATE: a `schema.Rate`: `error_rate`, `conversation_success`.
 - A number with `%` is a percentage (0..100), without it a fraction (0..1): `1%` is `0.01`.
 
 OP is `<`, `<=`, `>` or `>=`. SCOPE is `turn=N` (N >= 1, the N-th turn of conversations) or
-`scenario=NAME` (letters, digits, `_`, `-`, `.`). `conversation` and `conversation_success` have no
-per-turn scope; `itl` has no scope at all.
+`scenario=NAME` (letters, digits, `_`, `-`, `.`). A metric takes the scopes of `Metric.scopes`, a rate
+those both its counters are kept for: `conversation` and `conversation_success` have no per-turn scope;
+`itl` has no scope at all.
 
 A threshold with no data (an empty histogram, no turns) fails. Anything that does not follow the
 grammar raises `ConfigError` with one line that quotes the expression and says what is accepted.
@@ -63,6 +66,7 @@ __all__ = [
     "evaluate",
     "format_observed",
     "observe",
+    "one_of",
     "parse",
     "parse_all",
     "verdict",
@@ -83,16 +87,16 @@ UNITS_MS = {"us": Decimal("0.001"), "ms": Decimal(1), "s": Decimal(1000)}
 SCOPE_FORMS = {catalog.TURN: "{turn=N}", catalog.SCENARIO: "{scenario=NAME}"}
 
 
-def _one_of(names: Iterable[str]) -> str:
-    """`a, b or c`."""
+def one_of(names: Iterable[str], conjunction: str = "or") -> str:
+    """`a, b or c` (or `a, b and c`), for messages that list what is accepted."""
     *most, last = names
-    return f"{', '.join(most)} or {last}" if most else last
+    return f"{', '.join(most)} {conjunction} {last}" if most else last
 
 
-_STATS_HELP = _one_of(s.label for s in catalog.STATS)
-_METRICS_HELP = _one_of(METRICS)
-_OPS_HELP = _one_of(OPS)
-_SCOPES_HELP = _one_of(SCOPE_FORMS.values())
+_STATS_HELP = one_of(s.label for s in catalog.STATS)
+_METRICS_HELP = one_of(METRICS)
+_OPS_HELP = one_of(OPS)
+_SCOPES_HELP = one_of(SCOPE_FORMS.values())
 
 _OP_RE = re.compile(r"<=|>=|==|!=|=<|=>|<|>|=")
 _NAME_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
@@ -259,7 +263,7 @@ def _parse_scope(text: str, metric: str, inner: str) -> tuple[str, str]:
         raise _error(text, f"scope '{key}' needs a value: write {{{key}=...}}")
     allowed = scopes(metric)
     if not allowed:
-        per = _one_of(f"per-{s}" for s in SCOPE_FORMS)
+        per = one_of(f"per-{s}" for s in SCOPE_FORMS)
         stat = "" if metric in RATE_METRICS else ".STAT"
         raise _error(text, f"{metric} has no {per} breakdown: use {metric}{stat} without a scope")
     if key == catalog.TURN:
@@ -269,7 +273,7 @@ def _parse_scope(text: str, metric: str, inner: str) -> tuple[str, str]:
     elif not _SCENARIO_RE.fullmatch(value):
         raise _error(text, f"scenario '{value}' is not a scenario name: use letters, digits, _, - and .")
     if key not in allowed:
-        others = _one_of(SCOPE_FORMS[s] for s in allowed)
+        others = one_of(SCOPE_FORMS[s] for s in allowed)
         raise _error(text, f"{metric} has no per-{key} scope: use {others} or no scope")
     return key, value
 

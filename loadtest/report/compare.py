@@ -14,7 +14,7 @@ moves with the load shape and with a handful of samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from loadtest.report.schema import (
     throughput,
 )
 from loadtest.shares import ShareError, parse_share
+from loadtest.thresholds import one_of
 
 # `loadtest.cli` and `loadtest.report.html` import these from here.
 __all__ = [
@@ -70,19 +71,14 @@ _METRIC_LABELS = dict(METRICS)
 _STAT_LABELS = dict(STATS)
 
 
-def _one_of(names: Iterable[str], last: str = "or") -> str:
-    *most, final = names
-    return f"{', '.join(most)} {last} {final}" if most else final
-
-
 def rule(tolerance: float | None) -> str:
     """The regression rule for `tolerance` (None: in general), in one sentence."""
     tol = "the tolerance" if tolerance is None else _percent(tolerance)
-    gated = _one_of(_METRIC_LABELS[m] for m in GATED_METRICS)
-    stats = _one_of(_STAT_LABELS[s] for s in GATED_STATS)
+    gated = one_of(_METRIC_LABELS[m] for m in GATED_METRICS)
+    stats = one_of(_STAT_LABELS[s] for s in GATED_STATS)
     shown = [label for key, label in METRICS if key not in GATED_METRICS]
     shown += [label for key, label in STATS if key not in GATED_STATS]
-    shown_text = _one_of([*shown, "throughput"], "and")
+    shown_text = one_of([*shown, "throughput"], "and")
     return (
         f"A regression is the new run worse than the baseline by more than {tol}: {stats} of "
         f"{gated} above the baseline's by more than {tol} (or missing where the baseline "
