@@ -147,6 +147,20 @@ class Histogram:
     def value_at_percentile_us(self, percentile: float) -> int:
         return int(self.hdr.get_value_at_percentile(percentile))
 
+    def mean_us(self) -> float:
+        """hdrh's `get_mean_value`, from the recorded range only: hdrh walks every bucket in Python
+        (0.4 s for a histogram of this range), this slices the counts between min and max in C."""
+        h = self.hdr
+        if not h.total_count:
+            return 0.0
+        first = h.get_counts_array_index(h.get_min_value())
+        last = min(h.get_counts_array_index(h.get_max_value()), h.encoder.payload.counts_len - 1)
+        total = 0
+        for offset, count in enumerate(h.counts[first : last + 1]):
+            if count:
+                total += count * h._hdr_median_equiv_value(h.get_value_from_index(first + offset))
+        return float(total) / h.total_count
+
     def values_at_percentiles_us(self, percentiles: list[float]) -> dict[float, int]:
         """Several percentiles in one pass over the counts."""
         found = self.hdr.get_percentile_to_value_dict(percentiles)
@@ -161,7 +175,7 @@ class Histogram:
         else:
             values = self.values_at_percentiles_us([p for _, p in PERCENTILES])
             out["min"] = _ms(self.hdr.get_min_value())
-            out["mean"] = round(self.hdr.get_mean_value() / 1000.0, 3)
+            out["mean"] = round(self.mean_us() / 1000.0, 3)
             for name, pct in PERCENTILES:
                 out[name] = _ms(values[pct])
             out["max"] = _ms(self.hdr.get_max_value())

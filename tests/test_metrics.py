@@ -4,6 +4,7 @@ import gc
 import random
 import weakref
 
+import pytest
 from hdrh.histogram import HdrHistogram
 
 from loadtest.metrics import Histogram, Metrics
@@ -130,3 +131,16 @@ def test_histograms_a_run_drops_are_freed_without_the_cycle_collector() -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_the_mean_is_hdrhs_mean_for_recorded_decoded_and_merged_histograms() -> None:
+    rng = random.Random(7)
+    a, b = Histogram(), Histogram()
+    for _ in range(5_000):
+        a.record_us(int(rng.lognormvariate(10, 1.2)))
+        b.record_us(rng.randint(1, 3_000_000))
+    merged = Histogram.decode(a.encode())
+    merged.merge(b)
+    for hist in (a, b, Histogram.decode(b.encode()), merged):
+        assert hist.mean_us() == pytest.approx(hist.hdr.get_mean_value(), rel=1e-12)
+    assert Histogram().mean_us() == 0.0
