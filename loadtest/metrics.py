@@ -158,8 +158,8 @@ class Histogram:
         total = 0
         for offset, count in enumerate(h.counts[first : last + 1]):
             if count:
-                total += count * h._hdr_median_equiv_value(h.get_value_from_index(first + offset))
-        return float(total) / h.total_count
+                total += count * int(h._hdr_median_equiv_value(h.get_value_from_index(first + offset)))
+        return total / int(h.total_count)
 
     def values_at_percentiles_us(self, percentiles: list[float]) -> dict[float, int]:
         """Several percentiles in one pass over the counts."""
