@@ -94,9 +94,11 @@ ITL = Metric("itl", "inter-chunk gap", "inter-chunk", compared=True, color="#089
 CONVERSATION = Metric("conversation", "conversation", "conversation", scopes=(SCENARIO,), color="#059669")
 # Measured from the intended start of a turn (coordinated omission corrected); the others from the
 # actual send (service time).
-TTFT_RESPONSE = Metric("ttft_response", "TTFT from the intended start", "TTFT (resp.)", threshold=False)
+TTFT_RESPONSE = Metric(
+    "ttft_response", "TTFT from the intended start", "TTFT (resp.)", threshold=False, color="#93c5fd"
+)
 TURN_RESPONSE = Metric(
-    "turn_response", "turn latency from the intended start", "turn (resp.)", threshold=False
+    "turn_response", "turn latency from the intended start", "turn (resp.)", threshold=False, color="#c4b5fd"
 )
 METRICS = (TTFT, TURN_LATENCY, ITL, CONVERSATION, TTFT_RESPONSE, TURN_RESPONSE)
 METRIC_BY_KEY = {m.key: m for m in METRICS}

@@ -172,7 +172,6 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
         ),
         (["RUN", "RUN", "--tolerance", "10"], "--tolerance: '10' is over 100%: write 10% for a percentage"),
         (["RUN", "RUN", "--tolerance=-5%"], "--tolerance: '-5%' is not a share"),
-        (["RUN", "RUN", "--tolerance", "150%"], "--tolerance: '150%' is over 100%: write at most 100%"),
         (["RUN"], "the following arguments are required: new (see loadtest compare --help)"),
     ],
 )
@@ -239,13 +238,14 @@ def test_regression_rule(baseline: dict[str, Any], new: dict[str, Any], regresse
 
 
 @pytest.mark.parametrize(
-    ("text", "value"), [("10%", 0.1), ("0.1", 0.1), (" 2.5% ", 0.025), ("0", 0.0), ("1", 1.0)]
+    ("text", "value"),
+    [("10%", 0.1), ("0.1", 0.1), (" 2.5% ", 0.025), ("0", 0.0), ("1", 1.0), ("150%", 1.5)],
 )
 def test_tolerance_forms(text: str, value: float) -> None:
     assert parse_tolerance(text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["", "%", "ten", "10 percent", "1.5", "-1%", "101%"])
+@pytest.mark.parametrize("text", ["", "%", "ten", "10 percent", "1.5", "-1%"])
 def test_bad_tolerances(text: str) -> None:
     with pytest.raises(ConfigError, match="--tolerance"):
         parse_tolerance(text)

@@ -91,7 +91,7 @@ def rule(tolerance: float | None) -> str:
 def parse_tolerance(text: str) -> float:
     """`10%` or `0.1` -> 0.1; raise `ConfigError` naming the accepted forms."""
     try:
-        return parse_share(text)
+        return parse_share(text, over_100_percent=True)
     except ShareError as exc:
         raise ConfigError(f"--tolerance: {exc}") from None
 
