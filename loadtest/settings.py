@@ -19,6 +19,7 @@ from loadtest.arrivals import ArrivalRate
 from loadtest.checks import Check
 from loadtest.conversation import History, Scenario, load_scenarios
 from loadtest.errors import ConfigError
+from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
 from loadtest.options import (
     API,
     CONVERSATIONS,
@@ -30,18 +31,14 @@ from loadtest.options import (
     PATH,
     THRESHOLD,
 )
-from loadtest.options import GC_MODES as GC_MODES  # the plugin's --gc governor reads them here
 from loadtest.pacing import Pacing
 from loadtest.stages import Stage
 
-API_KEY_ENV = "NLX_API_KEY"
 # The built-in mock's key when NLX_API_KEY is not set: it guards nothing, it only exercises the header.
-MOCK_API_KEY = "nlx-mock-key"
+MOCK_API_KEY = DEFAULT_API_KEY
 MOCK_DEPLOYMENT = "demo"
 MOCK_CHANNEL = "web-en-US"
 CONVERSATIONS_FILE = "conversations.yaml"
-# --gc auto collects once when this many more objects live than when the collector stopped.
-GC_CHECK_OBJECTS = 1_000_000
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MOCK_MODEL = "mock-model"
 
