@@ -1,4 +1,5 @@
-"""Fault injection: the mock's --fault options, and real Locust runs that lose nothing under faults."""
+"""Fault injection: the mock's --fault options, each fault as the client reports it, and one real
+Locust run that loses nothing under every fault at once."""
 
 from __future__ import annotations
 
@@ -11,36 +12,29 @@ from typing import Any
 
 import pytest
 
+from loadtest.catalog import Failure, http_failure
+from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.mock import parse_config
-from loadtest.mock.faults import FAULT_KINDS, FaultPlan, parse_faults, parse_rate
+from loadtest.mock.command import main as mock_main
+from loadtest.mock.faults import ALIASES, BY_NAME, FAULT_KINDS, FAULTS, Fault, FaultPlan, parse_faults
 from tests.conftest import KEYED, NLX, LocustRun, Mock
+from tests.mockthread import KEY, ThreadedMock, mock_in_thread
 
 FAST = ("--ttft", "uniform:5ms:15ms", "--itl", "uniform:1ms:3ms", "--chunks", "uniform:2:6")
 # Users get time to finish their conversation at the stop, so no turn is cut and counts match exactly.
 RUN = f"{NLX} -u 3 -r 3 -t 2s --think-time 0 --read-timeout 1 --stop-timeout 10"
+CHANNEL_PATH = "/dep1/web-en-US/chat/completions"
+# Turns of one conversation per fault; the client waits this long for more of a stalled stream.
+TURNS = 3
+IDLE_TIMEOUT_S = 0.3
 
-# The kind of failed turn the client reports for each fault (idle_close fails none).
-CLIENT_KIND = {
-    "http_400": "http_400",
-    "http_401": "http_401",
-    "http_429": "http_429",
-    "http_500": "http_500",
-    "http_503": "http_503",
-    "reset": "disconnect",
-    "cut": "disconnect",
-    "stall": "idle_timeout",
-    "content_type": "content_type",
-    "error_body": "error_body",
-    "error_event": "stream_error",
-    "bad_json": "bad_json",
-    "huge_event": "event_too_large",
-}
+# What the client's detail of each failed turn says (HTTP faults: "HTTP {status}").
 EXAMPLE = {
     "http_429": "fault injected by the mock",
     "http_500": "fault injected by the mock",
     "reset": "reset by peer",
-    "cut": "incomplete chunked read",
-    "stall": "stalled for 1",
+    "truncate": "peer closed connection without sending complete message body",
+    "stall": f"stalled for {IDLE_TIMEOUT_S}",
     "content_type": "text/html",
     "error_body": "fault injected by the mock",
     "error_event": "failed mid-stream",
@@ -56,63 +50,149 @@ EXAMPLE = {
     ("text", "rate"), [("5%", 0.05), ("0.05", 0.05), ("100%", 1.0), ("0", 0.0), ("2.5%", 0.025)]
 )
 def test_rates_are_percentages_or_fractions(text: str, rate: float) -> None:
-    assert parse_rate(text) == pytest.approx(rate)
+    assert parse_faults([f"stall={text}"]).rates["stall"] == pytest.approx(rate)
 
 
 def test_fault_options_and_lists_combine() -> None:
     plan = parse_faults(["http_429=10%", "disconnect=2%", "http_500=5%, stall=0.01"])
-    assert plan.rates == pytest.approx({"http_429": 0.1, "cut": 0.02, "http_500": 0.05, "stall": 0.01})
+    assert plan.rates == pytest.approx({"http_429": 0.1, "truncate": 0.02, "http_500": 0.05, "stall": 0.01})
     config = parse_config(
-        ["--fault", "http_429=10%", "--faults", "reset=1%,cut=1%", "--stall-seconds", "3"], {}
+        ["--fault", "http_429=10%", "--faults", "reset=1%,truncate=1%", "--stall-seconds", "3"], {}
     )
-    assert config.faults.rates == pytest.approx({"http_429": 0.1, "reset": 0.01, "cut": 0.01})
+    assert config.faults.rates == pytest.approx({"http_429": 0.1, "reset": 0.01, "truncate": 0.01})
     assert config.stall_s == 3.0
     assert parse_config([], {}).faults.rates == {} and parse_config([], {}).stall_s == 120.0
+
+
+def test_cut_is_still_accepted_for_truncate() -> None:
+    assert parse_faults(["cut=3%"]).rates == pytest.approx({"truncate": 0.03})
+    assert ALIASES == {"cut": "truncate", "disconnect": "truncate"}
+    # The client's `cut` (a turn stopped by the end of the run) is no fault's name.
+    assert Failure.CUT not in FAULT_KINDS
 
 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["--fault", "http_418=5%"], "unknown fault kind 'http_418': use one of http_400"),
-        (["--fault", "stall=5 %"], "bad rate"),
-        (["--fault", "stall=150%"], "between 0 and 100%"),
-        (["--fault", "stall=-1%"], "bad rate"),
+        (["--fault", "stall=5x"], "fault stall: bad rate '5x' is not a share: write a percentage like 10%"),
+        (["--fault", "stall=150%"], "bad rate '150%' is over 100%"),
+        (["--fault", "stall=-1%"], "bad rate '-1%' is not a share"),
         (["--fault", "stall"], "use KIND=RATE"),
-        (["--fault", "cut=1%", "--fault", "disconnect=1%"], "given twice"),
+        (["--fault", "cut=1%", "--fault", "disconnect=1%"], "fault truncate is given twice"),
         (["--faults", "http_500=60%,http_503=50%"], "more than 100%"),
         (["--stall-seconds", "0"], "--stall-seconds"),
     ],
 )
-def test_bad_faults_exit_2_with_one_line(args: list[str], needle: str) -> None:
+def test_bad_faults_exit_2_with_one_line(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert mock_main(args) == 2
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
+    assert out == "" and line.startswith("loadtest mock: error: ") and needle in line, line
+
+
+def test_bad_faults_on_the_command_line_exit_2_with_one_line() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "loadtest.mock", *args], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "loadtest.mock", "--fault", "http_418=5%"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 2 and done.stdout == ""
     [line] = done.stderr.splitlines()
-    assert line.startswith("loadtest mock: error: ") and needle in line, line
+    assert line.startswith("loadtest mock: error: --fault: unknown fault kind 'http_418'"), line
 
 
 def test_draws_follow_the_rates_with_at_most_one_fault_per_request() -> None:
-    plan = FaultPlan({"http_429": 0.1, "cut": 0.3, "stall": 0.0})
+    plan = FaultPlan({"http_429": 0.1, "truncate": 0.3, "stall": 0.0})
     first, second = random.Random("7:faults"), random.Random("7:faults")
     assert [plan.draw(first) for _ in range(200)] == [plan.draw(second) for _ in range(200)]
     rng = random.Random(1)
     counts = Counter(plan.draw(rng) for _ in range(20_000))
-    assert set(counts) == {None, "http_429", "cut"}
+    assert set(counts) == {None, "http_429", "truncate"}
     assert counts["http_429"] / 20_000 == pytest.approx(0.1, abs=0.01)
-    assert counts["cut"] / 20_000 == pytest.approx(0.3, abs=0.015)
+    assert counts["truncate"] / 20_000 == pytest.approx(0.3, abs=0.015)
     assert all(FaultPlan({"reset": 1.0}).draw(rng) == "reset" for _ in range(100))
     assert FaultPlan().draw(rng) is None and not FaultPlan({"reset": 0.0})
 
 
 def test_every_fault_kind_has_a_client_kind_or_fails_no_turn() -> None:
-    assert set(FAULT_KINDS) == {*CLIENT_KIND, "idle_close"}
+    """Each fault names the failed-turn kind the client reports for it: a `Failure`, or the
+    `http_failure` of its status; only idle_close fails no turn."""
+    assert list(FAULT_KINDS) == list(BY_NAME) == [fault.name for fault in FAULTS]
+    for fault in FAULTS:
+        if fault.status is not None:
+            assert fault.name == fault.fails_as == http_failure(fault.status)
+        elif fault.fails_as is not None:
+            assert fault.fails_as in set(Failure) and fault.fails_as != Failure.CUT, fault
+    assert [fault.name for fault in FAULTS if fault.fails_as is None] == ["idle_close"]
+    assert set(ALIASES.values()) <= set(FAULT_KINDS) and not set(ALIASES) & set(FAULT_KINDS)
 
 
-# --- real runs: one fault at 100% ---------------------------------------------------------------
+# --- each fault, through the client, against the mock in a thread ------------------------------
 
 
-def check_nothing_lost(summary: dict[str, Any], served: dict[str, Any]) -> None:
+def converse(mock: ThreadedMock, turns: int = TURNS) -> list[TurnResult]:
+    """One conversation of `turns` turns through `stream_turn`, carrying the replies it was sent."""
+    messages: list[dict[str, str]] = []
+    results = []
+    with make_client(read_timeout=10) as client:
+        for i in range(turns):
+            messages.append({"role": "user", "content": f"turn {i}"})
+            body = {"model": "nlx:faulty", "messages": messages, "stream": True}
+            result = stream_turn(
+                client, mock.url + CHANNEL_PATH, body, api_key=KEY, idle_timeout=IDLE_TIMEOUT_S
+            )
+            if result.ok:
+                messages.append({"role": "assistant", "content": result.content})
+            results.append(result)
+    return results
+
+
+def check_nothing_lost(results: list[TurnResult], served: dict[str, Any]) -> None:
+    """Every request the client made, chunk and character it got, is one the mock counts it sent."""
+    assert served["requests"] == len(results)
+    assert served["turns_completed"] == sum(result.ok for result in results)
+    assert served["chunks"] == sum(result.chunks for result in results)
+    assert served["chars"] == sum(len(result.content) for result in results)
+    assert served["history_mismatches"] == 0
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f.fails_as is not None], ids=lambda f: f.name)
+def test_each_fault_at_100_percent_is_counted_as_its_kind(fault: Fault) -> None:
+    with mock_in_thread(*FAST, "--stall-seconds", "30", "--fault", f"{fault.name}=100%") as mock:
+        results = converse(mock)
+        served = mock.stats()
+    check_nothing_lost(results, served)
+    assert [result.kind for result in results] == [fault.fails_as] * TURNS
+    assert served["faults"] == {fault.name: TURNS}
+    example = EXAMPLE.get(fault.name, f"HTTP {fault.status}")
+    assert all(example in result.detail for result in results), results[0].detail
+    if fault.status is not None:
+        assert served["status"][str(fault.status)] == TURNS
+
+
+def test_idle_close_fails_no_turn_and_every_turn_gets_a_new_connection() -> None:
+    with mock_in_thread(*FAST, "--fault", "idle_close=100%") as mock:
+        results = converse(mock)
+        served = mock.stats()
+    check_nothing_lost(results, served)
+    assert all(result.ok and result.done for result in results)
+    assert served["faults"] == {"idle_close": TURNS}
+    assert served["connections"] == served["requests"] == TURNS
+    assert served["history_messages"] == 0 + 1 + 2  # each turn carried the replies before it
+
+
+# --- real run: several faults at once -----------------------------------------------------------
+# The one run through Locust: the plugin's counts and summary.json's errors add up to what the mock
+# served, with every turn ending in a fault of its own, and Locust exits 1.
+
+MIXED = ("http_429", "reset", "truncate", "stall", "error_event", "bad_json", "huge_event", "idle_close")
+
+
+def check_summary_lost_nothing(summary: dict[str, Any], served: dict[str, Any]) -> None:
     """Every turn is ok, failed or cut; every request, chunk and character the mock sent is counted."""
     counts = summary["counts"]
     assert counts["turns"] == counts["turns_ok"] + counts["turns_failed"] + counts["turns_cut"]
@@ -125,67 +205,24 @@ def check_nothing_lost(summary: dict[str, Any], served: dict[str, Any]) -> None:
     assert sum(errors.values()) == counts["turns_failed"] + counts["turns_cut"]
 
 
-@pytest.mark.parametrize("fault", list(CLIENT_KIND))
-def test_each_fault_at_100_percent_is_counted_as_its_kind(
-    fault: str, mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
-) -> None:
-    mock = mock_server(*FAST, "--fault", f"{fault}=100%")
-    run = run_locust(f"--host {mock.url} {RUN}", env=KEYED)
-    assert run.returncode == 1, run.output[-3000:]  # Locust's exit code when requests failed
-    assert "Traceback" not in run.output
-    summary = run.summary()
-    served = mock.stats()
-    check_nothing_lost(summary, served)
-    counts = summary["counts"]
-    assert counts["turns_ok"] == 0 and counts["turns_failed"] > 0
-    errors = {e["kind"]: e for e in summary["errors"]}
-    kind = CLIENT_KIND[fault]
-    assert set(errors) <= {kind, "cut"}, errors
-    cut = errors["cut"]["count"] if "cut" in errors else 0
-    assert served["faults"] == {fault: errors[kind]["count"] + cut}
-    assert EXAMPLE.get(fault, "HTTP") in errors[kind]["example"]
-    if fault.startswith("http_"):
-        assert served["status"][fault[5:]] == served["faults"][fault]
-
-
-def test_idle_close_fails_no_turn_and_every_turn_gets_a_new_connection(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
-) -> None:
-    mock = mock_server(*FAST, "--fault", "idle_close=100%")
-    run = run_locust(f"--host {mock.url} {RUN}", env=KEYED)
-    assert run.returncode == 0, run.output[-3000:]
-    summary = run.summary()
-    served = mock.stats()
-    check_nothing_lost(summary, served)
-    counts = summary["counts"]
-    assert counts["turns"] == counts["turns_ok"] > 10 and summary["errors"] == []
-    assert counts["conversations_started"] == counts["conversations_completed"]
-    assert served["faults"] == {"idle_close": counts["turns"]}
-    assert served["connections"] == served["requests"]
-
-
-# --- real run: several faults at once -----------------------------------------------------------
-
-MIXED = ("http_429", "reset", "cut", "stall", "error_event", "bad_json", "huge_event", "idle_close")
-
-
 def test_mixed_faults_are_all_counted_and_add_up(
     mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
 ) -> None:
     mock = mock_server(*FAST, "--seed", "11", "--faults", ",".join(f"{kind}=10%" for kind in MIXED))
     # Conversations go on after a failed turn, so later requests carry history around the faults.
     run = run_locust(f"--host {mock.url} {RUN} -u 4 -r 4 -t 4s --on-turn-error continue", env=KEYED)
-    assert run.returncode == 1, run.output[-3000:]
+    assert run.returncode == 1, run.output[-3000:]  # Locust's exit code when requests failed
     assert "Traceback" not in run.output
     summary = run.summary()
     served = mock.stats()
-    check_nothing_lost(summary, served)
+    check_summary_lost_nothing(summary, served)
     injected = served["faults"]
     assert set(injected) == set(MIXED) and all(injected[kind] > 0 for kind in MIXED), injected
     expected: Counter[str] = Counter()
-    for fault, n in injected.items():
-        if fault in CLIENT_KIND:
-            expected[CLIENT_KIND[fault]] += n
+    for kind, n in injected.items():
+        fails_as = BY_NAME[kind].fails_as
+        if fails_as is not None:
+            expected[fails_as] += n
     assert {e["kind"]: e["count"] for e in summary["errors"]} == dict(expected)
     assert all(e["example"] for e in summary["errors"])
     counts = summary["counts"]

@@ -1,16 +1,15 @@
-"""The NLX mock server, run as a real subprocess and spoken to over HTTP with httpx."""
+"""The NLX mock server, spoken to over HTTP with httpx: in a thread of this process (tests/mockthread.py),
+and as a real child process where only one shows it (timing, signals, the command line)."""
 
 from __future__ import annotations
 
-import asyncio
-import queue
+import gc
 import random
 import select
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,28 +21,33 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from gevent import monkey
 from hdrh.histogram import HdrHistogram
 
-from loadtest.mock import MockConfig, parse_config, parse_count_dist, parse_duration_dist, serve
+from loadtest.client import make_client, stream_turn
+from loadtest.mock import parse_config, parse_count_dist, parse_duration_dist
+from loadtest.mock.command import main as mock_main
+from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, READY_PREFIX
 from loadtest.mock.state import MockState
 from loadtest.mock.text import LINE_SEPARATOR, reply_pieces, reply_text, split_text
+from tests.mockthread import KEY as THREAD_KEY
+from tests.mockthread import ThreadedMock, mock_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
-READY = "loadtest-mock listening on "
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHANNEL_PATH = "/dep-1/chan-en-US/chat/completions"
+QUICK = ("--ttft", "1ms", "--itl", "1ms")
 
 
-# --- a reusable helper: the mock in a child process --------------------------------------------
+# --- the mock in a child process, where only a real process shows it --------------------------
 
 
 @dataclass
 class RunningMock:
-    """A mock server child process; `url` includes the prefix, `base` does not."""
+    """A mock server child process; `url` includes the prefix."""
 
     url: str
-    base: str
     process: subprocess.Popen[str]
     stderr: str = field(default="", init=False)
 
@@ -74,31 +78,33 @@ def running_mock(*args: str, api_key: str = KEY, startup_timeout: float = 15.0) 
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], startup_timeout)
     line = process.stdout.readline() if ready else ""
-    if not line.startswith(READY):
+    if not line.startswith(READY_PREFIX):
         process.kill()
         _, err = process.communicate()
         raise RuntimeError(f"mock did not start: stdout {line!r}, stderr {err!r}")
-    url = line[len(READY) :].strip()
-    host_port = url.split("/", 3)
-    mock = RunningMock(url=url, base="/".join(host_port[:3]), process=process)
+    mock = RunningMock(url=line[len(READY_PREFIX) :].strip(), process=process)
     try:
         yield mock
     finally:
         mock.stop()
+    assert "Traceback" not in mock.stderr, mock.stderr
+
+
+# --- the mock in a thread, one for the tests that only need a running mock ---------------------
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[RunningMock]:
-    with running_mock(
-        "--ttft", "const:10ms", "--itl", "const:1ms", "--chunks", "uniform:3:8", "--seed", "7"
+def mock() -> Iterator[ThreadedMock]:
+    # Leaving the block fails the module's last test if the mock logged an error or a warning.
+    with mock_in_thread(
+        "--ttft", "const:10ms", "--itl", "const:1ms", "--chunks", "uniform:3:8", "--seed", "7", api_key=KEY
     ) as m:
         yield m
-    assert "Traceback" not in m.stderr, m.stderr
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as c:
+    with httpx.Client(timeout=10, verify=False) as c:
         yield c
 
 
@@ -190,13 +196,13 @@ UNAUTHORIZED = {
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Bearer {KEY}x"}],
     ids=["missing", "wrong", "no-bearer", "longer"],
 )
-def test_bad_or_missing_key_is_401(mock: RunningMock, client: httpx.Client, headers: dict[str, str]) -> None:
+def test_bad_or_missing_key_is_401(mock: ThreadedMock, client: httpx.Client, headers: dict[str, str]) -> None:
     result = turn(client, mock.url, body_for("nlx"), headers=headers)
     assert result.status == 401
     assert orjson.loads(result.body) == UNAUTHORIZED
 
 
-def test_auth_is_checked_before_the_request(mock: RunningMock, client: httpx.Client) -> None:
+def test_auth_is_checked_before_the_request(mock: ThreadedMock, client: httpx.Client) -> None:
     result = turn(client, mock.url, b"not json", headers={}, path="/dep/chan/chat/completions")
     assert result.status == 401
 
@@ -233,7 +239,7 @@ def test_auth_is_checked_before_the_request(mock: RunningMock, client: httpx.Cli
     ],
 )
 def test_bad_requests_are_400(
-    mock: RunningMock, client: httpx.Client, path: str, body: Any, needle: str
+    mock: ThreadedMock, client: httpx.Client, path: str, body: Any, needle: str
 ) -> None:
     result = turn(client, mock.url, body, path=path)
     assert result.status == 400
@@ -246,7 +252,7 @@ def test_bad_requests_are_400(
 
 
 def test_stream_has_role_chunk_content_chunks_finish_and_done(
-    mock: RunningMock, client: httpx.Client
+    mock: ThreadedMock, client: httpx.Client
 ) -> None:
     result = turn(client, mock.url, body_for("nlx:shape-1"))
     assert result.status == 200
@@ -273,7 +279,7 @@ def test_stream_has_role_chunk_content_chunks_finish_and_done(
     assert last["choices"][0]["delta"] == {} and last["choices"][0]["finish_reason"] == "stop"
 
 
-def test_an_http_10_client_gets_the_stream_unframed_to_the_close(mock: RunningMock) -> None:
+def test_an_http_10_client_gets_the_stream_unframed_to_the_close(mock: ThreadedMock) -> None:
     host, port = mock.base.removeprefix("http://").split(":")
     body = orjson.dumps(body_for("nlx:http10"))
     request = (
@@ -294,7 +300,7 @@ def test_an_http_10_client_gets_the_stream_unframed_to_the_close(mock: RunningMo
     assert 3 <= len(contents) <= 8 and all(contents)
 
 
-def test_plain_nlx_model_gets_a_new_conversation_id(mock: RunningMock, client: httpx.Client) -> None:
+def test_plain_nlx_model_gets_a_new_conversation_id(mock: ThreadedMock, client: httpx.Client) -> None:
     ids = [turn(client, mock.url, body_for("nlx")).headers["x-conversation-id"] for _ in range(2)]
     assert ids[0] != ids[1]
     for conversation_id in ids:
@@ -302,7 +308,7 @@ def test_plain_nlx_model_gets_a_new_conversation_id(mock: RunningMock, client: h
         assert client.get(f"{mock.url}/_mock/conversations/{conversation_id}").status_code == 200
 
 
-def test_history_mismatches_are_counted(mock: RunningMock, client: httpx.Client) -> None:
+def test_history_mismatches_are_counted(mock: ThreadedMock, client: httpx.Client) -> None:
     reset(client, mock.url)
     model = "nlx:history-1"
     first = "".join(turn(client, mock.url, body_for(model, user("one"))).contents)
@@ -337,7 +343,7 @@ def test_history_mismatches_are_counted(mock: RunningMock, client: httpx.Client)
     assert client.get(f"{mock.url}/_mock/conversations/nope").status_code == 404
 
 
-def test_stats_match_what_the_client_received(mock: RunningMock, client: httpx.Client) -> None:
+def test_stats_match_what_the_client_received(mock: ThreadedMock, client: httpx.Client) -> None:
     reset(client, mock.url)
     received: list[str] = []
     for i in range(6):
@@ -360,7 +366,7 @@ def test_stats_match_what_the_client_received(mock: RunningMock, client: httpx.C
 
 
 def test_replies_carry_non_ascii_and_sometimes_a_line_separator(
-    mock: RunningMock, client: httpx.Client
+    mock: ThreadedMock, client: httpx.Client
 ) -> None:
     replies = ["".join(turn(client, mock.url, body_for(f"nlx:text-{i}")).contents) for i in range(12)]
     for reply in replies:
@@ -368,23 +374,21 @@ def test_replies_carry_non_ascii_and_sometimes_a_line_separator(
     assert any(LINE_SEPARATOR in reply for reply in replies)
 
 
-def test_client_disconnect_mid_stream_is_harmless() -> None:
-    with (
-        running_mock("--ttft", "0ms", "--itl", "const:10ms", "--chunks", "const:40") as m,
-        httpx.Client() as c,
-    ):
-        with c.stream(
+def test_client_disconnect_mid_stream_is_harmless(client: httpx.Client) -> None:
+    # Leaving the block fails if the mock logged an error or a warning.
+    with mock_in_thread("--ttft", "0ms", "--itl", "const:10ms", "--chunks", "const:40", api_key=KEY) as m:
+        with client.stream(
             "POST", m.url + CHANNEL_PATH, content=orjson.dumps(body_for("nlx:cut")), headers=AUTH
         ) as r:
             assert r.status_code == 200
             next(r.iter_bytes())  # the role chunk; then hang up
-        complete = turn(c, m.url, body_for("nlx:whole"))  # 400 ms: the cut handler has hit its next write
+        complete = turn(
+            client, m.url, body_for("nlx:whole")
+        )  # 400 ms: the cut handler has hit its next write
         assert len(complete.contents) == 40
-        s = stats(c, m.url)
-        assert s["turns"] == 2 and s["turns_completed"] == 1
-        assert 40 <= s["chunks"] < 80
-        assert m.stop() == 0
-    assert "Traceback" not in m.stderr and "Error" not in m.stderr, m.stderr
+        s = stats(client, m.url)
+    assert s["turns"] == 2 and s["turns_completed"] == 1
+    assert 40 <= s["chunks"] < 80
 
 
 # --- timing ------------------------------------------------------------------------------------
@@ -410,16 +414,19 @@ def test_schedule_errors_counted_by_value_read_as_if_recorded_one_by_one() -> No
     for late_s in (-0.000002, 0.0, 0.0001, 0.0001, 0.00225, 0.5, 0.0001):
         state.chunk_written("x", late_s, None)
         direct.record_value(max(round(late_s * 1e6), 0))
-    first = state.schedule_error_us
-    assert first.get_total_count() == 7
+    assert state.schedule_error_us.count == 7
     state.chunk_written("x", 0.003, None)  # after a read: added to what was folded before
     direct.record_value(3000)
     folded = state.schedule_error_us
-    assert folded.get_total_count() == 8 and state.chunks == 8
+    assert folded.count == 8 and state.chunks == 8
     for percentile in (1, 50, 75, 90, 99, 100):
-        assert folded.get_value_at_percentile(percentile) == direct.get_value_at_percentile(percentile)
+        assert folded.value_at_percentile_us(percentile) == direct.get_value_at_percentile(percentile)
+    # /_mock/stats: count, p50, p90, p99 and max in milliseconds, as HDR's own reading gives them.
+    expected = {f"p{p}": direct.get_value_at_percentile(p) / 1000 for p in (50, 90, 99)}
+    assert state.snapshot()["schedule_error_ms"] == {"count": 8, **expected, "max": 500.223}
     state.reset()
-    assert state.schedule_error_us.get_total_count() == 0
+    empty = {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    assert state.schedule_error_us.count == 0 and state.snapshot()["schedule_error_ms"] == empty
 
 
 def test_precise_timers_send_chunks_within_a_fraction_of_a_millisecond(client: httpx.Client) -> None:
@@ -441,9 +448,7 @@ def test_precise_timers_send_chunks_within_a_fraction_of_a_millisecond(client: h
 
 
 def test_prefix_and_no_done(client: httpx.Client) -> None:
-    with running_mock(
-        "--prefix", "/v1/", "--no-done", "--chunks", "const:2", "--ttft", "1ms", "--itl", "1ms"
-    ) as m:
+    with mock_in_thread("--prefix", "/v1/", "--no-done", "--chunks", "const:2", *QUICK, api_key=KEY) as m:
         assert m.url.endswith("/v1") and m.base + "/v1" == m.url
         result = turn(client, m.url, body_for("nlx"))
         assert result.status == 200
@@ -455,19 +460,35 @@ def test_prefix_and_no_done(client: httpx.Client) -> None:
         assert stats(client, m.base)["turns_completed"] == 1
 
 
-def test_bad_distribution_exits_2_with_one_line() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "loadtest.mock", "--ttft", "gaussian:3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 2
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1
-    assert "--ttft" in lines[0] and "uniform:A:B" in lines[0] and "lognormal:MEDIAN:SIGMA" in lines[0]
+@pytest.mark.parametrize(
+    ("prefix", "base_path"),
+    [("", "/v1"), ("/v1", "/v1"), ("/api/v2", "/api/v2")],
+    ids=["none", "v1", "other"],
+)
+def test_the_openai_route_is_the_prefix_or_v1_then_chat_completions(
+    client: httpx.Client, prefix: str, base_path: str
+) -> None:
+    """An OpenAI client given the mock's URL (plus /v1 when it has no prefix) as its base URL posts to
+    {base}/chat/completions: with --prefix /v1 that is /v1/chat/completions, not /v1/v1/..."""
+    assert parse_config(["--prefix", prefix], {}).openai_path == f"{base_path}/chat/completions"
+    with mock_in_thread("--prefix", prefix, "--chunks", "const:2", *QUICK, api_key=KEY) as m:
+        assert m.url == m.base + prefix
+        result = turn(client, m.base + base_path, body_for("any-model"), path="/chat/completions")
+        assert result.status == 200 and len(result.contents) == 2
+        assert {chunk["model"] for chunk in result.chunks} == {"any-model"}
+        if prefix:
+            assert turn(client, m.url + "/v1", body_for("any-model"), path="/chat/completions").status == 404
+        assert turn(client, m.url, body_for("nlx")).status == 200  # the NLX route beside it
+        assert stats(client, m.url)["turns_completed"] == 2
+
+
+def test_bad_distribution_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mock_main(["--ttft", "gaussian:3"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.startswith("loadtest mock: error: --ttft")
+    assert "uniform:A:B" in line and "lognormal:MEDIAN:SIGMA" in line
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -544,51 +565,70 @@ def test_replies_are_deterministic_and_split_into_non_empty_pieces() -> None:
 
 
 def test_config_takes_the_key_from_the_environment_and_hides_it() -> None:
-    config = parse_config([], {"NLX_API_KEY": "from-env"})
-    assert config.api_key == "from-env"
+    config = parse_config([], {API_KEY_ENV: "from-env"})
+    assert API_KEY_ENV == "NLX_API_KEY" and config.api_key == "from-env"
     assert "from-env" not in repr(config)
-    assert parse_config([], {}).api_key == "nlx-mock-key"
-    assert parse_config(["--api-key", "flag"], {"NLX_API_KEY": "from-env"}).api_key == "flag"
+    assert parse_config([], {}).api_key == DEFAULT_API_KEY == "nlx-mock-key"
+    assert parse_config(["--api-key", "flag"], {API_KEY_ENV: "from-env"}).api_key == "flag"
     with pytest.raises(ValueError, match="--port"):
         parse_config(["--port", "70000"], {})
 
 
-def test_serve_runs_in_process_in_a_thread() -> None:
-    urls: queue.Queue[str] = queue.Queue()
-    stop_events: queue.Queue[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = queue.Queue()
-    config = MockConfig(api_key=KEY, ttft=parse_duration_dist("1ms"), chunks=parse_count_dist("2"))
+def test_the_contract_loads_without_the_server_or_gevent() -> None:
+    """`loadtest.settings` reads the key and the ready line from here before Locust is imported."""
+    code = (
+        "import sys, loadtest.mock.contract, loadtest.mock.launch; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp', 'gevent', 'httpx', 'orjson'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        stop_events.put((asyncio.get_running_loop(), stop))
-        await serve(config, stop=stop, ready=urls.put)
 
-    thread = threading.Thread(target=asyncio.run, args=(run(),))
-    thread.start()
-    loop, stop = stop_events.get(timeout=10)
-    try:
-        url = urls.get(timeout=10)
-        with httpx.Client() as c:
-            assert len(turn(c, url, body_for("nlx")).contents) == 2
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+THREAD_CHECK = """
+import sys
+if sys.argv[1] == "locust":
+    import locust  # patches the process for gevent, as tests/conftest.py does
+from gevent import monkey
+assert monkey.is_module_patched("threading") == (sys.argv[1] == "locust")
+from loadtest.client import make_client, stream_turn
+from tests.mockthread import KEY, mock_in_thread
+with mock_in_thread("--ttft", "1ms", "--itl", "1ms", "--chunks", "const:3") as mock, make_client() as client:
+    body = {"model": "nlx", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    result = stream_turn(client, mock.url + "/dep/web-en-US/chat/completions", body, api_key=KEY)
+    assert result.ok and result.chunks == 3, result
+    assert mock.stats()["turns_completed"] == 1
+print("served")
+"""
+
+
+def test_the_mock_serves_from_a_thread_with_or_without_gevent_patching() -> None:
+    """tests/mockthread.py runs the mock on an OS thread whether or not Locust has patched the process
+    for gevent. Tests run in one process in any order: this one checks the case this process is in
+    (tests/conftest.py imports Locust first), and the other in a fresh process."""
+    patched = monkey.is_module_patched("threading")
+    with mock_in_thread("--ttft", "1ms", "--itl", "1ms", "--chunks", "const:3") as m, make_client() as c:
+        result = stream_turn(c, m.url + CHANNEL_PATH, body_for("nlx"), api_key=THREAD_KEY)
+    assert result.ok and result.chunks == 3, result
+    other = "nothing" if patched else "locust"
+    done = subprocess.run(
+        [sys.executable, "-c", THREAD_CHECK, other], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "served", done.stdout + done.stderr[-3000:]
 
 
 # --- faults (their effect on the client: tests/test_faults.py) ---------------------------------
 
 
-def test_without_faults_the_stats_list_none_and_count_connections(client: httpx.Client) -> None:
-    with running_mock("--ttft", "1ms", "--itl", "1ms", "--chunks", "const:2") as m:
+def test_without_faults_the_stats_list_none_and_count_connections() -> None:
+    with mock_in_thread(*QUICK, "--chunks", "const:2", api_key=KEY) as m, httpx.Client(verify=False) as c:
         for _ in range(3):
-            assert turn(client, m.url, body_for("nlx")).status == 200
-        s = stats(client, m.url)
+            assert turn(c, m.url, body_for("nlx")).status == 200
+        s = stats(c, m.url)
     assert s["faults"] == {} and s["connections"] == 1  # one keep-alive connection
 
 
 def test_http_fault_answers_json_and_429_says_when_to_retry(client: httpx.Client) -> None:
-    with running_mock("--fault", "http_429=100%", "--fault", "http_500=0%") as m:
+    with mock_in_thread("--fault", "http_429=100%", "--fault", "http_500=0%", api_key=KEY) as m:
         result = turn(client, m.url, body_for("nlx:retry"))
         assert turn(client, m.url, body_for("nlx"), headers={}).status == 401  # still checked first
         assert turn(client, m.url, body_for("bad-model")).status == 400
@@ -600,18 +640,22 @@ def test_http_fault_answers_json_and_429_says_when_to_retry(client: httpx.Client
     assert s["status"]["429"] == 1 and s["turns"] == 0 and s["conversations"] == 0
 
 
-def test_idle_close_says_connection_close_and_the_next_request_reconnects(client: httpx.Client) -> None:
-    with running_mock("--fault", "idle_close=100%", "--ttft", "1ms", "--itl", "1ms") as m:
-        results = [turn(client, m.url, body_for("nlx:idle")) for _ in range(3)]
-        s = stats(client, m.url)
+def test_idle_close_says_connection_close_and_the_next_request_reconnects() -> None:
+    with (
+        mock_in_thread("--fault", "idle_close=100%", *QUICK, api_key=KEY) as m,
+        httpx.Client(verify=False) as c,
+    ):
+        results = [turn(c, m.url, body_for("nlx:idle")) for _ in range(3)]
+        s = stats(c, m.url)
     for result in results:
         assert result.headers["connection"] == "close" and result.events[-1] == b"[DONE]"
     assert s["faults"] == {"idle_close": 3} and s["connections"] == 3
     assert s["turns_completed"] == 3 and s["history_mismatches"] == 0
 
 
-def test_cut_stops_in_the_middle_of_an_event(client: httpx.Client) -> None:
-    with running_mock("--fault", "cut=100%", "--chunks", "const:6", "--ttft", "1ms", "--itl", "1ms") as m:
+@pytest.mark.parametrize("name", ["truncate", "cut"], ids=["truncate", "cut-alias"])
+def test_truncate_stops_in_the_middle_of_an_event(client: httpx.Client, name: str) -> None:
+    with mock_in_thread("--fault", f"{name}=100%", "--chunks", "const:6", *QUICK, api_key=KEY) as m:
         received = b""
         with (
             pytest.raises(httpx.RemoteProtocolError),
@@ -627,22 +671,13 @@ def test_cut_stops_in_the_middle_of_an_event(client: httpx.Client) -> None:
     assert len(events) == 3  # the role chunk and two content chunks
     assert tail.startswith(b"data: {") and not tail.endswith(b"}")
     assert s["chunks"] == 2 and s["turns"] == 1 and s["turns_completed"] == 0
-    assert record["turns"][0]["fault"] == "cut" and record["turns"][0]["delivered"] is False
+    assert s["faults"] == {"truncate": 1}
+    assert record["turns"][0]["fault"] == "truncate" and record["turns"][0]["delivered"] is False
 
 
 def test_a_stall_shorter_than_the_client_timeout_only_delays_the_stream(client: httpx.Client) -> None:
-    with running_mock(
-        "--fault",
-        "stall=100%",
-        "--stall-seconds",
-        "0.3",
-        "--chunks",
-        "const:3",
-        "--ttft",
-        "1ms",
-        "--itl",
-        "1ms",
-    ) as m:
+    args = ("--fault", "stall=100%", "--stall-seconds", "0.3", "--chunks", "const:3", *QUICK)
+    with mock_in_thread(*args, api_key=KEY) as m:
         result = turn(client, m.url, body_for("nlx:slow"))
         s = stats(client, m.url)
     assert len(result.contents) == 3 and result.events[-1] == b"[DONE]"
@@ -652,7 +687,7 @@ def test_a_stall_shorter_than_the_client_timeout_only_delays_the_stream(client: 
 
 
 def test_a_reply_that_was_never_delivered_is_not_expected_in_the_history(client: httpx.Client) -> None:
-    with running_mock("--fault", "error_event=100%", "--ttft", "1ms", "--itl", "1ms") as m:
+    with mock_in_thread("--fault", "error_event=100%", *QUICK, api_key=KEY) as m:
         first = turn(client, m.url, body_for("nlx:h", user("one")))
         assert b'"error"' in first.events[-1]
         turn(client, m.url, body_for("nlx:h", user("one"), user("two")))  # no assistant message
@@ -663,56 +698,59 @@ def test_a_reply_that_was_never_delivered_is_not_expected_in_the_history(client:
 CYCLE_CLIENT = """
 import json, sys, httpx
 url, key = sys.argv[1], sys.argv[2]
+
+def converse(client, c):
+    messages = []
+    for t in range(5):
+        messages.append({"role": "user", "content": f"turn {t}"})
+        if c % 2:
+            route, model = url + "/dep-1/chan-en-US/chat/completions", f"nlx:cycles-{c}"
+        else:
+            route, model = url + "/v1/chat/completions", "gpt-x"
+        with client.stream("POST", route, json={"model": model, "messages": messages, "stream": True}) as r:
+            text = "".join(r.iter_text())
+        assert r.status_code == 200 and "[DONE]" in text, text
+        events = [json.loads(e[6:]) for e in text.split("\\n\\n") if e.startswith("data: {")]
+        content = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+        messages.append({"role": "assistant", "content": content})
+
 with httpx.Client(timeout=10, headers={"Authorization": "Bearer " + key}) as client:
-    for c in range(int(sys.argv[3])):
-        messages = []
-        for t in range(5):
-            messages.append({"role": "user", "content": f"turn {t}"})
-            body = {"model": f"nlx:cycles-{c}", "messages": messages, "stream": True}
-            route = url + "/dep-1/chan-en-US/chat/completions" if c % 2 else url + "/v1/chat/completions"
-            if not c % 2:
-                body["model"] = "gpt-x"
-            with client.stream("POST", route, json=body) as r:
-                text = "".join(r.iter_text())
-            assert r.status_code == 200 and "[DONE]" in text, text
-            events = [json.loads(e[6:]) for e in text.split("\\n\\n") if e.startswith("data: {")]
-            content = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
-            messages.append({"role": "assistant", "content": content})
+    for c in range(2):  # first-use imports and caches
+        converse(client, c)
+    print("warm", flush=True)
+    sys.stdin.readline()  # the test's collector is ready
+    for c in range(2, 22):
+        converse(client, c)
 """
 
 
 def test_serving_makes_no_reference_cycles() -> None:
     """The mock runs with the garbage collector off (it paused streams for milliseconds); that is
     only safe while serving a request leaves no reference cycle behind for the collector."""
-    import gc
-
-    config = parse_config(["--port", "0", "--api-key", KEY, "--ttft", "const:1ms", "--itl", "const:1ms"], {})
-    urls: queue.Queue[str] = queue.Queue()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(
-        target=lambda: loop.run_until_complete(serve(config, stop=stop, ready=urls.put))
-    )
-    thread.start()
-    url = urls.get(timeout=15)
-
-    def serve_conversations(n: int) -> None:
-        subprocess.run([sys.executable, "-c", CYCLE_CLIENT, url, KEY, str(n)], check=True, timeout=120)
-
-    try:
-        serve_conversations(2)  # first-use imports and caches
-        gc.collect()
-        gc.set_debug(gc.DEBUG_SAVEALL)
+    with mock_in_thread("--ttft", "const:1ms", "--itl", "const:1ms", api_key=KEY) as m:
+        client = subprocess.Popen(
+            [sys.executable, "-c", CYCLE_CLIENT, m.url, KEY],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert client.stdin is not None and client.stdout is not None
         try:
-            serve_conversations(20)  # 100 turns on both routes
+            assert client.stdout.readline() == "warm\n"  # first-use imports and caches
             gc.collect()
-            garbage = [type(o).__name__ for o in gc.garbage]
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                client.stdin.write("go\n")
+                client.stdin.flush()
+                assert client.wait(timeout=120) == 0  # 100 turns on both routes
+                gc.collect()
+                garbage = [type(o).__name__ for o in gc.garbage]
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
         finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=15)
-        loop.close()
+            if client.poll() is None:
+                client.kill()
+            client.communicate()
     # One closed connection leaves a handful of objects in a cycle (asyncio's transport); 100 turns, none.
     assert len(garbage) <= 20, sorted(garbage)[:50]

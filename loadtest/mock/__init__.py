@@ -1,10 +1,40 @@
-"""The built-in NLX OpenAI Connect mock server (`python -m loadtest.mock`, `loadtest mock`)."""
+"""The built-in NLX OpenAI Connect mock server (`python -m loadtest.mock`, `loadtest mock`).
 
-from loadtest.mock.dist import Distribution, parse_count_dist, parse_duration_dist
-from loadtest.mock.server import READY_PREFIX, MockConfig, create_app, main, parse_config, serve
-from loadtest.mock.state import MockState
+Importing the package loads nothing heavy: `loadtest.mock.contract` (the key, its environment
+variable, the ready line) is read by `loadtest.settings`, and the server (aiohttp) loads only when one
+of its names below is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, READY_PREFIX
+
+if TYPE_CHECKING:
+    from loadtest.mock.command import main
+    from loadtest.mock.config import MockConfig, parse_config
+    from loadtest.mock.dist import Distribution, parse_count_dist, parse_duration_dist
+    from loadtest.mock.server import create_app, serve
+    from loadtest.mock.state import MockState
+
+# Public name -> the module that defines it, imported on first use.
+_LAZY = {
+    "MockConfig": "loadtest.mock.config",
+    "parse_config": "loadtest.mock.config",
+    "Distribution": "loadtest.mock.dist",
+    "parse_count_dist": "loadtest.mock.dist",
+    "parse_duration_dist": "loadtest.mock.dist",
+    "create_app": "loadtest.mock.server",
+    "main": "loadtest.mock.command",
+    "serve": "loadtest.mock.server",
+    "MockState": "loadtest.mock.state",
+}
 
 __all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_API_KEY",
     "READY_PREFIX",
     "Distribution",
     "MockConfig",
@@ -16,3 +46,10 @@ __all__ = [
     "parse_duration_dist",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

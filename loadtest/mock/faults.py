@@ -1,48 +1,117 @@
 """Fault injection for the mock: which faults, at what rates, drawn per request from a seeded RNG.
 
-    --fault http_429=10% --fault cut=2%             one KIND=RATE per option, repeatable
+    --fault http_429=10% --fault truncate=2%        one KIND=RATE per option, repeatable
     --faults "http_500=5%,stall=1%"                 several at once, comma-separated
 
-A RATE is a percentage (`5%`) or a fraction (`0.05`). At most one fault is drawn per request, so the
-rates may add up to 100% at most. Most kinds are named for the error kind the client reports.
+A RATE is a percentage (`5%`) or a fraction (`0.05`), as `loadtest.shares` reads every share. At most
+one fault is drawn per request, so the rates may add up to 100% at most.
+
+`FAULTS` is the one list of faults: what each does, when in the response it happens, and the kind of
+failed turn the client reports for it (a `catalog.Failure`, or `http_failure(status)`). Adding a fault
+is one entry here plus what the server does for it (`loadtest/mock/answers.py` for a fault that
+replaces the response, `loadtest/mock/stream.py` for one inside the stream).
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Final
 
-# Answered with this status and a JSON `{"error": ...}` body instead of a stream.
-HTTP_FAULTS: Final[Mapping[str, int]] = {
-    "http_400": 400,
-    "http_401": 401,
-    "http_429": 429,
-    "http_500": 500,
-    "http_503": 503,
-}
-# Kind -> what the mock does, for `--help` and error messages.
-FAULT_KINDS: Final[Mapping[str, str]] = {
-    **{kind: f"answer {status} with a JSON error body" for kind, status in HTTP_FAULTS.items()},
-    "reset": "reset the connection (TCP RST) before sending headers",
-    "cut": "stream a few chunks, then close the connection in the middle of an event",
-    "stall": "after the first content chunk, send nothing for --stall-seconds",
-    "content_type": "answer 200 with Content-Type: text/html",
-    "error_body": "answer 200 with Content-Type: application/json and an {error} body",
-    "error_event": 'stream a few chunks, then data: {"error": {...}}',
-    "bad_json": "stream a few chunks, then an event whose data is not JSON",
-    "huge_event": "send one event with 2 MiB of content",
-    "idle_close": "complete the response, then close the connection (Connection: close)",
-}
-# Accepted on the command line for the kind it names: the client reports a `cut` as `disconnect`.
-ALIASES: Final[Mapping[str, str]] = {"disconnect": "cut"}
-# Faults that answer before any stream starts: the request leaves no turn in the mock's state.
-NO_STREAM_FAULTS: Final = frozenset({*HTTP_FAULTS, "reset", "content_type", "error_body"})
+from loadtest.catalog import Failure, http_failure
+from loadtest.shares import ShareError, parse_share
 
-_RATE = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(%?)$")
+
+class Stage(Enum):
+    """Where in the response a fault happens."""
+
+    ANSWER = "answer"  # replaces the whole response: no stream, so no turn in the mock's state
+    MID_STREAM = "mid_stream"  # a few content chunks, then an event of the fault's own ends the stream
+    EVENT = "event"  # one event of the fault's own in place of every content chunk
+    STREAM = "stream"  # changes how a complete stream is sent
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    name: str
+    does: str  # for --help and error messages
+    stage: Stage
+    # The kind of failed turn the client reports for it; None when no turn fails.
+    fails_as: str | None
+    status: int | None = None  # of an HTTP fault
+
+
+_HTTP_STATUSES = (400, 401, 429, 500, 503)
+
+FAULTS: Final[tuple[Fault, ...]] = (
+    *(
+        Fault(
+            http_failure(status),
+            f"answer {status} with a JSON error body",
+            Stage.ANSWER,
+            http_failure(status),
+            status,
+        )
+        for status in _HTTP_STATUSES
+    ),
+    Fault("reset", "reset the connection (TCP RST) before sending headers", Stage.ANSWER, Failure.DISCONNECT),
+    Fault(
+        "truncate",
+        "stream a few chunks, then close the connection in the middle of an event",
+        Stage.MID_STREAM,
+        Failure.DISCONNECT,
+    ),
+    # A turn fails only when the stall outlasts the client's idle timeout.
+    Fault(
+        "stall",
+        "after the first content chunk, send nothing for --stall-seconds",
+        Stage.STREAM,
+        Failure.IDLE_TIMEOUT,
+    ),
+    Fault("content_type", "answer 200 with Content-Type: text/html", Stage.ANSWER, Failure.CONTENT_TYPE),
+    Fault(
+        "error_body",
+        "answer 200 with Content-Type: application/json and an {error} body",
+        Stage.ANSWER,
+        Failure.ERROR_BODY,
+    ),
+    Fault(
+        "error_event",
+        'stream a few chunks, then data: {"error": {...}}',
+        Stage.MID_STREAM,
+        Failure.STREAM_ERROR,
+    ),
+    Fault(
+        "bad_json",
+        "stream a few chunks, then an event whose data is not JSON",
+        Stage.MID_STREAM,
+        Failure.BAD_JSON,
+    ),
+    Fault("huge_event", "send one event with 2 MiB of content", Stage.EVENT, Failure.EVENT_TOO_LARGE),
+    # The client reconnects for its next turn: nothing fails.
+    Fault(
+        "idle_close",
+        "complete the response, then close the connection (Connection: close)",
+        Stage.STREAM,
+        None,
+    ),
+)
+BY_NAME: Final[Mapping[str, Fault]] = {fault.name: fault for fault in FAULTS}
+# Kind -> what the mock does, for `--help` and error messages.
+FAULT_KINDS: Final[Mapping[str, str]] = {fault.name: fault.does for fault in FAULTS}
+# Answered with this status and a JSON `{"error": ...}` body instead of a stream.
+HTTP_FAULTS: Final[Mapping[str, int]] = {f.name: f.status for f in FAULTS if f.status is not None}
+# Faults that answer before any stream starts: the request leaves no turn in the mock's state.
+NO_STREAM_FAULTS: Final = frozenset(f.name for f in FAULTS if f.stage is Stage.ANSWER)
+MID_STREAM_FAULTS: Final = frozenset(f.name for f in FAULTS if f.stage is Stage.MID_STREAM)
+# Faults that end the stream with an event of their own.
+EVENT_FAULTS: Final = frozenset(f.name for f in FAULTS if f.stage in (Stage.MID_STREAM, Stage.EVENT))
+# Other names accepted on the command line: `cut`, the fault's first name (the client's `cut` is a
+# turn stopped by the end of the run), and `disconnect`, what the client reports for it.
+ALIASES: Final[Mapping[str, str]] = {"cut": "truncate", "disconnect": "truncate"}
 
 
 @dataclass(frozen=True)
@@ -78,17 +147,6 @@ class FaultPlan:
         return None
 
 
-def parse_rate(text: str) -> float:
-    """`5%` or `0.05` -> 0.05; ValueError for anything outside 0..100%."""
-    match = _RATE.match(text.strip())
-    if match is None:
-        raise ValueError(f"bad rate {text!r}: use a percentage such as 5% or a fraction such as 0.05")
-    value = float(match.group(1)) / (100.0 if match.group(2) else 1.0)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"bad rate {text!r}: it must be between 0 and 100%")
-    return value
-
-
 def parse_faults(specs: Iterable[str]) -> FaultPlan:
     """Build a plan from `KIND=RATE` items, each item possibly a comma-separated list of them."""
     rates: dict[str, float] = {}
@@ -106,7 +164,7 @@ def parse_faults(specs: Iterable[str]) -> FaultPlan:
             if kind in rates:
                 raise ValueError(f"fault {kind} is given twice")
             try:
-                rates[kind] = parse_rate(rate_text)
-            except ValueError as exc:
-                raise ValueError(f"fault {kind}: {exc}") from None
+                rates[kind] = parse_share(rate_text)
+            except ShareError as exc:
+                raise ValueError(f"fault {kind}: bad rate {exc}") from None
     return FaultPlan(rates)

@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from loadtest.errors import LoadtestError
-
-READY_PREFIX = "loadtest-mock listening on "
+from loadtest.mock.contract import READY_PREFIX
 
 
 @dataclass

@@ -9,35 +9,28 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import orjson
-from hdrh.histogram import HdrHistogram
 
-# Microseconds, one microsecond to one hour, three significant digits: the project-wide layout.
-from loadtest.metrics import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, Histogram, acyclic
+from loadtest.metrics import Histogram
 
-
-def new_histogram() -> HdrHistogram:
-    # Acyclic: the mock runs without the cycle collector.
-    return acyclic(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS))
+# The percentiles /_mock/stats reports of each histogram, beside its count and maximum.
+_PERCENTILES = (50.0, 90.0, 99.0)
 
 
-def record_us(histogram: HdrHistogram, value_us: int) -> None:
-    """Record, clamping to the histogram's range (early wake-ups give tiny negative errors)."""
-    histogram.record_value(min(max(value_us, 0), HIGHEST_US))
-
-
-def summary_ms(histogram: HdrHistogram) -> dict[str, float | int]:
-    """Count and percentiles of a microsecond histogram, in milliseconds."""
-
-    def ms(value_us: int) -> float:
-        return round(value_us / 1000, 3)
-
+def summary_ms(histogram: Histogram) -> dict[str, float | int]:
+    """Count, p50, p90, p99 and max of a microsecond histogram, in milliseconds (0 when empty)."""
+    count = histogram.count
+    if count == 0:
+        return {"count": 0, **{f"p{p:g}": 0.0 for p in _PERCENTILES}, "max": 0.0}
+    values = histogram.values_at_percentiles_us(list(_PERCENTILES))
     return {
-        "count": int(histogram.get_total_count()),
-        "p50": ms(histogram.get_value_at_percentile(50)),
-        "p90": ms(histogram.get_value_at_percentile(90)),
-        "p99": ms(histogram.get_value_at_percentile(99)),
-        "max": ms(histogram.get_max_value()),
+        "count": count,
+        **{f"p{p:g}": _ms(values[p]) for p in _PERCENTILES},
+        "max": _ms(histogram.hdr.get_max_value()),
     }
+
+
+def _ms(value_us: int) -> float:
+    return round(value_us / 1000, 3)
 
 
 class Turn(NamedTuple):
@@ -93,11 +86,13 @@ class MockState:
         # Each conversation is one list of Turn tuples: one object for the GC to track.
         self.conversations: dict[str, list[Turn]] = {}
         self.replies_sent: set[str] = set()
-        self.ttft_us = new_histogram()
-        self.turn_us = new_histogram()
-        # A metrics.Histogram, which counts values until read: a chunk costs a dict update, not an
-        # HDR record (the bulk of the mock's per-chunk bookkeeping at 50,000 chunks a second).
-        self._schedule_error = Histogram()
+        # metrics.Histogram counts values until read: a chunk costs a dict update, not an HDR record
+        # (the bulk of the mock's per-chunk bookkeeping at 50,000 chunks a second). Each clamps what
+        # it records to its range: an early wake-up gives a tiny negative schedule error.
+        self.ttft_us = Histogram()
+        self.turn_us = Histogram()
+        # How late chunks went out (µs), every chunk written so far recorded.
+        self.schedule_error_us = Histogram()
 
     def saw_connection(self, transport: object | None) -> None:
         """Count the connection a chat request came on, once per connection."""
@@ -137,14 +132,9 @@ class MockState:
         (`started_ns`: when its request came in) also gives the server-side TTFT."""
         self.chunks += 1
         self.chars += len(piece)
-        self._schedule_error.record_us(round(late_s * 1e6))
+        self.schedule_error_us.record_us(round(late_s * 1e6))
         if started_ns is not None:
-            record_us(self.ttft_us, (time.perf_counter_ns() - started_ns) // 1000)
-
-    @property
-    def schedule_error_us(self) -> HdrHistogram:
-        """How late chunks went out (µs), every chunk written so far recorded."""
-        return self._schedule_error.hdr
+            self.ttft_us.record_us((time.perf_counter_ns() - started_ns) // 1000)
 
     def delivered(self, turns: list[Turn], index: int) -> None:
         """Mark turn `index` as delivered: its whole reply was sent."""
@@ -167,8 +157,5 @@ class MockState:
             "ttft_ms": summary_ms(self.ttft_us),
             "turn_ms": summary_ms(self.turn_us),
             "schedule_error_ms": summary_ms(self.schedule_error_us),
-            "hdr": {
-                "ttft": self.ttft_us.encode().decode("ascii"),
-                "turn": self.turn_us.encode().decode("ascii"),
-            },
+            "hdr": {"ttft": self.ttft_us.encode(), "turn": self.turn_us.encode()},
         }

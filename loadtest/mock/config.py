@@ -1,0 +1,177 @@
+"""The mock's options: its command line, parsed into one `MockConfig`, and where its routes go."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
+from loadtest.mock.dist import Distribution, parse_count_dist, parse_duration_dist
+from loadtest.mock.faults import ALIASES, FAULT_KINDS, FaultPlan, parse_faults
+
+DEFAULT_TTFT = "lognormal:300ms:0.3"
+DEFAULT_ITL = "uniform:10ms:40ms"
+DEFAULT_CHUNKS = "uniform:5:20"
+DEFAULT_FINGERPRINT = "loadtest-mock"
+DEFAULT_STALL_S = 120.0
+# The generic OpenAI route's base path when there is no --prefix: clients are told `http://host/v1`.
+OPENAI_BASE = "/v1"
+
+ROUTES_HELP = (
+    "ROUTES: NLX, POST {prefix}/{deploymentKey}/{channelKey}/chat/completions; OpenAI (any model, "
+    f"no conversation state), POST {{prefix}}/chat/completions, or {OPENAI_BASE}/chat/completions "
+    f"without a prefix: an OpenAI client's base URL is the mock's URL, plus {OPENAI_BASE} if it has no "
+    "prefix; GET [{prefix}]/_mock/stats."
+)
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str = field(default=DEFAULT_API_KEY, repr=False)
+    prefix: str = ""
+    ttft: Distribution = field(default_factory=lambda: parse_duration_dist(DEFAULT_TTFT))
+    itl: Distribution = field(default_factory=lambda: parse_duration_dist(DEFAULT_ITL))
+    chunks: Distribution = field(default_factory=lambda: parse_count_dist(DEFAULT_CHUNKS))
+    send_done: bool = True
+    seed: int = 0
+    fingerprint: str = DEFAULT_FINGERPRINT
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    stall_s: float = DEFAULT_STALL_S
+    precise_timers: bool = False
+
+    @property
+    def openai_path(self) -> str:
+        """The generic OpenAI route: `{prefix}/chat/completions`, `/v1/chat/completions` without one."""
+        return f"{self.prefix or OPENAI_BASE}/chat/completions"
+
+    @property
+    def nlx_path(self) -> str:
+        """The contract's route, as an aiohttp pattern."""
+        return f"{self.prefix}/{{deployment}}/{{channel}}/chat/completions"
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    aliases = ", ".join(f"{alias} = {kind}" for alias, kind in ALIASES.items())
+    parser = _ArgumentParser(
+        prog="loadtest mock",
+        description="Serve a mock NLX OpenAI Connect endpoint that streams replies on a schedule.",
+        epilog="DIST: const:100ms (or 100ms, 0.1s, 100 = ms), uniform:A:B, normal:MEAN:SD, "
+        "lognormal:MEDIAN:SIGMA, exp:MEAN. Counts take the same forms without units. "
+        f"FAULT KINDS: {', '.join(FAULT_KINDS)} ({aliases}); "
+        f"at most one per request, drawn from --seed. {ROUTES_HELP}",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 lets the OS pick (default: 0)")
+    parser.add_argument(
+        "--api-key", help=f"the accepted bearer token (default: ${API_KEY_ENV}, else {DEFAULT_API_KEY})"
+    )
+    parser.add_argument(
+        "--prefix",
+        default="",
+        help="path prefix such as /v1, before both chat routes (see ROUTES; default: none)",
+    )
+    parser.add_argument(
+        "--ttft",
+        default=DEFAULT_TTFT,
+        metavar="DIST",
+        help="time to first content chunk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--itl",
+        default=DEFAULT_ITL,
+        metavar="DIST",
+        help="time between content chunks (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chunks",
+        default=DEFAULT_CHUNKS,
+        metavar="DIST",
+        help="content chunks per reply (default: %(default)s)",
+    )
+    parser.add_argument("--no-done", action="store_true", help="do not send the final data: [DONE]")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--fingerprint", default=DEFAULT_FINGERPRINT, help="system_fingerprint value")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help="inject a fault into this share of chat requests, e.g. http_429=10%% or stall=0.01 (repeatable)",
+    )
+    parser.add_argument(
+        "--faults",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help='several faults at once, e.g. "http_500=5%%,stall=1%%"',
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=DEFAULT_STALL_S,
+        metavar="S",
+        help="how long the stall fault sends nothing (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--precise-timers",
+        action="store_true",
+        help="send each chunk within microseconds of its deadline rather than up to a millisecond late, "
+        "by polling through the last millisecond before it; keeps a CPU busy while streams are open "
+        "(for benchmarks, with the mock on a CPU of its own)",
+    )
+    return parser
+
+
+def _normalize_prefix(prefix: str) -> str:
+    prefix = prefix.strip().strip("/")
+    if any(ch in prefix for ch in "{}?#"):
+        raise ValueError(f"--prefix {prefix!r} must be a plain path such as /v1")
+    return f"/{prefix}" if prefix else ""
+
+
+def _option_dist(option: str, text: str, parse: Callable[[str], Distribution]) -> Distribution:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
+    """Build the config from command-line arguments; ValueError carries a one-line message."""
+    args = build_parser().parse_args(list(argv))
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} is not a port number (0-65535)")
+    api_key = args.api_key if args.api_key is not None else environ.get(API_KEY_ENV) or DEFAULT_API_KEY
+    if not api_key:
+        raise ValueError("--api-key must not be empty")
+    if not (math.isfinite(args.stall_seconds) and args.stall_seconds > 0):
+        raise ValueError(f"--stall-seconds {args.stall_seconds:g} must be a positive number of seconds")
+    try:
+        faults = parse_faults([*args.fault, *args.faults])
+    except ValueError as exc:
+        raise ValueError(f"--fault: {exc}") from None
+    return MockConfig(
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        prefix=_normalize_prefix(args.prefix),
+        ttft=_option_dist("--ttft", args.ttft, parse_duration_dist),
+        itl=_option_dist("--itl", args.itl, parse_duration_dist),
+        chunks=_option_dist("--chunks", args.chunks, parse_count_dist),
+        send_done=not args.no_done,
+        seed=args.seed,
+        fingerprint=args.fingerprint,
+        faults=faults,
+        stall_s=args.stall_seconds,
+        precise_timers=args.precise_timers,
+    )

@@ -1,0 +1,218 @@
+"""The stream of one turn: a role chunk, content chunks on their deadlines, the finish and [DONE].
+
+Timings are scheduled against absolute deadlines from the request's arrival, so a slow event loop
+shows up as schedule error (recorded) rather than as drift that silently stretches every turn. A
+fault inside the stream (`faults.Stage.MID_STREAM`, `EVENT`, `STREAM`) is written here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from loadtest.mock import connection
+from loadtest.mock.answers import injected
+from loadtest.mock.config import MockConfig
+from loadtest.mock.faults import EVENT_FAULTS, MID_STREAM_FAULTS
+from loadtest.mock.state import MockState, Turn
+from loadtest.mock.text import reply_pieces
+from loadtest.mock.ticker import Schedule, Ticker, sleep_until
+
+# Faults in the middle of a stream come after this many content chunks (fewer if the reply is shorter).
+_CHUNKS_BEFORE_FAULT = 2
+# Twice the client's default event cap (1 MiB).
+_HUGE_EVENT_CHARS = 2 * 1024 * 1024
+
+# One event's bytes, from its delta and finish_reason.
+Encoder = Callable[[dict[str, str], str | None], bytes]
+
+
+def _encoder(base: dict[str, Any]) -> Encoder:
+    """The bytes orjson.dumps({**base, "choices": [choice]}) gives, with only the delta encoded per event."""
+    head = b"data: " + orjson.dumps(base)[:-1] + b',"choices":[{"index":0,"delta":'
+
+    def event(delta: dict[str, str], finish_reason: str | None) -> bytes:
+        tail = b',"logprobs":null,"finish_reason":' + orjson.dumps(finish_reason) + b"}]}\n\n"
+        return head + orjson.dumps(delta) + tail
+
+    return event
+
+
+class Streamer:
+    """Streams turns for one mock app: its config, its state, the generator of its timings, its ticker."""
+
+    def __init__(self, config: MockConfig, state: MockState) -> None:
+        self.config = config
+        self.state = state
+        self.rng = random.Random(config.seed)
+        self._ticker: Ticker | None = None
+
+    def _deadlines(self, start: float, pieces: list[str], fault: str | None) -> tuple[list[str], list[float]]:
+        """The pieces to send and their deadlines; a mid-stream fault takes the place of the next chunk,
+        on that chunk's schedule (its deadline is the one after the last piece's)."""
+        config = self.config
+        deadlines = [start + config.ttft.sample(self.rng)]
+        for _ in pieces[1:]:
+            deadlines.append(deadlines[-1] + config.itl.sample(self.rng))
+        if fault in MID_STREAM_FAULTS:
+            pieces = pieces[:_CHUNKS_BEFORE_FAULT]
+            if len(deadlines) == len(pieces):
+                deadlines.append(deadlines[-1] + config.itl.sample(self.rng))
+            deadlines = deadlines[: len(pieces) + 1]
+        elif fault == "huge_event":
+            pieces = []
+        return pieces, deadlines
+
+    async def stream(
+        self,
+        request: web.Request,
+        started_ns: int,
+        conversation_id: str,
+        turns: list[Turn],
+        messages: list[dict[str, Any]],
+        model: str,
+        fault: str | None = None,
+    ) -> web.StreamResponse:
+        """Stream turn number len(turns) of the conversation, recorded in `turns` as it goes."""
+        loop = asyncio.get_running_loop()
+        start = loop.time() - (time.perf_counter_ns() - started_ns) / 1e9
+        state = self.state
+        index = len(turns)
+        pieces = reply_pieces(self.config.seed, conversation_id, index, self.config.chunks)
+        turns.append(Turn(orjson.dumps(messages), "".join(pieces), fault=fault))
+        slot = (turns, index)  # where state.delivered() marks the turn
+        pieces, deadlines = self._deadlines(start, pieces, fault)
+        event = _encoder(
+            {
+                "id": f"chatcmpl-{os.urandom(16).hex()}",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": self.config.fingerprint,
+            }
+        )
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Conversation-Id": conversation_id,
+            },
+        )
+        if fault == "idle_close":
+            response.force_close()  # sends Connection: close, and closes once the response is written
+        state.status[200] += 1
+        state.turns += 1
+        try:
+            await response.prepare(request)
+            await response.write(event({"role": "assistant", "content": ""}, None))
+            transport = request.transport
+            # The fast path frames chunks itself: only where aiohttp chose the chunked encoding
+            # (HTTP/1.1; an HTTP/1.0 client gets the body to the close, unframed).
+            chunked = response.headers.get("Transfer-Encoding") == "chunked"
+            if fault is None and transport is not None and chunked:
+                ended = await self._write_on_schedule(transport, pieces, deadlines, event, slot, started_ns)
+            else:
+                ended = await self._write_with_fault(
+                    request, response, pieces, deadlines, event, slot, started_ns, fault
+                )
+            if not ended:
+                return response
+            await response.write(event({}, "stop"))
+            if self.config.send_done:
+                await response.write(b"data: [DONE]\n\n")
+            state.turn_us.record_us((time.perf_counter_ns() - started_ns) // 1000)
+            state.turns_completed += 1
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # The client went away; what was written before is already counted.
+        return response
+
+    async def _write_on_schedule(
+        self,
+        transport: asyncio.Transport,
+        pieces: list[str],
+        deadlines: list[float],
+        event: Encoder,
+        slot: tuple[list[Turn], int],
+        started_ns: int,
+    ) -> bool:
+        """Write the content chunks of a turn without faults; False if the client went away first.
+
+        Each chunk goes out from a timer callback straight to the transport, framed for the chunked
+        encoding aiohttp set up: no task wake-up and no writer call per chunk. That halves the mock's
+        CPU per chunk, which keeps its schedule error small at the loads the benchmarks measure.
+        """
+        if not pieces:
+            return True
+        frames = []
+        for piece in pieces:
+            data = event({"content": piece}, None)
+            frames.append(b"%x\r\n%s\r\n" % (len(data), data))
+        if self._ticker is None:
+            self._ticker = Ticker(asyncio.get_running_loop())
+        schedule = Schedule(self._ticker, self.state, transport, frames, pieces, deadlines, slot, started_ns)
+        schedule.start()
+        try:
+            return await schedule.finished
+        finally:
+            # A handler cancelled mid-stream: its chunks still in the heap are dropped when they fall due.
+            schedule.finished.cancel()
+
+    async def _write_with_fault(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        pieces: list[str],
+        deadlines: list[float],
+        event: Encoder,
+        slot: tuple[list[Turn], int],
+        started_ns: int,
+        fault: str | None,
+    ) -> bool:
+        """Write the content chunks of a turn with a fault in it; False when the response ends here."""
+        loop = asyncio.get_running_loop()
+        state = self.state
+        # Shifted by a stall, so the chunks after it keep their gaps.
+        delay = 0.0
+        for i, (piece, deadline) in enumerate(zip(pieces, deadlines, strict=False)):
+            await sleep_until(loop, deadline + delay)
+            await response.write(event({"content": piece}, None))
+            written = loop.time()
+            state.chunk_written(piece, written - deadline - delay, started_ns if i == 0 else None)
+            if i == len(pieces) - 1 and fault not in MID_STREAM_FAULTS:
+                state.delivered(*slot)
+            if i == 0 and fault == "stall":
+                if not await connection.stall(request, self.config.stall_s):
+                    return False  # the client gave up waiting
+                delay = loop.time() - written
+        if fault is not None and fault in EVENT_FAULTS:
+            await sleep_until(loop, deadlines[len(pieces)] + delay)
+            await _inject(request, response, fault, event)
+            return False
+        return True
+
+
+async def _inject(request: web.Request, response: web.StreamResponse, fault: str, event: Encoder) -> None:
+    """Write a fault's own event in place of the next chunk, and end the response."""
+    if fault == "truncate":
+        half = event({"content": "this event is never finished"}, None)
+        await response.write(half[: len(half) // 2])
+        await connection.abort(request)
+        return
+    if fault == "huge_event":
+        filler = "lorem ipsum " * (_HUGE_EVENT_CHARS // 12 + 1)
+        await response.write(event({"content": filler[:_HUGE_EVENT_CHARS]}, None))
+    elif fault == "error_event":
+        error = {"message": "The model failed mid-stream", "type": "server_error", "code": "stream_error"}
+        await response.write(b"data: " + orjson.dumps(injected(error)) + b"\n\n")
+    else:  # bad_json: a chunk cut short, as a broken proxy might pass it on
+        await response.write(event({"content": "truncated"}, None)[:40] + b"\n\n")
+    await response.write_eof()
