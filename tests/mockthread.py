@@ -1,8 +1,8 @@
 """The mock server in a thread of the test process, for tests that drive it in-process.
 
-The thread is an OS thread running an asyncio loop of its own, also when Locust, imported by another
-test module of the same pytest process, has monkey-patched the process for gevent: a patched
-`threading.Thread` would be a greenlet, which the mock's loop would block, and a patched
+The thread is an OS thread running an asyncio loop of its own, also when Locust (imported first by
+tests/conftest.py, or by any test module of this pytest process) has patched the process for gevent:
+a patched `threading.Thread` would be a greenlet, which the mock's loop would block, and a patched
 `selectors.DefaultSelector` would run gevent's hub inside asyncio's. So the thread, its locks and its
 selector are the originals (`gevent.monkey.get_original` gives the current ones when nothing is
 patched). The test's side may block on those locks: the mock does not need the test's thread to run.
@@ -133,7 +133,7 @@ class ThreadedMock:
 @contextmanager
 def mock_in_thread(*args: str, api_key: str = KEY) -> Iterator[ThreadedMock]:
     """A mock with these command-line options, on 127.0.0.1 and a free port, for the `with` block;
-    stopped at its end, which fails if the mock logged an error."""
+    stopped at its end, which fails if the mock logged a warning or an error."""
     config = parse_config(["--host", "127.0.0.1", "--port", "0", "--api-key", api_key, *args], {})
     mock = ThreadedMock(config)
     mock.start()
