@@ -22,7 +22,7 @@ from loadtest.calibrate import sample_process
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = str(Path(sys.executable).with_name("locust"))
-FAULTS = "http_500=2%,http_429=2%,cut=1%,stall=0.5%,bad_json=0.5%,error_event=1%,reset=0.5%"
+FAULTS = "http_500=2%,http_429=2%,truncate=1%,stall=0.5%,bad_json=0.5%,error_event=1%,reset=0.5%"
 
 
 def main() -> int:

@@ -7,10 +7,10 @@ monkey-patches the process). Importing `loadtest` itself loads nothing heavy, so
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loadtest.errors import ConfigError, EventTooLarge, LoadtestError, StreamProtocolError
+from loadtest.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from loadtest.client import TurnResult, make_client, stream_turn
@@ -46,8 +46,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

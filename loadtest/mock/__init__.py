@@ -7,9 +7,9 @@ of its names below is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from loadtest.lazy import lazy_exports
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, READY_PREFIX
 
 if TYPE_CHECKING:
@@ -48,8 +48,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
