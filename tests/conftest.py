@@ -1,6 +1,15 @@
-"""Real processes for end-to-end tests: the mock server and `locust` itself, on 127.0.0.1."""
+"""Processes for end-to-end tests, on 127.0.0.1: the mock server, `locust` itself, and the one standard
+`locust` run that the tests which only read a run's outputs share; runs in this process (tests/harness.py).
+
+Locust is imported first: it patches the test process for gevent, and this way it does so before
+anything else opens sockets or starts threads, whichever test file is collected first.
+"""
 
 from __future__ import annotations
+
+# ruff: noqa: I001  (locust is imported first on purpose)
+
+import locust  # noqa: F401  (first: gevent patches the process before httpx is imported)
 
 import os
 import shlex
@@ -17,9 +26,8 @@ import orjson
 import pytest
 
 from loadtest.mock.launch import MockProcess, start_mock
+from tests.harness import LOCUSTFILE, ROOT, Run, Until, run_in_process  # noqa: F401  (ROOT: for other tests)
 
-ROOT = Path(__file__).resolve().parents[1]
-LOCUSTFILE = ROOT / "locustfiles" / "chat.py"
 LOCUST = str(Path(sys.executable).with_name("locust"))
 TEST_KEY = "test-key-9f3a71c2"
 # A quick mock for end-to-end runs, the NLX options that go with it, and an environment with the key.
@@ -82,7 +90,11 @@ def mock_server() -> Iterator[Callable[..., Mock]]:
 
 
 def locust_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NLX_", "LOADTEST_", "LOCUST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NLX_", "LOADTEST_", "LOCUST_")) and k != "GITHUB_STEP_SUMMARY"
+    }
     env.update(extra)
     return env
 
@@ -109,3 +121,85 @@ def run_locust(tmp_path: Path) -> Callable[..., LocustRun]:
         return LocustRun(proc.returncode, proc.stdout, proc.stderr, report_dir)
 
     return run
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Callable[..., Run]:
+    """Run like `run_locust`, in this process (tests/harness.py), until a condition holds."""
+
+    def run(
+        cmdline: str, *args: str, until: Until, env: dict[str, str] | None = None, timeout: float = 30
+    ) -> Run:
+        argv = [*shlex.split(cmdline), *args]
+        return run_in_process(argv, report_dir=tmp_path / "reports", until=until, env=env, timeout=timeout)
+
+    return run
+
+
+# The standard run: one real `locust --headless` whose outputs every reading test shares. It has what
+# they look for: two scenarios, the key in the environment (a realistic one, for the secrets test),
+# a turn log and DEBUG logging, and the mock rejects a fifth of the requests with 401, so the run has
+# failed turns and its error-rate threshold fails: verdict fail, exit code 3, beside one that passes.
+STANDARD_KEY = "sk-nlx-4f1c9e8a7b6d5c4b3a2f1e0d"
+STANDARD_THRESHOLDS = ("ttft.p95<5s", "error_rate<1%")
+STANDARD_FAILING = "error_rate<1%"
+STANDARD_SCENARIOS = (
+    "scenarios:\n"
+    "  - name: greeting\n"
+    "    turns: [hello, 'how are you?']\n"
+    "  - name: order\n"
+    "    turns: ['where is my order?', 'it is 58213', thanks]\n"
+)
+
+
+@dataclass
+class StandardRun(LocustRun):
+    mock_stats: dict[str, Any]
+    step_summary: Path
+
+    def run_dir(self) -> Path:
+        return self.report_dir / str(self.summary()["run"]["id"])
+
+
+@pytest.fixture(scope="session")
+def standard_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandardRun]:
+    folder = tmp_path_factory.mktemp("standard")
+    scenarios = folder / "scenarios.yaml"
+    scenarios.write_text(STANDARD_SCENARIOS, encoding="utf-8")
+    report_dir = folder / "reports"
+    step_summary = report_dir / "step_summary.md"  # in the folder, so the secrets test reads it too
+    process = start_mock([*FAST, "--fault", "http_401=20%"], env=dict(os.environ, NLX_API_KEY=STANDARD_KEY))
+    try:
+        cmd = [LOCUST, "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--report-dir", str(report_dir)]
+        cmd += [
+            "--host",
+            process.url,
+            *shlex.split(NLX),
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "4s",
+            "--think-time",
+            "0",
+        ]
+        cmd += [
+            "--stop-timeout",
+            "30",
+            "--turn-log",
+            "--loglevel",
+            "DEBUG",
+            "--conversations",
+            str(scenarios),
+        ]
+        for expr in STANDARD_THRESHOLDS:
+            cmd += ["--threshold", expr]
+        env = locust_env(NLX_API_KEY=STANDARD_KEY, GITHUB_STEP_SUMMARY=str(step_summary))
+        proc = subprocess.run(
+            cmd, env=env, cwd=folder, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
+        stats = Mock(process).stats()
+    finally:
+        process.stop()
+    yield StandardRun(proc.returncode, proc.stdout, proc.stderr, report_dir, stats, step_summary)

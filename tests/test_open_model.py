@@ -1,12 +1,31 @@
-"""--arrival-rate: conversations arrive on schedule; late and dropped arrivals and response time."""
+"""--arrival-rate: conversations arrive on schedule; late and dropped arrivals and response time.
+
+The runs are in-process (tests/harness.py): the arrival schedule, the users and the clock are the same
+code and the same gevent loop as in `locust`, with the mock in a process of its own.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import KEYED, NLX, LocustRun, Mock, locust_env
+from tests.conftest import NLX, TEST_KEY, Mock
+from tests.harness import Run, Until, config_error
+
+KEYED = {"NLX_API_KEY": TEST_KEY}
+
+
+def after(*, seconds: float) -> Until:
+    """Until the run has lasted this long since its start: what these tests measure is a rate."""
+    started: list[float] = []
+
+    def reached(_: object) -> bool:
+        started[:] = started or [time.monotonic()]
+        return time.monotonic() - started[0] >= seconds
+
+    return reached
 
 
 def one_turn_conversations(tmp_path: Path) -> str:
@@ -16,14 +35,15 @@ def one_turn_conversations(tmp_path: Path) -> str:
 
 
 def test_arrivals_follow_the_rate_when_the_server_keeps_up(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
     mock = mock_server("--ttft", "const:20ms", "--itl", "const:2ms", "--chunks", "const:3")
-    run = run_locust(
-        f"--host {mock.url} {NLX} -u 40 -r 40 -t 6s --think-time 0 --stop-timeout 30 --arrival-rate 20",
-        "--conversations", one_turn_conversations(tmp_path), env=KEYED,
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 40 -r 40 --think-time 0 --stop-timeout 30 --arrival-rate 20",
+        "--conversations", one_turn_conversations(tmp_path),
+        until=after(seconds=4), env=KEYED,
     )  # fmt: skip
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.exit_code == 0, run.output[-3000:]
     summary = run.summary()
     counts = summary["counts"]
     duration = summary["run"]["duration_s"]
@@ -39,13 +59,14 @@ def test_arrivals_follow_the_rate_when_the_server_keeps_up(
 
 
 def test_a_slow_server_makes_arrivals_late_and_response_time_exceed_service_time(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
     mock = mock_server("--ttft", "const:400ms", "--itl", "const:2ms", "--chunks", "const:3")
-    run = run_locust(
-        f"--host {mock.url} {NLX} -u 2 -r 2 -t 5s --think-time 0",
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0",
         "--arrival-rate", "constant:20", "--max-queue-wait", "2",
-        "--conversations", one_turn_conversations(tmp_path), env=KEYED,
+        "--conversations", one_turn_conversations(tmp_path),
+        until=after(seconds=5), env=KEYED,
     )  # fmt: skip
     summary = run.summary()
     counts = summary["counts"]
@@ -60,6 +81,6 @@ def test_a_slow_server_makes_arrivals_late_and_response_time_exceed_service_time
     assert response["max"] <= 2000 + service["max"] + 100  # nobody waited past --max-queue-wait
 
 
-def test_bad_arrival_rate_is_one_line(run_locust: Callable[..., LocustRun]) -> None:
-    run = run_locust("-t 5s --arrival-rate lots", env=locust_env())
-    assert run.returncode == 2 and "--arrival-rate 'lots' is not a rate" in run.stderr
+def test_bad_arrival_rate_is_one_line() -> None:
+    message = config_error("--arrival-rate lots")
+    assert "--arrival-rate 'lots' is not a rate" in message and "\n" not in message

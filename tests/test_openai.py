@@ -6,18 +6,20 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import FAST, TEST_KEY, LocustRun, Mock, locust_env
+from tests.conftest import FAST, TEST_KEY, Mock
+from tests.harness import Run, config_error, turns_at_least
 
 
 def test_a_generic_openai_compatible_server_with_full_history(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
 ) -> None:
     mock = mock_server(*FAST)
-    run = run_locust(
-        f"--api openai --model test-model --host {mock.url} -u 4 -r 4 -t 3s --think-time 0 --stop-timeout 30",
-        env=locust_env(OPENAI_API_KEY=TEST_KEY),
+    run = in_process(
+        f"--api openai --model test-model --host {mock.url} -u 4 -r 4 --think-time 0 --stop-timeout 30",
+        until=turns_at_least(20),
+        env={"OPENAI_API_KEY": TEST_KEY},
     )
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.exit_code == 0, run.output[-3000:]
     summary = run.summary()
     served = mock.stats()
     counts = summary["counts"]
@@ -35,7 +37,6 @@ def test_a_generic_openai_compatible_server_with_full_history(
         ("--api openai --model m --path v1/chat", "--path 'v1/chat' must start with '/'"),
     ],
 )
-def test_openai_configuration_errors(run_locust: Callable[..., LocustRun], args: str, expected: str) -> None:
-    run = run_locust(f"-t 5s {args}", env=locust_env(), timeout=60)
-    assert run.returncode == 2
-    assert expected in run.stderr and "Traceback" not in run.output
+def test_openai_configuration_errors(args: str, expected: str) -> None:
+    message = config_error(args)
+    assert expected in message and "\n" not in message

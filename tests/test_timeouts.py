@@ -1,9 +1,10 @@
-"""Connect, first-byte and idle timeouts against real sockets; failed turns continue or stop."""
+"""Connect, first-byte and idle timeouts against real sockets; failed turns continue or stop (in-process)."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 
 from loadtest.client import TRANSPORTS, make_client, stream_turn
 from loadtest.nlx import completions_url, request_body
-from tests.conftest import NLX, TEST_KEY, LocustRun, Mock, locust_env
+from tests.conftest import NLX, TEST_KEY, Mock
+from tests.harness import Run, turns_at_least
 
 BODY = request_body("c1", [{"role": "user", "content": "hi"}])
 
@@ -86,18 +88,18 @@ def three_turns(tmp_path: Path) -> str:
 @pytest.mark.parametrize(("policy", "turns_per_conversation"), [("stop", 1), ("continue", 3)])
 def test_on_turn_error_stops_or_continues_the_conversation(
     mock_server: Callable[..., Mock],
-    run_locust: Callable[..., LocustRun],
+    in_process: Callable[..., Run],
     tmp_path: Path,
     policy: str,
     turns_per_conversation: int,
 ) -> None:
     mock = mock_server("--ttft", "const:1s")
-    run = run_locust(
-        f"--host {mock.url} {NLX} -u 2 -r 2 -t 3s --think-time 0 --stop-timeout 30 --idle-timeout 0.1",
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0 --stop-timeout 30 --idle-timeout 0.1",
         "--on-turn-error", policy, "--conversations", three_turns(tmp_path),
-        env=locust_env(NLX_API_KEY=TEST_KEY),
+        until=turns_at_least(6), env={"NLX_API_KEY": TEST_KEY},
     )  # fmt: skip
-    assert run.returncode == 1, run.output[-3000:]
+    assert run.exit_code == 1, run.output[-3000:]
     counts = run.summary()["counts"]
     assert counts["turns_ok"] == 0 and counts["turns_failed"] == counts["turns"]
     assert counts["conversations_failed"] == counts["conversations_started"] > 0
@@ -107,13 +109,15 @@ def test_on_turn_error_stops_or_continues_the_conversation(
 
 
 def test_a_stalled_stream_does_not_hold_the_run_past_its_stop_timeout(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
 ) -> None:
     mock = mock_server("--ttft", "const:600s")
-    run = run_locust(
-        f"--host {mock.url} {NLX} -u 3 -r 3 -t 2s --think-time 0 --stop-timeout 1",
-        env=locust_env(NLX_API_KEY=TEST_KEY),
-        timeout=40,  # a hung run would wait for the 600 s stream
+    started = time.monotonic()
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 3 -r 3 --think-time 0 --stop-timeout 1",
+        until=lambda _: mock.stats()["turns"] == 3,  # every user waits on its stream
+        env={"NLX_API_KEY": TEST_KEY},
     )
+    assert time.monotonic() - started < 60  # a hung run would wait for the 600 s stream
     counts = run.summary()["counts"]
     assert counts["turns_cut"] == 3 and counts["turns"] == 3

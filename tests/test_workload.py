@@ -1,25 +1,29 @@
-"""Realistic workload end to end: answer checks, fallback replies, variables, transcript replay."""
+"""Realistic workload end to end (in-process): answer checks, fallback replies, variables, transcripts."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from tests.conftest import KEYED, NLX, LocustRun, Mock
+from tests.conftest import NLX, TEST_KEY, Mock
+from tests.harness import Run, turns_at_least
+
+KEYED = {"NLX_API_KEY": TEST_KEY}
 
 FAST = ("--ttft", "uniform:5ms:10ms", "--itl", "uniform:1ms:2ms", "--chunks", "uniform:2:4")
 
 
-def conversations_of(mock: Mock) -> list[dict[str, object]]:
+def conversations_of(mock: Mock) -> list[dict[str, Any]]:
     ids = httpx.get(mock.url + "/_mock/conversations", timeout=10).json()["ids"]
     return [mock.conversation(cid) for cid in ids]
 
 
 def test_answer_checks_fail_turns_as_assertion_per_scenario(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
     mock = mock_server(*FAST)
     path = tmp_path / "checks.yaml"
@@ -36,11 +40,12 @@ def test_answer_checks_fail_turns_as_assertion_per_scenario(
         "      - never sent, the first turn failed\n",
         encoding="utf-8",
     )
-    run = run_locust(
-        f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 --stop-timeout 30 --conversations {path}",
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0 --stop-timeout 30 --conversations {path}",
+        until=turns_at_least(ok=5, failed=5),
         env=KEYED,
     )
-    assert run.returncode == 1, run.output[-3000:]
+    assert run.exit_code == 1, run.output[-3000:]  # Locust's any-failure rule: no thresholds given
     summary = run.summary()
     passes, fails = summary["by_scenario"]["passes"], summary["by_scenario"]["fails"]
     assert passes["counts"]["turns_ok"] == passes["counts"]["turns"] > 0 and passes["errors"] == {}
@@ -57,13 +62,13 @@ def test_answer_checks_fail_turns_as_assertion_per_scenario(
 
 
 def test_fallback_pattern_marks_fallback_replies(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
 ) -> None:
     mock = mock_server(*FAST)  # every reply of the mock says "Grüße"
-    run = run_locust(
-        f"--host {mock.url} {NLX} -u 1 -r 1 -t 1s --think-time 0 --stop-timeout 30",
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --stop-timeout 30",
         "--fallback-pattern", "grüsse|grüße",
-        env=KEYED,
+        until=turns_at_least(3), env=KEYED,
     )  # fmt: skip
     summary = run.summary()
     assert summary["counts"]["turns_ok"] == 0 and summary["counts"]["turns_failed"] > 0
@@ -71,7 +76,7 @@ def test_fallback_pattern_marks_fallback_replies(
 
 
 def test_variables_make_every_request_different(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
     mock = mock_server(*FAST)
     path = tmp_path / "vars.yaml"
@@ -81,12 +86,13 @@ def test_variables_make_every_request_different(
         "    turns: ['order {{number: 10000-99999}} to {{city}} on {{date: +1..+5}}']\n",
         encoding="utf-8",
     )
-    run = run_locust(
-        f"--host {mock.url} {NLX} -u 2 -r 2 -t 2s --think-time 0 --stop-timeout 30 --conversations {path}",
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0 --stop-timeout 30 --conversations {path}",
+        until=turns_at_least(20),
         env=KEYED,
     )
-    assert run.returncode == 0, run.output[-3000:]
-    sent = [c["turns"][0]["messages"][-1]["content"] for c in conversations_of(mock)]  # type: ignore[index]
+    assert run.exit_code == 0, run.output[-3000:]
+    sent = [c["turns"][0]["messages"][-1]["content"] for c in conversations_of(mock)]
     assert len(sent) > 10
     pattern = re.compile(r"order \d{5} to (Paris|Lyon) on \d{4}-\d{2}-\d{2}")
     assert all(pattern.fullmatch(text) for text in sent), sent[:3]
@@ -94,7 +100,7 @@ def test_variables_make_every_request_different(
 
 
 def test_a_transcript_replays_turn_by_turn(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun], tmp_path: Path
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
     mock = mock_server(*FAST)
     path = tmp_path / "past.jsonl"
@@ -105,17 +111,19 @@ def test_a_transcript_replays_turn_by_turn(
         '{"role": "user", "content": "Thanks"}]}\n',
         encoding="utf-8",
     )
-    run = run_locust(
-        f"--host {mock.url} {NLX} -u 1 -r 1 -t 1s --think-time 0 --stop-timeout 30 --conversations {path}",
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --stop-timeout 30 --conversations {path}",
+        until=turns_at_least(4),  # into the second conversation, which the stop lets finish
         env=KEYED,
     )
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.exit_code == 0, run.output[-3000:]
     summary = run.summary()
+    assert summary["by_scenario"]["refunds"]["counts"]["conversations_completed"] >= 2
     assert list(summary["by_scenario"]) == ["refunds"]
     for conv in conversations_of(mock):
         turns = conv["turns"]
-        users = [t["messages"][-1]["content"] for t in turns]  # type: ignore[index]
+        users = [t["messages"][-1]["content"] for t in turns]
         assert users == ["I want a refund", "Order 58213", "Thanks"][: len(users)]
         # the history carries the live replies, never the transcript's old ones
-        history = [m["content"] for m in turns[-1]["messages"] if m["role"] == "assistant"]  # type: ignore[index]
-        assert "old reply" not in history and history == [t["reply"] for t in turns[:-1]]  # type: ignore[index]
+        history = [m["content"] for m in turns[-1]["messages"] if m["role"] == "assistant"]
+        assert "old reply" not in history and history == [t["reply"] for t in turns[:-1]]
