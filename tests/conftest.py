@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import locust  # noqa: F401  (first: gevent patches the process before httpx is imported)
 
+import contextlib
 import os
 import shlex
 import socket
@@ -27,6 +28,7 @@ import pytest
 
 from loadtest.mock.launch import MockProcess, start_mock
 from tests.harness import LOCUSTFILE, ROOT, Run, Until, run_in_process  # noqa: F401  (ROOT: for other tests)
+from tests.mockthread import ThreadedMock, mock_in_thread
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
 TEST_KEY = "test-key-9f3a71c2"
@@ -86,7 +88,21 @@ def mock_server() -> Iterator[Callable[..., Mock]]:
 
     yield start
     for process in started:
+        # Nothing is read from it any more: no need to let open streams drain for a second.
+        process.process.kill()
         process.stop()
+
+
+@pytest.fixture
+def thread_mock() -> Iterator[Callable[..., ThreadedMock]]:
+    """Like `mock_server`, in a thread of this process: for in-process runs that check what was served,
+    not timing (the mock shares the interpreter with the run), it starts in milliseconds."""
+    with contextlib.ExitStack() as stack:
+
+        def start(*args: str, api_key: str = TEST_KEY) -> ThreadedMock:
+            return stack.enter_context(mock_in_thread(*args, api_key=api_key))
+
+        yield start
 
 
 def locust_env(**extra: str) -> dict[str, str]:
@@ -154,11 +170,8 @@ STANDARD_SCENARIOS = (
 
 @dataclass
 class StandardRun(LocustRun):
-    mock_stats: dict[str, Any]
-    step_summary: Path
-
-    def run_dir(self) -> Path:
-        return self.report_dir / str(self.summary()["run"]["id"])
+    mock_stats: dict[str, Any]  # what the mock served, read when the run had ended
+    step_summary: Path  # $GITHUB_STEP_SUMMARY, in the report folder
 
 
 @pytest.fixture(scope="session")
@@ -170,29 +183,12 @@ def standard_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandardR
     step_summary = report_dir / "step_summary.md"  # in the folder, so the secrets test reads it too
     process = start_mock([*FAST, "--fault", "http_401=20%"], env=dict(os.environ, NLX_API_KEY=STANDARD_KEY))
     try:
+        options = (
+            f"--host {process.url} {NLX} -u 4 -r 4 -t 4s --think-time 0 --stop-timeout 30"
+            " --turn-log --loglevel DEBUG"
+        )
         cmd = [LOCUST, "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--report-dir", str(report_dir)]
-        cmd += [
-            "--host",
-            process.url,
-            *shlex.split(NLX),
-            "-u",
-            "4",
-            "-r",
-            "4",
-            "-t",
-            "4s",
-            "--think-time",
-            "0",
-        ]
-        cmd += [
-            "--stop-timeout",
-            "30",
-            "--turn-log",
-            "--loglevel",
-            "DEBUG",
-            "--conversations",
-            str(scenarios),
-        ]
+        cmd += [*shlex.split(options), "--conversations", str(scenarios)]
         for expr in STANDARD_THRESHOLDS:
             cmd += ["--threshold", expr]
         env = locust_env(NLX_API_KEY=STANDARD_KEY, GITHUB_STEP_SUMMARY=str(step_summary))

@@ -120,9 +120,11 @@ def run_in_process(
             ) from None
         stopped: list[bool] = []
         events.test_stop.add_listener(lambda **_: stopped.append(True))
-        runner.start(options.num_users or 1, spawn_rate=options.spawn_rate or 1)
-        met = wait_for(lambda: until(environment) or bool(stopped), timeout)
-        runner.quit()
+        try:
+            runner.start(options.num_users or 1, spawn_rate=options.spawn_rate or 1)
+            met = wait_for(lambda: until(environment) or bool(stopped), timeout)
+        finally:
+            runner.quit()  # as --run-time does; also when the condition failed, so no user outlives the test
         code = shutdown(environment, options)
     assert met, f"the run did not get there in {timeout} s; it said:\n{output.getvalue()[-3000:]}"
     return Run(code, output.getvalue(), report_dir, environment, plugin)

@@ -6,14 +6,15 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import FAST, TEST_KEY, Mock
+from tests.conftest import FAST, TEST_KEY
 from tests.harness import Run, config_error, turns_at_least
+from tests.mockthread import ThreadedMock
 
 
 def test_a_generic_openai_compatible_server_with_full_history(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     run = in_process(
         f"--api openai --model test-model --host {mock.url} -u 4 -r 4 --think-time 0 --stop-timeout 30",
         until=turns_at_least(20),

@@ -27,4 +27,5 @@ def test_the_key_is_absent_from_every_output_of_a_run(standard_run: StandardRun)
         assert STANDARD_KEY.encode() not in path.read_bytes(), path
     summary = run.summary()
     assert summary["counts"]["turns_ok"] > 0  # the server accepted the key
-    assert "http_401" in {error["kind"] for error in summary["errors"]}  # and turned some away
+    assert run.mock_stats["status"]["401"] > 0  # and turned some requests away
+    assert "http_401" in {error["kind"] for error in summary["errors"]}

@@ -18,8 +18,9 @@ import pytest
 from loadtest.client import TRANSPORTS, TurnResult, make_client, stream_turn
 from loadtest.nlx import request_body
 from loadtest.transport import GeventTransport
-from tests.conftest import FAST, NLX, TEST_KEY, Mock
+from tests.conftest import FAST, NLX, TEST_KEY
 from tests.harness import Run, config_error, turns_at_least
+from tests.mockthread import ThreadedMock
 
 CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}\n\n'
 DONE = b"data: [DONE]\n\n"
@@ -358,9 +359,9 @@ def test_make_client_refuses_an_unknown_transport() -> None:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_locust_run_on_each_transport(
-    transport: str, mock_server: Callable[..., Mock], in_process: Callable[..., Run]
+    transport: str, thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     run = in_process(
         f"--host {mock.url} {NLX} -u 4 -r 4 --think-time 0 --stop-timeout 30 --transport {transport}",
         until=turns_at_least(20),

@@ -11,14 +11,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import FAST, NLX, STANDARD_FAILING, STANDARD_THRESHOLDS, TEST_KEY, Mock, StandardRun
+from tests.conftest import FAST, NLX, STANDARD_FAILING, STANDARD_THRESHOLDS, TEST_KEY, StandardRun
 from tests.harness import Run, config_error, turns_at_least
+from tests.mockthread import ThreadedMock
 
 
 def test_passing_thresholds_exit_0_with_verdict_and_junit(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     step_summary = tmp_path / "step_summary.md"
     run = in_process(
         f"--host {mock.url} {NLX} -u 4 -r 4 --think-time 0 --stop-timeout 30",
@@ -69,9 +70,9 @@ def test_failing_threshold_exits_3_and_says_why(standard_run: StandardRun) -> No
 
 
 def test_thresholds_turn_failures_into_a_pass_when_they_allow_them(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     run = in_process(
         f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0.05",
         "--threshold", "error_rate<=100%",
@@ -85,9 +86,9 @@ def test_thresholds_turn_failures_into_a_pass_when_they_allow_them(
 
 
 def test_threshold_abort_stops_the_run_early(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     run = in_process(
         f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0 --threshold-abort --threshold-warmup 0",
         "--threshold", "ttft.max<1ms",
@@ -102,9 +103,9 @@ def test_threshold_abort_stops_the_run_early(
 
 
 def test_thresholds_from_the_environment(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     run = in_process(
         f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --stop-timeout 30",
         until=turns_at_least(3),

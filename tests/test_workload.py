@@ -9,23 +9,24 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import NLX, TEST_KEY, Mock
+from tests.conftest import NLX, TEST_KEY
 from tests.harness import Run, turns_at_least
+from tests.mockthread import ThreadedMock
 
 KEYED = {"NLX_API_KEY": TEST_KEY}
 
 FAST = ("--ttft", "uniform:5ms:10ms", "--itl", "uniform:1ms:2ms", "--chunks", "uniform:2:4")
 
 
-def conversations_of(mock: Mock) -> list[dict[str, Any]]:
+def conversations_of(mock: ThreadedMock) -> list[dict[str, Any]]:
     ids = httpx.get(mock.url + "/_mock/conversations", timeout=10).json()["ids"]
     return [mock.conversation(cid) for cid in ids]
 
 
 def test_answer_checks_fail_turns_as_assertion_per_scenario(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     path = tmp_path / "checks.yaml"
     path.write_text(
         "scenarios:\n"
@@ -62,9 +63,9 @@ def test_answer_checks_fail_turns_as_assertion_per_scenario(
 
 
 def test_fallback_pattern_marks_fallback_replies(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
 ) -> None:
-    mock = mock_server(*FAST)  # every reply of the mock says "Grüße"
+    mock = thread_mock(*FAST)  # every reply of the mock says "Grüße"
     run = in_process(
         f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --stop-timeout 30",
         "--fallback-pattern", "grüsse|grüße",
@@ -76,9 +77,9 @@ def test_fallback_pattern_marks_fallback_replies(
 
 
 def test_variables_make_every_request_different(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     path = tmp_path / "vars.yaml"
     path.write_text(
         "variables:\n  city: [Paris, Lyon]\n"
@@ -100,9 +101,9 @@ def test_variables_make_every_request_different(
 
 
 def test_a_transcript_replays_turn_by_turn(
-    mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
-    mock = mock_server(*FAST)
+    mock = thread_mock(*FAST)
     path = tmp_path / "past.jsonl"
     path.write_text(
         '{"id": "t1", "scenario": "refunds", "messages": ['
