@@ -154,7 +154,8 @@ def _raise_file_limit(pid: int = 0) -> None:
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _pin(pid: int, cpu: int | None) -> None:
+def pin(pid: int, cpu: int | None) -> None:
+    """Run every thread of process `pid` on CPU `cpu` alone (None: leave it where it is)."""
     if cpu is None:
         return
     # Every thread: sched_setaffinity(pid) moves only the main one.
@@ -188,7 +189,7 @@ class Mock:
             args.append("--precise-timers")
         process = start_mock(args, env=clean_env())
         pid = process.process.pid
-        _pin(pid, cpu)
+        pin(pid, cpu)
         with contextlib.suppress(OSError):
             _raise_file_limit(pid)
         return cls(process, cpu)

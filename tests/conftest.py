@@ -120,8 +120,15 @@ KEYED = locust_env(NLX_API_KEY=TEST_KEY)
 
 @pytest.fixture
 def run_locust(tmp_path: Path) -> Callable[..., LocustRun]:
-    def run(cmdline: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> LocustRun:
-        """Run `locust --headless` with the options in `cmdline` (split like a shell), then `args`."""
+    def run(
+        cmdline: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        cpu: int | None = None,
+    ) -> LocustRun:
+        """Run `locust --headless` with the options in `cmdline` (split like a shell), then `args`;
+        on CPU `cpu` alone when one is given."""
         report_dir = tmp_path / "reports"
         cmd = [LOCUST, "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--report-dir", str(report_dir)]
         cmd += [*shlex.split(cmdline), *args]
@@ -133,6 +140,7 @@ def run_locust(tmp_path: Path) -> Callable[..., LocustRun]:
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}),
         )
         return LocustRun(proc.returncode, proc.stdout, proc.stderr, report_dir)
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.client import TRANSPORTS, make_client, stream_turn
+from loadtest.client import make_client, stream_turn
 from loadtest.nlx import completions_url, request_body
+from loadtest.options import TRANSPORTS
 from tests.conftest import NLX, TEST_KEY, Mock
 from tests.harness import Run, turns_at_least
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.client import TRANSPORTS, TurnResult, make_client, stream_turn
+from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.nlx import request_body
+from loadtest.options import TRANSPORTS
 
 STREAM = (
     b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}\n\n'

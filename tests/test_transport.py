@@ -15,8 +15,9 @@ import gevent
 import httpx
 import pytest
 
-from loadtest.client import TRANSPORTS, TurnResult, make_client, stream_turn
+from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.nlx import request_body
+from loadtest.options import TRANSPORTS
 from loadtest.transport import GeventTransport
 from tests.conftest import FAST, NLX, TEST_KEY
 from tests.harness import Run, config_error, turns_at_least
