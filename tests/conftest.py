@@ -15,8 +15,10 @@ import contextlib
 import os
 import shlex
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,28 +184,140 @@ class StandardRun(LocustRun):
     step_summary: Path  # $GITHUB_STEP_SUMMARY, in the report folder
 
 
-@pytest.fixture(scope="session")
-def standard_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandardRun]:
-    folder = tmp_path_factory.mktemp("standard")
+# --- real runs that tests only read: started with the session, beside the in-process tests ------------
+
+# A background run: given its own folder, it starts its processes and returns what waits for them.
+Finish = Callable[[], Any]
+_STARTERS: dict[str, Callable[[Path], Finish]] = {}
+_STARTED: dict[str, Finish] = {}
+_DONE: dict[str, tuple[bool, Any]] = {}
+_FOLDERS: list[Path] = []
+
+
+def background(starter: Callable[[Path], Finish]) -> Any:
+    """Make `starter` a session fixture of the same name whose run starts as soon as the session has
+    collected a test that reads it, so the run goes on (mostly waiting for its own processes) while
+    other tests run; the first test that reads it waits for the end."""
+    name = starter.__name__
+    _STARTERS[name] = starter
+
+    @pytest.fixture(scope="session", name=name)
+    def fixture() -> Any:
+        return finish_background(name)
+
+    return fixture
+
+
+def _start_background(name: str) -> Finish:
+    folder = Path(tempfile.mkdtemp(prefix=f"loadtest-{name}-"))
+    _FOLDERS.append(folder)
+    return _STARTERS[name](folder)
+
+
+def finish_background(name: str) -> Any:
+    if name not in _DONE:
+        finish = _STARTED.pop(name, None) or _start_background(name)
+        try:
+            _DONE[name] = (True, finish())
+        except BaseException as exc:  # every reader fails the same way, without running it again
+            _DONE[name] = (False, exc)
+    ok, value = _DONE[name]
+    if not ok:
+        raise value
+    return value
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    for name in _STARTERS:
+        if name in wanted and name not in _STARTED and name not in _DONE:
+            _STARTED[name] = _start_background(name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The readers of background runs come after the other tests, so their runs have had all that time
+    # to end; timing tests run last, once every background run has ended: on a machine as quiet as it
+    # gets.
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        reads_background = any(name in _STARTERS for name in getattr(item, "fixturenames", ()))
+        return item.get_closest_marker("timing") is not None, reads_background
+
+    items.sort(key=order)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("timing") is not None:
+        for name in list(_STARTED):
+            with contextlib.suppress(BaseException):
+                finish_background(name)
+
+
+def pytest_sessionfinish() -> None:
+    for name in list(_STARTED):
+        with contextlib.suppress(BaseException):
+            finish_background(name)
+    for folder in _FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_locust(
+    args: list[str],
+    folder: Path,
+    *,
+    env: dict[str, str],
+    locustfile: Path = LOCUSTFILE,
+    headless: bool = True,
+    report_dir: Path | None = None,
+) -> Callable[[], LocustRun]:
+    """Start `locust -f LOCUSTFILE --headless ARGS` with its output in `folder` (files, not pipes:
+    nobody reads a pipe while the run goes on), and its report folder there unless given; the result
+    waits for its end."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report_dir = report_dir or folder / "reports"
+    cmd = [LOCUST, "-f", str(locustfile), "--report-dir", str(report_dir)]
+    cmd += ["--headless", "--only-summary"] if headless else []
+    with (folder / "stdout").open("w") as out, (folder / "stderr").open("w") as err:
+        proc = subprocess.Popen(
+            [*cmd, *args], env=env, cwd=folder, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True
+        )
+
+    def finish() -> LocustRun:
+        try:
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stdout, stderr = ((folder / name).read_text(errors="replace") for name in ("stdout", "stderr"))
+        return LocustRun(proc.returncode, stdout, stderr, report_dir)
+
+    return finish
+
+
+def start_background_mock(*args: str, api_key: str = TEST_KEY) -> Mock:
+    """A mock for a background run (stopped by the run's own finish)."""
+    return Mock(start_mock(list(args), env=dict(os.environ, NLX_API_KEY=api_key)))
+
+
+@background
+def standard_run(folder: Path) -> Finish:
     scenarios = folder / "scenarios.yaml"
     scenarios.write_text(STANDARD_SCENARIOS, encoding="utf-8")
-    report_dir = folder / "reports"
-    step_summary = report_dir / "step_summary.md"  # in the folder, so the secrets test reads it too
-    process = start_mock([*FAST, "--fault", "http_401=20%"], env=dict(os.environ, NLX_API_KEY=STANDARD_KEY))
-    try:
-        options = (
-            f"--host {process.url} {NLX} -u 4 -r 4 -t 4s --think-time 0 --stop-timeout 30"
-            " --turn-log --loglevel DEBUG"
-        )
-        cmd = [LOCUST, "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--report-dir", str(report_dir)]
-        cmd += [*shlex.split(options), "--conversations", str(scenarios)]
-        for expr in STANDARD_THRESHOLDS:
-            cmd += ["--threshold", expr]
-        env = locust_env(NLX_API_KEY=STANDARD_KEY, GITHUB_STEP_SUMMARY=str(step_summary))
-        proc = subprocess.run(
-            cmd, env=env, cwd=folder, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
-        )
-        stats = Mock(process).stats()
-    finally:
-        process.stop()
-    yield StandardRun(proc.returncode, proc.stdout, proc.stderr, report_dir, stats, step_summary)
+    step_summary = folder / "reports" / "step_summary.md"  # in the run folder: the secrets test reads it
+    mock = start_background_mock(*FAST, "--fault", "http_401=20%", api_key=STANDARD_KEY)
+    options = f"--host {mock.url} {NLX} -u 4 -r 4 -t 4s --think-time 0 --stop-timeout 30"
+    args = [*shlex.split(options), "--turn-log", "--loglevel", "DEBUG", "--conversations", str(scenarios)]
+    for expr in STANDARD_THRESHOLDS:
+        args += ["--threshold", expr]
+    env = locust_env(NLX_API_KEY=STANDARD_KEY, GITHUB_STEP_SUMMARY=str(step_summary))
+    run = start_locust(args, folder, env=env)
+
+    def finish() -> StandardRun:
+        try:
+            done = run()
+            stats = mock.stats()
+        finally:
+            mock.process.stop()
+        return StandardRun(done.returncode, done.stdout, done.stderr, done.report_dir, stats, step_summary)
+
+    return finish

@@ -2,58 +2,73 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from hdrh.histogram import HdrHistogram
 
 from loadtest.metrics import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
 from loadtest.report.turns import read_turns
-from tests.conftest import LOCUST, LOCUSTFILE, TEST_KEY, LocustRun, Mock, free_port, locust_env
+from tests.conftest import (
+    TEST_KEY,
+    Finish,
+    LocustRun,
+    background,
+    free_port,
+    locust_env,
+    start_background_mock,
+    start_locust,
+)
 
 FAST = ("--ttft", "uniform:20ms:60ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
 CHANNEL = ["--nlx-deployment", "dep1", "--nlx-channel", "web-en-US"]
 
 
-def test_master_and_two_workers_merge_histograms_exactly(
-    mock_server: Callable[..., Mock], tmp_path: Path
-) -> None:
-    mock = mock_server(*FAST)
-    report_dir = tmp_path / "reports"
+@background
+def workers_run(folder: Path) -> Finish:
+    """A master and two worker processes against a mock, every process logging its turns."""
+    mock = start_background_mock(*FAST)
     port = free_port()
-    common = [LOCUST, "-f", str(LOCUSTFILE), "--report-dir", str(report_dir), "--think-time", "0"]
-    common += ["--stop-timeout", "30", "--turn-log", *CHANNEL]
+    common = ["--think-time", "0", "--stop-timeout", "30", "--turn-log", *CHANNEL]
     env = locust_env(NLX_API_KEY=TEST_KEY)
-    master = subprocess.Popen(
+    master = start_locust(
         [*common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
-        + ["--expect-workers", "2", "--headless", "--only-summary", "-u", "10", "-r", "10", "-t", "4s"]
-        + ["--host", mock.url],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        + ["--expect-workers", "2", "-u", "10", "-r", "10", "-t", "4s", "--host", mock.url],
+        folder / "master",
+        env=env,
+        report_dir=folder / "reports",
     )  # fmt: skip
     workers = [
-        subprocess.Popen(
+        start_locust(
             [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+            folder / f"worker{i}",
             env=env,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(2)
+            headless=False,
+            report_dir=folder / "reports",
+        )
+        for i in range(2)
     ]
-    try:
-        _, stderr = master.communicate(timeout=120)
-        for worker in workers:
-            worker.wait(timeout=60)
-    finally:
-        for proc in (master, *workers):
-            if proc.poll() is None:
-                proc.kill()
-    assert master.returncode == 0, stderr[-3000:]
-    run_dir = (report_dir / "latest").resolve()
+
+    def finish() -> tuple[LocustRun, dict[str, Any]]:
+        try:
+            run = master()
+            for worker in workers:
+                worker()
+            return run, mock.stats()
+        finally:
+            mock.process.stop()
+
+    return finish
+
+
+def test_master_and_two_workers_merge_histograms_exactly(
+    workers_run: tuple[LocustRun, dict[str, Any]],
+) -> None:
+    run, served = workers_run
+    assert run.returncode == 0, run.stderr[-3000:]
+    run_dir = (run.report_dir / "latest").resolve()
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
-    served = mock.stats()
     counts = summary["counts"]
     assert summary["run"]["workers"] == 2
     assert "workers_without_final_report" not in summary["run"]
@@ -81,10 +96,15 @@ def test_master_and_two_workers_merge_histograms_exactly(
     assert max(p["users"] or 0 for p in points) == 10
 
 
-def test_processes_mode_against_the_built_in_mock(run_locust: Callable[..., LocustRun]) -> None:
-    run = run_locust(
-        "--processes 2 -u 4 -r 4 -t 3s --think-time 0 --stop-timeout 30 --mock-options", " ".join(FAST)
-    )
+@background
+def processes_run(folder: Path) -> Finish:
+    """`--processes 2` against the built-in mock: the master starts it, its workers use it."""
+    args = ["--processes", "2", "-u", "4", "-r", "4", "-t", "3s", "--think-time", "0", "--stop-timeout", "30"]
+    return start_locust([*args, "--mock-options", " ".join(FAST)], folder, env=locust_env())
+
+
+def test_processes_mode_against_the_built_in_mock(processes_run: LocustRun) -> None:
+    run = processes_run
     assert run.returncode == 0, run.output[-3000:]
     summary = run.summary()
     assert summary["run"]["workers"] == 2 and summary["run"]["mock"] is True

@@ -4,10 +4,11 @@ Locust run that loses nothing under every fault at once."""
 from __future__ import annotations
 
 import random
+import shlex
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.mock import parse_config
 from loadtest.mock.command import main as mock_main
 from loadtest.mock.faults import ALIASES, BY_NAME, FAULT_KINDS, FAULTS, Fault, FaultPlan, parse_faults
-from tests.conftest import KEYED, NLX, LocustRun, Mock
+from tests.conftest import KEYED, NLX, Finish, LocustRun, background, start_background_mock, start_locust
 from tests.mockthread import KEY, ThreadedMock, mock_in_thread
 
 FAST = ("--ttft", "uniform:5ms:15ms", "--itl", "uniform:1ms:3ms", "--chunks", "uniform:2:6")
@@ -205,16 +206,29 @@ def check_summary_lost_nothing(summary: dict[str, Any], served: dict[str, Any]) 
     assert sum(errors.values()) == counts["turns_failed"] + counts["turns_cut"]
 
 
-def test_mixed_faults_are_all_counted_and_add_up(
-    mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
-) -> None:
-    mock = mock_server(*FAST, "--seed", "11", "--faults", ",".join(f"{kind}=10%" for kind in MIXED))
+@background
+def mixed_faults_run(folder: Path) -> Finish:
+    """A real run against a mock with every mid-stream and answer fault at 10 %."""
+    faults = ",".join(f"{kind}=10%" for kind in MIXED)
+    mock = start_background_mock(*FAST, "--seed", "11", "--faults", faults)
     # Conversations go on after a failed turn, so later requests carry history around the faults.
-    run = run_locust(f"--host {mock.url} {RUN} -u 4 -r 4 -t 4s --on-turn-error continue", env=KEYED)
+    args = [*shlex.split(f"--host {mock.url} {RUN} -u 4 -r 4 -t 4s --on-turn-error continue")]
+    run = start_locust(args, folder, env=KEYED)
+
+    def finish() -> tuple[LocustRun, dict[str, Any]]:
+        try:
+            return run(), mock.stats()
+        finally:
+            mock.process.stop()
+
+    return finish
+
+
+def test_mixed_faults_are_all_counted_and_add_up(mixed_faults_run: tuple[LocustRun, dict[str, Any]]) -> None:
+    run, served = mixed_faults_run
     assert run.returncode == 1, run.output[-3000:]  # Locust's exit code when requests failed
     assert "Traceback" not in run.output
     summary = run.summary()
-    served = mock.stats()
     check_summary_lost_nothing(summary, served)
     injected = served["faults"]
     assert set(injected) == set(MIXED) and all(injected[kind] > 0 for kind in MIXED), injected

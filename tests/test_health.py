@@ -59,6 +59,7 @@ def run_monitored(monitor: HealthMonitor, work: Callable[[], None]) -> None:
 # -- in a real gevent loop ----------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_a_blocked_loop_shows_as_lag_and_flags_the_client() -> None:
     monitor = HealthMonitor(cpu_interval_s=10.0)
 
@@ -80,6 +81,7 @@ def test_a_blocked_loop_shows_as_lag_and_flags_the_client() -> None:
     assert summary["worst_process"]["bottleneck"] is True
 
 
+@pytest.mark.timing
 def test_a_quiet_loop_has_little_lag_and_is_not_flagged() -> None:
     monitor = HealthMonitor()
     run_monitored(monitor, lambda: gevent.sleep(0.5))
@@ -94,6 +96,7 @@ def test_a_quiet_loop_has_little_lag_and_is_not_flagged() -> None:
     assert not monitor.running
 
 
+@pytest.mark.timing
 def test_cpu_of_busy_work_reads_high() -> None:
     monitor = HealthMonitor(cpu_interval_s=0.1)
 

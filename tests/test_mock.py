@@ -394,6 +394,7 @@ def test_client_disconnect_mid_stream_is_harmless(client: httpx.Client) -> None:
 # --- timing ------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_time_to_first_content_follows_the_ttft_setting(client: httpx.Client) -> None:
     with running_mock("--ttft", "const:80ms", "--itl", "const:5ms", "--chunks", "const:3") as m:
         turns = [turn(client, m.url, body_for(f"nlx:ttft-{i}")) for i in range(8)]
@@ -429,6 +430,7 @@ def test_schedule_errors_counted_by_value_read_as_if_recorded_one_by_one() -> No
     assert state.schedule_error_us.count == 0 and state.snapshot()["schedule_error_ms"] == empty
 
 
+@pytest.mark.timing
 def test_precise_timers_send_chunks_within_a_fraction_of_a_millisecond(client: httpx.Client) -> None:
     # Deadlines off the millisecond grid: epoll's whole-millisecond waits would send each one up to
     # a millisecond late, half a millisecond on average.

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import NLX, TEST_KEY, Mock
 from tests.harness import Run, Until, config_error
 
@@ -34,6 +36,7 @@ def one_turn_conversations(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.timing
 def test_arrivals_follow_the_rate_when_the_server_keeps_up(
     mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:
@@ -58,6 +61,7 @@ def test_arrivals_follow_the_rate_when_the_server_keeps_up(
     assert abs(metrics["ttft_response_ms"]["p50"] - metrics["ttft_ms"]["p50"]) < 5
 
 
+@pytest.mark.timing
 def test_a_slow_server_makes_arrivals_late_and_response_time_exceed_service_time(
     mock_server: Callable[..., Mock], in_process: Callable[..., Run], tmp_path: Path
 ) -> None:

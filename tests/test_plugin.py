@@ -22,11 +22,14 @@ from tests.conftest import (
     LOCUSTFILE,
     NLX,
     TEST_KEY,
+    Finish,
     LocustRun,
     Mock,
     StandardRun,
+    background,
     free_port,
     locust_env,
+    start_locust,
 )
 from tests.harness import Run, turns_at_least
 
@@ -258,6 +261,7 @@ def test_a_signal_still_writes_the_summary(
         deadline = time.monotonic() + 60
         while mock.stats()["turns_completed"] < 10:  # wait on the server's own count, not on the clock
             assert time.monotonic() < deadline and proc.poll() is None, "locust never got going"
+            time.sleep(0.02)  # between polls, so the poll leaves the CPUs to the run
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -271,6 +275,7 @@ def test_a_signal_still_writes_the_summary(
     assert "Traceback" not in stderr
 
 
+@pytest.mark.timing
 def test_ttft_matches_the_mock_truth_within_2ms_at_p50_with_50_users(
     mock_server: Callable[..., Mock], run_locust: Callable[..., LocustRun]
 ) -> None:
@@ -280,7 +285,7 @@ def test_ttft_matches_the_mock_truth_within_2ms_at_p50_with_50_users(
     mock = mock_server("--ttft", "const:100ms", "--itl", "const:20ms", "--chunks", "const:5")
     pin(mock.process.process.pid, placement.mock_cpu)
     run = run_locust(
-        f"--host {mock.url} {NLX} -u 50 -r 50 -t 8s --think-time 0.2-0.6 --stop-timeout 30",
+        f"--host {mock.url} {NLX} -u 50 -r 50 -t 5s --think-time 0.2-0.6 --stop-timeout 30",
         env=KEYED,
         cpu=placement.generator_cpu,
     )
@@ -330,6 +335,7 @@ def test_a_run_started_and_stopped_in_the_web_ui_writes_its_summary(
         def until(condition: Callable[[], bool]) -> None:
             while not condition():
                 assert time.monotonic() < deadline and proc.poll() is None, "locust web UI did not get there"
+                time.sleep(0.02)  # between polls, so the poll leaves the CPUs to the run
 
         def web_ui_up() -> bool:
             try:
@@ -353,10 +359,16 @@ def test_a_run_started_and_stopped_in_the_web_ui_writes_its_summary(
         proc.communicate(timeout=60)
 
 
-def test_bad_input_stops_a_real_run_with_one_line_and_exit_2(run_locust: Callable[..., LocustRun]) -> None:
+@background
+def channel_without_language_run(folder: Path) -> Finish:
+    args = ["-t", "5s", "--host", "https://apps.nlx.ai/v1", "--nlx-deployment", "d", "--nlx-channel", "web"]
+    return start_locust(args, folder, env=KEYED)
+
+
+def test_bad_input_stops_a_real_run_with_one_line_and_exit_2(channel_without_language_run: LocustRun) -> None:
     # What only a real process shows: the one `loadtest: error:` line, exit code 2, no traceback, no
     # report. Every other bad input is checked in-process (tests/test_settings.py).
-    run = run_locust("-t 5s --host https://apps.nlx.ai/v1 --nlx-deployment d --nlx-channel web", env=KEYED)
+    run = channel_without_language_run
     assert run.returncode == 2, run.output[-2000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("loadtest: error:")]
     assert len(errors) == 1 and "--nlx-channel web-en-US" in errors[0], run.stderr[-2000:]

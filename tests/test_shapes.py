@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,7 +9,16 @@ import pytest
 
 from loadtest.errors import ConfigError
 from loadtest.stages import Stage, parse_stages
-from tests.conftest import LOCUST, ROOT, TEST_KEY, Mock, locust_env
+from tests.conftest import (
+    ROOT,
+    TEST_KEY,
+    Finish,
+    LocustRun,
+    background,
+    locust_env,
+    start_background_mock,
+    start_locust,
+)
 from tests.test_settings import parse_options
 
 
@@ -25,16 +32,30 @@ def test_bad_stages_name_the_option(text: str) -> None:
         parse_stages(text)
 
 
-def test_a_ramp_through_stages_ends_by_itself(mock_server: Callable[..., Mock], tmp_path: Path) -> None:
-    mock = mock_server("--ttft", "const:20ms", "--itl", "const:2ms", "--chunks", "const:3")
-    report_dir = tmp_path / "reports"
-    proc = subprocess.run(
-        [LOCUST, "-f", str(ROOT / "locustfiles" / "ramp.py"), "--headless", "--only-summary",
-         "--host", mock.url, "--nlx-deployment", "d", "--nlx-channel", "web-en-US", "--think-time", "0.1",
-         "--stages", "2s:3,2s:6,1s:0", "--report-dir", str(report_dir)],
-        env=locust_env(NLX_API_KEY=TEST_KEY), cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@background
+def ramp_run(folder: Path) -> Finish:
+    """locustfiles/ramp.py through three stages: up to 3 users, up to 6, down to 0, then the end."""
+    mock = start_background_mock("--ttft", "const:20ms", "--itl", "const:2ms", "--chunks", "const:3")
+    args = ["--host", mock.url, "--nlx-deployment", "d", "--nlx-channel", "web-en-US", "--think-time", "0.1"]
+    run = start_locust(
+        [*args, "--stages", "2s:3,2s:6,1s:0"],
+        folder,
+        env=locust_env(NLX_API_KEY=TEST_KEY),
+        locustfile=ROOT / "locustfiles" / "ramp.py",
+    )
+
+    def finish() -> LocustRun:
+        try:
+            return run()
+        finally:
+            mock.process.stop()
+
+    return finish
+
+
+def test_a_ramp_through_stages_ends_by_itself(ramp_run: LocustRun) -> None:
+    report_dir = ramp_run.report_dir
+    assert ramp_run.returncode == 0, ramp_run.stderr[-3000:]
     summary = orjson.loads((report_dir / "latest" / "summary.json").read_bytes())
     assert summary["run"]["users"] == 6
     assert 4 <= summary["run"]["duration_s"] <= 12

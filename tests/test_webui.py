@@ -293,6 +293,7 @@ class WebLocust:
         while not condition():
             assert self.proc.poll() is None, f"locust exited while waiting for {what}"
             assert time.monotonic() < deadline, f"locust web UI: no {what} after {timeout:.0f} s"
+            time.sleep(0.02)  # between polls, so the poll leaves the CPUs to the run
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=10)
