@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -55,8 +56,9 @@ class Reporting:
     """The output half (local and master processes): the run's identity, its watchers, and at the
     end summary.json, the reports, the console table and the exit code."""
 
-    def __init__(self, lt: Loadtest) -> None:
+    def __init__(self, lt: Loadtest, count_workers: Callable[[Run], int]) -> None:
         self.lt = lt
+        self.count_workers = count_workers
         self.run: Run | None = None
         self.output = RunOutput(lt.recorder, lt.health)
         self.watchers: list[ThresholdWatcher | UserSampler] = []
@@ -91,7 +93,7 @@ class Reporting:
             host=lt.environment.host,
             uses_mock=lt.uses_mock,
             users=int(getattr(lt.runner, "target_user_count", None) or 0),
-            workers=max(len(self.run.workers), 1) if isinstance(lt.runner, MasterRunner) else 1,
+            workers=self.count_workers(self.run),
         )
 
     def finish(self) -> None:
@@ -108,8 +110,11 @@ class Reporting:
             self.output.print_console()
 
     def _abort(self) -> None:
-        runner = self.lt.runner
-        runner.quit() if self.lt.current_settings().headless else runner.stop()
+        # Headless, the run ends; in the web UI, the test stops and the UI stays up.
+        if self.lt.current_settings().headless:
+            self.lt.runner.quit()
+        else:
+            self.lt.runner.stop()
 
 
 class Role:
@@ -142,9 +147,9 @@ class Role:
 class _Reporter(Role):
     """A role that writes the outputs (local, master)."""
 
-    def __init__(self, lt: Loadtest) -> None:
+    def __init__(self, lt: Loadtest, count_workers: Callable[[Run], int]) -> None:
         super().__init__(lt)
-        self.reporting = Reporting(lt)
+        self.reporting = Reporting(lt, count_workers)
 
     def on_spawning_complete(self, user_count: int) -> None:
         if self.reporting.run is not None:
@@ -163,12 +168,15 @@ class _Reporter(Role):
 
 class LocalRole(_Reporter):
     def __init__(self, lt: Loadtest) -> None:
-        super().__init__(lt)
+        super().__init__(lt, lambda run: 1)
         self.generation = Generation(lt)
+
+    def on_init(self) -> None:
         # Python raises Ctrl-C's KeyboardInterrupt in whatever greenlet runs at that moment, often a
         # user mid-turn, whose traceback then hides the run's end. Make Ctrl-C take the path Locust
         # gives SIGTERM: a clean shutdown from the main greenlet.
         gevent.signal_handler(signal.SIGINT, os.kill, os.getpid(), signal.SIGTERM)
+        super().on_init()
 
     def on_test_start(self) -> None:
         self.lt.recorder.reset()
@@ -183,7 +191,7 @@ class LocalRole(_Reporter):
 
 class MasterRole(_Reporter):
     def __init__(self, lt: Loadtest) -> None:
-        super().__init__(lt)
+        super().__init__(lt, lambda run: len(run.workers))
         self.link = MasterLink(lt.runner, lt.recorder, lt.health)
 
     def on_test_start(self) -> None:
