@@ -11,18 +11,24 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install demo test check lint typecheck bench soak fuzz clean
 
-$(STAMP): pyproject.toml
+# The venv and its pip, then the package with EXTRAS (one resolution: the test install does not
+# install the plain package first).
+define install_package
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.$(1)'
+endef
+
+$(STAMP): pyproject.toml
+	$(call install_package,)
 	touch $@
 
 install: $(STAMP)
 
 # Chromium is an order-only prerequisite: installed whenever it is missing, even with the stamp there.
-$(TEST_STAMP): $(STAMP) | $(CHROMIUM)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $@
+$(TEST_STAMP): pyproject.toml | $(CHROMIUM)
+	$(call install_package,[test])
+	touch $(STAMP) $@
 
 $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update

@@ -53,7 +53,8 @@ def test_an_arrival_that_waited_too_long_is_dropped() -> None:
     taken_ns = time.perf_counter_ns()
     queue.stop()
     assert counts(recorder)["arrivals_dropped"] >= 10
-    assert taken_ns - intended <= 0.02e9
+    # The one taken had waited at most 20 ms when take() looked (plus the microseconds since).
+    assert taken_ns - intended <= 0.02e9 + 1e6
 
 
 def test_an_arrival_taken_over_10_ms_after_its_time_is_late() -> None:

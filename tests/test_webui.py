@@ -255,12 +255,15 @@ CHANNEL = ("--nlx-deployment", "dep1", "--nlx-channel", "web-en-US")
 # What locustfiles/chat.py looks like with the tab installed by hand: once plugin.py installs it too,
 # this installs a second time on the same web UI, which must be harmless.
 LOCUSTFILE = """\
+import locust.runners
 from locust import events
 
 from loadtest import webui
 from loadtest.plugin import NLXChatUser, register
 
 register(events)
+# The master's tab moves with the workers' reports, every 3 s; this test waits for two of them.
+locust.runners.WORKER_REPORT_INTERVAL = 0.5
 
 
 @events.init.add_listener
