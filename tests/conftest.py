@@ -29,7 +29,7 @@ import orjson
 import pytest
 
 from loadtest.mock.launch import MockProcess, start_mock
-from tests.harness import LOCUSTFILE, ROOT, Run, Until, run_in_process  # noqa: F401  (ROOT: for other tests)
+from tests.harness import CLEARED, CLEARED_PREFIXES, LOCUSTFILE, ROOT, Run, Until, run_in_process  # noqa: F401  (ROOT: for other tests)
 from tests.mockthread import ThreadedMock, mock_in_thread
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -108,11 +108,9 @@ def thread_mock() -> Iterator[Callable[..., ThreadedMock]]:
 
 
 def locust_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NLX_", "LOADTEST_", "LOCUST_")) and k != "GITHUB_STEP_SUMMARY"
-    }
+    """This process's environment without what configures loadtest or Locust (as in-process runs
+    clear it: tests/harness.py), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED_PREFIXES) and k not in CLEARED}
     env.update(extra)
     return env
 
