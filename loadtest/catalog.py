@@ -151,6 +151,90 @@ def scoped_counts(scope: str) -> tuple[str, ...]:
     return tuple(c.key for c in COUNTERS if scope in c.scopes)
 
 
+@dataclass(frozen=True, slots=True)
+class ProtocolCount:
+    """One count of how the endpoint spoke the event-stream format, under `protocol` in summary.json."""
+
+    key: str
+    note: str
+    normal: bool = False  # a normal stream has these; the others are quirks worth a look when not zero
+
+
+PROTOCOL_COUNTS = (
+    ProtocolCount("no_done", "streams that ended without data: [DONE]"),
+    ProtocolCount("unterminated_tail", "streams whose last event no blank line ended"),
+    ProtocolCount("empty_events", "blank lines that carried no data"),
+    ProtocolCount("events_after_done", "events received after [DONE]"),
+    ProtocolCount("bom", "streams that began with a byte-order mark"),
+    ProtocolCount("role_only_chunks", "chunks with only the assistant role (usual first chunk)", normal=True),
+    ProtocolCount("comments", "comment lines (keep-alives)", normal=True),
+)
+PROTOCOL_KEYS = frozenset(c.key for c in PROTOCOL_COUNTS)
+
+# The client is the bottleneck when any of these holds, over the run or in any one process:
+# - event-loop lag p99 above 10 ms: every TTFT and inter-chunk gap the client measures is late by
+#   the lag, and token gaps are typically 10-50 ms, so beyond this the ITL tail is the client's own.
+LOOP_LAG_P99_LIMIT_MS = 10.0
+# - CPU p90 above 90 % of one core: a gevent process runs on one core, and near saturation every
+#   greenlet queues for it (Locust warns at the same 90 %).
+CPU_P90_LIMIT_PERCENT = 90.0
+# - connection-pool wait p99 above 10 ms: time spent inside the client before the request goes out,
+#   all of it in the measured TTFT. Each user streams one turn at a time on its own pool, so true
+#   queueing for a connection is rare; but with `--transport httpx`, httpcore polls a kept-alive
+#   connection with a zero timeout before reusing it, which under gevent is a trip round the event
+#   loop, so this wait also carries one loop iteration. 5 ms would make it a stricter loop-lag limit
+#   in disguise; at the loop-lag limit, a pool wait flagged on its own points at the pool (its
+#   limits, a shared client).
+POOL_WAIT_P99_LIMIT_MS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """One measure of the load generator's own health (`loadtest.health`): how it is recorded, shown
+    in summary.json's `client_health` and judged."""
+
+    key: str
+    label: str
+    suffix: str  # of its keys in summary.json: loop_lag_ms, cpu_percent
+    per_unit: int  # recorded units (µs, per-mille) per shown unit (ms, %)
+    unit: str
+    shown: tuple[float, ...]  # percentiles in summary.json
+    percentile: float  # the percentile judged
+    limit: float  # in shown units
+    heading: str  # a report's row
+
+    @property
+    def summary_key(self) -> str:
+        return f"{self.key}_{self.suffix}"
+
+    @property
+    def limit_recorded(self) -> int:
+        return round(self.limit * self.per_unit)
+
+    def allowed_over(self, samples: int) -> int:
+        """How many of `samples` may exceed the limit before the judged percentile does: the rank
+        HdrHistogram reads that percentile at, counted from the top. Counts are kept per process,
+        where a histogram each would cost too much memory."""
+        if samples == 0:
+            return 0
+        rank = max(int(self.percentile * samples / 100 + 0.5), 1)
+        return samples - rank
+
+
+LOOP_LAG = Gauge(
+    "loop_lag", "event-loop lag", "ms", 1000, " ms", (50.0, 90.0, 99.0), 99.0, LOOP_LAG_P99_LIMIT_MS,
+    "Event-loop lag (ms)",
+)  # fmt: skip
+CPU = Gauge(
+    "cpu", "CPU", "percent", 10, "%", (50.0, 90.0), 90.0, CPU_P90_LIMIT_PERCENT, "CPU (% of one core)"
+)
+POOL_WAIT = Gauge(
+    "pool_wait", "connection-pool wait", "ms", 1000, " ms", (50.0, 99.0), 99.0, POOL_WAIT_P99_LIMIT_MS,
+    "Connection-pool wait (ms)",
+)  # fmt: skip
+GAUGES = (LOOP_LAG, CPU, POOL_WAIT)
+
+
 class Failure(StrEnum):
     """Why a turn failed: the `kind` of a failed turn in every output. HTTP errors are `http_{status}`
     (see `http_failure`), one kind per status."""

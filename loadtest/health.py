@@ -27,70 +27,17 @@ from typing import Any
 
 import gevent
 
+from loadtest.catalog import CPU, GAUGES, LOOP_LAG, POOL_WAIT, Gauge
 from loadtest.metrics import Histogram
 
 LAG_INTERVAL_S = 0.05
 CPU_INTERVAL_S = 1.0
 
-# The client is the bottleneck when any of these holds, over the run or in any one process:
-# - event-loop lag p99 above 10 ms: every TTFT and inter-chunk gap the client measures is late by
-#   the lag, and token gaps are typically 10-50 ms, so beyond this the ITL tail is the client's own.
-LOOP_LAG_P99_LIMIT_MS = 10.0
-# - CPU p90 above 90 % of one core: a gevent process runs on one core, and near saturation every
-#   greenlet queues for it (Locust warns at the same 90 %).
-CPU_P90_LIMIT_PERCENT = 90.0
-# - connection-pool wait p99 above 10 ms: time spent inside the client before the request goes out,
-#   all of it in the measured TTFT. Each user streams one turn at a time on its own pool, so true
-#   queueing for a connection is rare; but with `--transport httpx`, httpcore polls a kept-alive
-#   connection with a zero timeout before reusing it, which under gevent is a trip round the event
-#   loop, so this wait also carries one loop iteration. 5 ms would make it a stricter loop-lag limit
-#   in disguise; at the loop-lag limit, a pool wait flagged on its own points at the pool (its
-#   limits, a shared client).
-POOL_WAIT_P99_LIMIT_MS = 10.0
 # Below 10 s of loop-lag samples (at 50 ms) a single start-up hiccup (spawning users, the first TLS
 # handshakes) is the whole p99: such a run is reported but not judged.
 MIN_JUDGED_LAG_SAMPLES = 200
 
 
-@dataclass(frozen=True, slots=True)
-class Gauge:
-    """One thing measured: how it is recorded, shown in summary.json and judged."""
-
-    key: str
-    label: str
-    suffix: str  # of its keys in summary.json: loop_lag_ms, cpu_percent
-    per_unit: int  # recorded units (µs, per-mille) per shown unit (ms, %)
-    unit: str
-    shown: tuple[float, ...]  # percentiles in summary.json
-    percentile: float  # the percentile judged
-    limit: float  # in shown units
-
-    @property
-    def summary_key(self) -> str:
-        return f"{self.key}_{self.suffix}"
-
-    @property
-    def limit_recorded(self) -> int:
-        return round(self.limit * self.per_unit)
-
-    def allowed_over(self, samples: int) -> int:
-        """How many of `samples` may exceed the limit before the judged percentile does: the rank
-        HdrHistogram reads that percentile at, counted from the top. Counts are kept per process,
-        where a histogram each would cost too much memory."""
-        if samples == 0:
-            return 0
-        rank = max(int(self.percentile * samples / 100 + 0.5), 1)
-        return samples - rank
-
-
-LOOP_LAG = Gauge(
-    "loop_lag", "event-loop lag", "ms", 1000, " ms", (50.0, 90.0, 99.0), 99.0, LOOP_LAG_P99_LIMIT_MS
-)
-CPU = Gauge("cpu", "CPU", "percent", 10, "%", (50.0, 90.0), 90.0, CPU_P90_LIMIT_PERCENT)
-POOL_WAIT = Gauge(
-    "pool_wait", "connection-pool wait", "ms", 1000, " ms", (50.0, 99.0), 99.0, POOL_WAIT_P99_LIMIT_MS
-)
-GAUGES = (LOOP_LAG, CPU, POOL_WAIT)
 _BY_KEY = {g.key: g for g in GAUGES}
 # Reasons name at most this many overloaded processes.
 MAX_PROCESS_REASONS = 5

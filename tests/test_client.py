@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 
+from loadtest.catalog import PROTOCOL_KEYS
 from loadtest.client import TurnResult, stream_turn
 
 URL = "https://apps.nlx.ai/v1/dep/web-en-US/chat/completions"
@@ -175,3 +176,14 @@ def test_event_larger_than_the_cap() -> None:
     with httpx.Client(transport=httpx.MockTransport(sse([big]))) as client:
         r = stream_turn(client, URL, BODY, api_key=KEY, max_event_bytes=1000)
     assert not r.ok and r.kind == "event_too_large"
+
+
+def test_every_protocol_count_the_client_keeps_is_in_the_catalog() -> None:
+    # Each quirk once: a BOM, a comment (whose blank line is an empty event), a role-only chunk, no
+    # [DONE], no blank line after the last event; then events after [DONE].
+    quirky = run(
+        sse([b"\xef\xbb\xbf: keep-alive\n\n", chunk("", role="assistant"), chunk("Hi"), b"data: {}"])
+    )
+    late = run(sse([chunk("Hi"), b"data: [DONE]\n\n", chunk("late")]))
+    keys = {*quirky.protocol, *late.protocol}
+    assert keys == PROTOCOL_KEYS, keys ^ PROTOCOL_KEYS

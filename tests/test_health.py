@@ -11,13 +11,8 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from loadtest import health
-from loadtest.health import (
-    CPU_P90_LIMIT_PERCENT,
-    LOOP_LAG_P99_LIMIT_MS,
-    POOL_WAIT_P99_LIMIT_MS,
-    HealthMonitor,
-    pool_wait_trace,
-)
+from loadtest.catalog import CPU_P90_LIMIT_PERCENT, LOOP_LAG_P99_LIMIT_MS, POOL_WAIT_P99_LIMIT_MS
+from loadtest.health import HealthMonitor, pool_wait_trace
 
 MS = 1_000_000  # ns
 

@@ -19,13 +19,13 @@ from markupsafe import escape
 from playwright.sync_api import Browser
 
 from loadtest import catalog, thresholds
-from loadtest.catalog import format_number
+from loadtest.catalog import PROTOCOL_COUNTS, format_number
 from loadtest.cli import main
 from loadtest.health import HealthMonitor
 from loadtest.metrics import ERROR_COUNT_PREFIX, Histogram, Metrics, at, interval_of, scoped
 from loadtest.report import build_summary, charts
 from loadtest.report.compare import compare
-from loadtest.report.html import PROTOCOL, render_compare_html, render_html
+from loadtest.report.html import render_compare_html, render_html
 from loadtest.thresholds import format_observed
 from tests.browser import chromium, load, loaded_references, require_chromium
 
@@ -385,7 +385,7 @@ def test_an_old_summary_without_optional_parts() -> None:
     counters = re.findall(
         r'<div class="counter zero"[^>]*><code>(\w+)</code><span class="n">0</span>', page.html
     )
-    assert counters == [key for key, _ in PROTOCOL]
+    assert counters == [c.key for c in PROTOCOL_COUNTS]
 
 
 def test_everything_from_the_summary_is_escaped() -> None:
@@ -502,7 +502,7 @@ def test_report_draws_every_chart_offline(browser: Browser, tmp_path: Path) -> N
     assert page.locator("#by-turn tbody tr").count() == len(summary["by_turn"])
     assert page.locator("#by-scenario tbody tr").count() == len(summary["by_scenario"])
     counters = page.locator("#stream-protocol .counter").all_inner_texts()
-    assert [c.split()[0] for c in counters[: len(PROTOCOL)]] == [key for key, _ in PROTOCOL]
+    assert [c.split()[0] for c in counters[: len(PROTOCOL_COUNTS)]] == [c.key for c in PROTOCOL_COUNTS]
     # The metric colours of the style sheet reach the swatches.
     swatch = page.locator("#latency .swatch").first.evaluate("e => getComputedStyle(e).backgroundColor")
     assert swatch == "rgb(37, 99, 235)" == _rgb(catalog.TTFT.color)
@@ -518,7 +518,7 @@ def test_an_old_summary_renders_in_the_browser(browser: Browser, tmp_path: Path)
     assert "No timeline" in page.locator("#over-time").inner_text()
     assert page.locator(".plot").count() == 0
     counters = page.locator("#stream-protocol .counter").all_inner_texts()
-    assert [c.split() for c in counters] == [[key, "0"] for key, _ in PROTOCOL]
+    assert [c.split() for c in counters] == [[c.key, "0"] for c in PROTOCOL_COUNTS]
 
 
 def test_an_escaped_report_runs_no_script_of_its_data(browser: Browser, tmp_path: Path) -> None:

@@ -42,24 +42,6 @@ from loadtest.thresholds import parse as parse_threshold
 
 # The two metrics a run is read by: tiles, percentile distributions, the comparison's overlays.
 HEADLINE_METRICS = tuple(m for m in catalog.METRICS if m.gated)
-PROTOCOL = (
-    ("no_done", "streams that ended without data: [DONE]"),
-    ("unterminated_tail", "streams whose last event no blank line ended"),
-    ("empty_events", "blank lines that carried no data"),
-    ("events_after_done", "events received after [DONE]"),
-    ("bom", "streams that began with a byte-order mark"),
-    ("role_only_chunks", "chunks with only the assistant role (usual first chunk)"),
-    ("comments", "comment lines (keep-alives)"),
-)
-# Counters that describe a normal stream; the others are quirks worth a look when not zero.
-PROTOCOL_NORMAL = frozenset({"role_only_chunks", "comments"})
-# client_health of summary.json (loadtest.health.GAUGES, which this module does not import: it
-# brings gevent with it, and `loadtest report` and `loadtest compare` need none).
-HEALTH = (
-    ("loop_lag_ms", "Event-loop lag (ms)"),
-    ("pool_wait_ms", "Connection-pool wait (ms)"),
-    ("cpu_percent", "CPU (% of one core)"),
-)
 HEALTH_STATS = ("p50", "p90", "p99", "max")
 RUN_FACTS = (
     ("id", "run id"),
@@ -110,7 +92,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
         by_scenario=_breakdown(summary.get("by_scenario"), catalog.SCENARIO),
         errors=_errors(summary),
         protocol=_protocol(summary.get("protocol")),
-        protocol_legend=PROTOCOL,
+        protocol_legend=catalog.PROTOCOL_COUNTS,
         health=_health(summary.get("client_health")),
         version=run.get("loadtest_version") or "",
     )
@@ -497,11 +479,11 @@ class ProtocolCount:
 
 def _protocol(section: Any) -> list[ProtocolCount]:
     counters = dict(section) if isinstance(section, Mapping) else {}
-    items = [(key, counters.pop(key, 0), note) for key, note in PROTOCOL]
-    items += [(str(key), value, "") for key, value in sorted(counters.items())]
+    items = [(c.key, counters.pop(c.key, 0), c.note, c.normal) for c in catalog.PROTOCOL_COUNTS]
+    items += [(str(key), value, "", False) for key, value in sorted(counters.items())]
     return [
-        ProtocolCount(key, f"{_int(n):,}", note, _int(n) == 0, _int(n) != 0 and key not in PROTOCOL_NORMAL)
-        for key, n, note in items
+        ProtocolCount(key, f"{_int(n):,}", note, _int(n) == 0, _int(n) != 0 and not normal)
+        for key, n, note, normal in items
     ]
 
 
@@ -523,9 +505,9 @@ def _health(section: Any) -> Health | None:
     else:
         state = "kept-up"
     rows = []
-    for key, label in HEALTH:
-        stats = _mapping(health.get(key))
-        rows.append(Row(label, [_ms(stats.get(stat)) for stat in HEALTH_STATS]))
+    for gauge in catalog.GAUGES:
+        stats = _mapping(health.get(gauge.summary_key))
+        rows.append(Row(gauge.heading, [_ms(stats.get(stat)) for stat in HEALTH_STATS]))
     reasons = "; ".join(str(r) for r in health.get("reasons") or [])
     return Health(state, reasons, Table(["gauge", *HEALTH_STATS], rows))
 
