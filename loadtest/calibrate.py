@@ -30,11 +30,13 @@ from typing import Any
 import httpx
 import orjson
 
+from loadtest.catalog import Failure
 from loadtest.errors import ConfigError, LoadtestError
 from loadtest.metrics import Histogram
 from loadtest.mock.contract import API_KEY_ENV
 from loadtest.mock.dist import parse_count_dist, parse_duration_dist
 from loadtest.mock.launch import MockProcess, start_mock
+from loadtest.report.schema import load_summary
 
 DEFAULT_LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "chat.py"
 # What locustfiles/chat.py holds, for an installed package that has no checkout beside it.
@@ -507,21 +509,20 @@ class ClientSide:
 
 def read_summary(report_dir: Path) -> ClientSide | None:
     """The generator's side from `{report_dir}/latest/summary.json`; None when the run wrote none."""
-    path = report_dir / "latest" / "summary.json"
     try:
-        summary: dict[str, Any] = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        summary = load_summary(report_dir / "latest" / "summary.json")
+    except ConfigError:
         return None
-    metrics, counts = summary["metrics"], summary["counts"]
+    metrics, counts = summary["metrics"], summary.get("counts", {})
     return ClientSide(
         ttft=Percentiles.from_hdr(metrics["ttft_ms"].get("hdr")),
         turn=Percentiles.from_hdr(metrics["turn_ms"].get("hdr")),
-        turns_ok=int(counts["turns_ok"]),
-        turns_failed=int(counts["turns_failed"]),
+        turns_ok=int(counts.get("turns_ok", 0)),
+        turns_failed=int(counts.get("turns_failed", 0)),
         turns_cut=int(counts.get("turns_cut", 0)),
         turns_late=int(counts.get("turns_late", 0)),
         errors=tuple(
-            (str(e["kind"]), int(e["count"])) for e in summary.get("errors", []) if e["kind"] != "cut"
+            (str(e["kind"]), int(e["count"])) for e in summary.get("errors", []) if e["kind"] != Failure.CUT
         ),
     )
 
