@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -7,7 +8,8 @@ from typing import Any
 import pytest
 
 from loadtest import catalog
-from loadtest.report import console_lines
+from loadtest.metrics import Metrics
+from loadtest.report import build_summary, console_lines, write_run
 from loadtest.report.junit import render_junit
 from loadtest.report.markdown import append_step_summary, render_markdown
 from loadtest.thresholds import evaluate, parse_all
@@ -264,3 +266,40 @@ def test_console_shows_counts_errors_thresholds_and_the_verdict(tmp_path: Path) 
     assert "threshold FAIL: error_rate<0.1% (observed 0.61%)" in lines
     assert "threshold FAIL: itl{scenario=x}.p50<50ms (observed no data)" in lines
     assert "verdict: FAIL" in lines
+
+
+def _written_run(report_dir: Path, run_id: str) -> Path:
+    metrics = Metrics()
+    metrics.record_scoped("ttft", 40_000_000, ("turn=1",))
+    return write_run(report_dir, run_id, build_summary(metrics, {"id": run_id}))
+
+
+def test_a_latest_that_is_not_a_link_is_left_alone_and_the_run_still_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "latest").mkdir()  # a CI cache restored without the symlink
+    with caplog.at_level(logging.WARNING, logger="loadtest"):
+        run_dir = _written_run(tmp_path, "run-1")
+    assert {p.name for p in run_dir.iterdir()} >= {"summary.json", "report.html", "junit.xml", "summary.md"}
+    assert (tmp_path / "latest").is_dir() and not (tmp_path / "latest").is_symlink()
+    assert "is not a link, left as it is: this run is in" in caplog.text
+    assert not list(tmp_path.glob(".latest.*"))  # no stray link left behind
+
+
+def test_latest_points_at_the_newest_run(tmp_path: Path) -> None:
+    _written_run(tmp_path, "run-1")
+    _written_run(tmp_path, "run-2")
+    assert (tmp_path / "latest").resolve() == (tmp_path / "run-2").resolve()
+    assert not list(tmp_path.glob(".latest.*"))
+
+
+def test_an_unwritable_step_summary_is_a_warning_not_a_lost_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(not_a_folder / "summary.md"))
+    with caplog.at_level(logging.WARNING, logger="loadtest"):
+        run_dir = _written_run(tmp_path / "reports", "run-1")
+    assert (run_dir / "summary.json").exists() and (tmp_path / "reports" / "latest").is_symlink()
+    assert "cannot append to GITHUB_STEP_SUMMARY" in caplog.text

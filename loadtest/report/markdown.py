@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -10,6 +11,7 @@ from typing import Any
 from loadtest import catalog
 from loadtest.report.schema import ErrorEntry, ScopeEntry, Summary, format_observed, stat_of
 
+logger = logging.getLogger("loadtest")
 EXAMPLE_CHARS = 120
 
 _BACKTICKS = re.compile(r"`+")
@@ -57,8 +59,13 @@ def append_step_summary(text: str, environ: Mapping[str, str] = os.environ) -> b
     path = environ.get("GITHUB_STEP_SUMMARY")
     if not path:
         return False
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+    except OSError as exc:
+        # The run's own files are written already: a step summary that cannot be written loses nothing.
+        logger.warning("loadtest: cannot append to GITHUB_STEP_SUMMARY %s: %s", path, exc.strerror or exc)
+        return False
     return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +25,7 @@ from loadtest.report.schema import (
 __all__ = ["SCHEMA", "build_summary", "console_lines", "write_run"]
 
 LATEST = "latest"
+logger = logging.getLogger("loadtest")
 
 
 def build_summary(
@@ -75,12 +77,26 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _point_latest(report_dir: Path, run_id: str) -> None:
+    """Point `latest` at the run. A `latest` that is not a link (a CI cache or artifact restored
+    without the symlink) is left alone with a warning: the run's own files are written already."""
     link = report_dir / LATEST
+    if link.exists() and not link.is_symlink():
+        logger.warning(
+            "loadtest: %s is not a link, left as it is: this run is in %s", link, report_dir / run_id
+        )
+        return
     tmp = report_dir / f".{LATEST}.{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(run_id, tmp)
-    os.replace(tmp, link)
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(run_id, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        logger.warning(
+            "loadtest: cannot point %s at this run (%s): it is in %s", link, exc, report_dir / run_id
+        )
+        if tmp.is_symlink():
+            tmp.unlink()
 
 
 def console_lines(summary: Summary, run_dir: Path) -> list[str]:
