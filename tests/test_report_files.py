@@ -185,7 +185,8 @@ def test_append_step_summary_appends_and_is_a_no_op_without_the_variable(tmp_pat
     env = {"GITHUB_STEP_SUMMARY": str(target)}
     assert append_step_summary("## first", env) is True
     assert append_step_summary("## second\n", env) is True
-    assert target.read_text(encoding="utf-8") == "## first\n## second\n"
+    # Two runs in one job: a blank line apart, so the second starts a block of its own.
+    assert target.read_text(encoding="utf-8") == "## first\n\n## second\n"
     assert append_step_summary("## third", {}) is False
     assert append_step_summary("## third", {"GITHUB_STEP_SUMMARY": ""}) is False
     assert "third" not in target.read_text(encoding="utf-8")
@@ -303,3 +304,18 @@ def test_an_unwritable_step_summary_is_a_warning_not_a_lost_run(
         run_dir = _written_run(tmp_path / "reports", "run-1")
     assert (run_dir / "summary.json").exists() and (tmp_path / "reports" / "latest").is_symlink()
     assert "cannot append to GITHUB_STEP_SUMMARY" in caplog.text
+
+
+def test_markdown_shows_names_from_conversation_files_as_text_not_html() -> None:
+    summary = _summary([])
+    summary["by_scenario"] = {
+        "<img src=x onerror=alert(1)>": {
+            "counts": {"turns_ok": 1, "turns_failed": 0},
+            "ttft_ms": {},
+            "turn_ms": {},
+        }
+    }
+    summary["errors"] = [{"kind": "assertion", "count": 1, "example": "reply does not contain '<b>'"}]
+    md = render_markdown(summary)
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert "`reply does not contain '<b>'`" in md  # in a code span, shown as written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import re
@@ -61,7 +62,8 @@ def append_step_summary(text: str, environ: Mapping[str, str] = os.environ) -> b
         return False
     try:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
+            # Several runs in one job: a blank line between them, so each starts its own block.
+            f.write(("\n" if f.tell() else "") + (text if text.endswith("\n") else text + "\n"))
     except OSError as exc:
         # The run's own files are written already: a step summary that cannot be written loses nothing.
         logger.warning("loadtest: cannot append to GITHUB_STEP_SUMMARY %s: %s", path, exc.strerror or exc)
@@ -131,13 +133,19 @@ def _ms(value: float | None) -> str:
 
 
 def cell(text: str) -> str:
-    """Text safe inside a table cell: one line, pipes escaped."""
+    """Text safe inside a table cell, and as Markdown that renders HTML (a step summary): one line,
+    pipes escaped, and `<`, `>`, `&` as entities, so a scenario named `<img src=x>` shows as written."""
+    return html.escape(_one_line(text), quote=False)
+
+
+def _one_line(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
 def code_span(text: str) -> str:
-    """A code span that holds `text` as is, whatever backticks it contains, inside a table cell."""
-    text = cell(text)
+    """A code span that holds `text` as is, whatever backticks it contains, inside a table cell (a code
+    span shows HTML as text already: no entities)."""
+    text = _one_line(text)
     if not text:
         return ""
     # A code span ends at a backtick run as long as its opening one, so open with a longer run.
