@@ -122,6 +122,7 @@ def _compare(argv: list[str]) -> int:
     from loadtest.errors import ConfigError
     from loadtest.report.compare import (
         DEFAULT_TOLERANCE,
+        check_comparable,
         compare,
         load_summary,
         parse_tolerance,
@@ -152,6 +153,7 @@ def _compare(argv: list[str]) -> int:
         tolerance = parse_tolerance(ns.tolerance)
         baseline = load_summary(ns.baseline)
         new = load_summary(ns.new)
+        check_comparable(baseline, ns.baseline)
     except ConfigError as exc:
         print(f"loadtest compare: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

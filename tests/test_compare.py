@@ -152,10 +152,13 @@ def test_comparison_page_overlays_both_runs(runs: dict[str, Path], tmp_path: Pat
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     (tmp_path / "not-json.json").write_text("{", encoding="utf-8")
     (tmp_path / "other.json").write_text('{"name": "something else"}', encoding="utf-8")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "future.json").write_text('{"schema": "loadtest.summary/2", "metrics": {}}', encoding="utf-8")
+    write_run(tmp_path / "reports", "nothing", build_summary(Metrics(), {"id": "nothing"}))
     yield tmp_path
 
 
@@ -166,6 +169,8 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
         (["empty", "RUN"], "no summary.json in empty"),
         (["not-json.json", "RUN"], "not-json.json is not JSON"),
         (["other.json", "RUN"], 'other.json is not a loadtest summary (no "schema"'),
+        (["future.json", "RUN"], "future.json is a loadtest.summary/2 summary and this loadtest reads"),
+        (["reports/nothing", "RUN"], "has no TTFT or turn latency figures (no turn completed)"),
         (
             ["RUN", "RUN", "--tolerance", "ten"],
             "--tolerance: 'ten' is not a share: write a percentage like 10% or a fraction like 0.1",

@@ -34,6 +34,7 @@ from loadtest.thresholds import one_of
 
 # `loadtest.cli` and `loadtest.report.html` import these from here.
 __all__ = [
+    "check_comparable",
     "DEFAULT_TOLERANCE",
     "ERROR_RATE_FLOOR",
     "GATED_METRICS",
@@ -94,6 +95,17 @@ def parse_tolerance(text: str) -> float:
         return parse_share(text, over_100_percent=True)
     except ShareError as exc:
         raise ConfigError(f"--tolerance: {exc}") from None
+
+
+def check_comparable(baseline: Mapping[str, Any], where: object) -> None:
+    """A baseline without latency figures (no turn completed) cannot judge anything: `ConfigError`."""
+    metrics = baseline.get("metrics")
+    gated = [m for m in catalog.COMPARED_METRICS if m.gated]
+    if not any(stat_of(metrics, m, catalog.STAT_BY_LABEL["p50"]) is not None for m in gated):
+        names = " or ".join(m.label for m in gated)
+        raise ConfigError(
+            f"the baseline {where} has no {names} figures (no turn completed): nothing to compare it with"
+        )
 
 
 @dataclass(frozen=True, slots=True)

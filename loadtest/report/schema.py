@@ -129,6 +129,11 @@ def load_summary(path: Path) -> Summary:
             f'{file} is not a loadtest summary (no "schema": "{SCHEMA}"): '
             "pass the summary.json a loadtest run wrote"
         )
+    if schema != SCHEMA:
+        # Another version names its keys otherwise: read as this one, a renamed key looks like a change.
+        raise ConfigError(
+            f"{file} is a {schema} summary and this loadtest reads {SCHEMA}: use the version that wrote it"
+        )
     if not isinstance(data.get("metrics"), dict):
         raise ConfigError(f'{file} has no "metrics": pass the summary.json a loadtest run wrote')
     summary: Summary = data
