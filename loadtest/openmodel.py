@@ -51,7 +51,9 @@ class ArrivalQueue:
         """At test stop: arrivals still waiting for a user are dropped if they had waited too long
         already, else cut by the end of the run."""
         if self._generator is not None:
-            self._generator.kill(block=False)
+            # Blocking: a wake-up already due would otherwise count one more arrival after the count
+            # below, into a queue nobody reads.
+            self._generator.kill(block=True)
             self._generator = None
         queue, self._queue = self._queue, None
         if queue is None:
