@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-import gevent
 import pytest
 
 from loadtest.gcgovernor import GcGovernor
+from tests.harness import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -19,11 +18,8 @@ def collector_on() -> Iterator[None]:
     gc.enable()
 
 
-def until(condition: object, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "the governor never got there"
-        gevent.sleep(0.01)
+def until(condition: Callable[[], bool]) -> None:
+    assert wait_for(condition, 10.0), "the governor never got there"
 
 
 def make_cycles(n: int) -> None:

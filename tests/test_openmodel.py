@@ -9,6 +9,7 @@ import gevent
 from loadtest.arrivals import LATE_NS, ArrivalRate
 from loadtest.openmodel import ArrivalQueue
 from loadtest.recorder import TurnRecorder
+from tests.harness import wait_for
 
 
 def counts(recorder: TurnRecorder) -> dict[str, int]:
@@ -72,10 +73,7 @@ def test_arrivals_still_waiting_at_the_end_are_cut_or_dropped() -> None:
     recorder = TurnRecorder()
     queue = ArrivalQueue(recorder)
     queue.start(ArrivalRate(1000.0, "constant"), max_wait_s=10)
-    deadline = time.monotonic() + 10
-    while recorder.metrics.counts["arrivals"] < 5:
-        assert time.monotonic() < deadline
-        gevent.sleep(0.001)
+    assert wait_for(lambda: recorder.metrics.counts["arrivals"] >= 5, 10.0)
     queue.stop()
     c = counts(recorder)
     assert c["arrivals_cut"] == c["arrivals"] >= 5 and c["arrivals_dropped"] == 0
