@@ -35,7 +35,8 @@ class Watcher:
 
     def stop(self) -> None:
         if self._greenlet is not None and self._greenlet is not gevent.getcurrent():
-            self._greenlet.kill(block=False)
+            # Blocking, as the arrival queue's: a check already due must not run after the stop.
+            self._greenlet.kill(block=True)
         self._greenlet = None
 
     def _loop(self) -> None:
