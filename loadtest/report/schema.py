@@ -90,6 +90,18 @@ class RunInfo(TypedDict, total=False):
     system_fingerprints: list[str]
     workers_without_final_report: list[str]
     aborted_by_threshold: str
+    # What was planned (-t, or the --stages total; None: until stopped) and what ended the run: one
+    # of `verdict.STOPPED_BY`; `signal` names it (SIGINT, SIGTERM) when one did.
+    planned_duration_s: float | None
+    stopped_by: str
+    signal: str
+
+
+class Reason(TypedDict):
+    """Why a run did not pass: `kind` is a `verdict.ReasonKind`, `text` one line for people."""
+
+    kind: str
+    text: str
 
 
 class Summary(TypedDict, total=False):
@@ -107,7 +119,13 @@ class Summary(TypedDict, total=False):
     protocol: dict[str, int]
     timeline: Timeline
     thresholds: list[ThresholdOutcome]
-    verdict: str  # "pass" or "fail"
+    # The one verdict every output shows: pass, fail, incomplete or empty (`verdict.VERDICTS`); the
+    # reasons behind it (none for a pass), and the exit code it sets.
+    verdict: str
+    reasons: list[Reason]
+    exit_code: int
+    # Options that had no effect, latency-only thresholds while turns failed...: one line each.
+    warnings: list[str]
     client_health: dict[str, Any]
 
 

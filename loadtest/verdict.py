@@ -1,0 +1,213 @@
+"""The one verdict of a run, worked out once from its summary: every output shows this, and the exit
+code comes from it.
+
+- `pass`: every threshold held (or, without thresholds, no turn failed).
+- `fail`: a reason below; each reason gets its own line in the console and summary.md and its own
+  failing JUnit case.
+- `incomplete`: the run was cut before its planned end (a signal, the web UI's Stop) or the data of a
+  worker was lost.
+- `empty`: no turn finished, so there is nothing to judge.
+
+A failed threshold outranks an incomplete run (what was measured already fails), and an empty run
+outranks everything (thresholds without data say nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from loadtest.report.schema import Reason, count_of, format_observed, number
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCOMPLETE = "incomplete"
+    EMPTY = "empty"
+
+
+VERDICTS = tuple(Verdict)
+
+
+class StoppedBy(StrEnum):
+    """What ended a run (`run.stopped_by`)."""
+
+    TIME = "time"  # -t, or the end of --stages: as planned
+    SIGNAL = "signal"  # Ctrl-C or SIGTERM
+    THRESHOLD_ABORT = "threshold_abort"  # --threshold-abort
+    UI = "ui"  # the web UI's Stop button
+    WORKERS_LOST = "workers_lost"  # a master whose workers all went missing
+    REFUSED = "refused"  # every first turn refused: fail fast
+    CAPACITY_SEARCH = "capacity_search"
+
+
+STOPPED_BY = tuple(StoppedBy)
+
+
+class ReasonKind(StrEnum):
+    THRESHOLD = "threshold"
+    FAILED_TURNS = "failed_turns"  # only when no threshold was set
+    STRICT_CLIENT = "strict_client"
+    REFUSED = "refused"
+    INTERRUPTED = "interrupted"
+    WORKERS_LOST = "workers_lost"
+    EMPTY = "empty"
+
+
+FAILING = frozenset(
+    {ReasonKind.THRESHOLD, ReasonKind.FAILED_TURNS, ReasonKind.STRICT_CLIENT, ReasonKind.REFUSED}
+)
+INCOMPLETE = frozenset({ReasonKind.INTERRUPTED, ReasonKind.WORKERS_LOST})
+
+
+@dataclass(frozen=True, slots=True)
+class ExitCode:
+    code: int
+    name: str
+    meaning: str
+
+
+EXIT_PASS = ExitCode(0, "pass", "every threshold held; without thresholds, no turn failed")
+EXIT_FAILED_TURNS = ExitCode(
+    1, "failed turns", "turns failed and no threshold was set (Locust's `--exit-code-on-error` changes it)"
+)
+EXIT_BAD_INPUT = ExitCode(
+    2,
+    "bad input or refused",
+    "an option or a file is wrong (one line names the fix, before any load is sent), "
+    "or every first turn was refused with the same 401, 403 or 404 (`--no-fail-fast` turns that off)",
+)
+EXIT_FAIL = ExitCode(
+    3, "fail", "a threshold failed, or `--strict-client` found the client was the bottleneck"
+)
+EXIT_REGRESSION = ExitCode(4, "regression", "`loadtest compare` found a regression")
+EXIT_INCOMPLETE = ExitCode(
+    5,
+    "incomplete or empty",
+    "the run was cut before its planned end (a signal, the web UI), the data of a worker was lost, "
+    "or no turn finished",
+)
+EXIT_CODES = (EXIT_PASS, EXIT_FAILED_TURNS, EXIT_BAD_INPUT, EXIT_FAIL, EXIT_REGRESSION, EXIT_INCOMPLETE)
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    verdict: Verdict
+    reasons: list[Reason]
+    exit_code: int
+
+
+def judge(
+    summary: Mapping[str, Any], *, strict_client: bool = False, exit_code_on_error: int = 1
+) -> Judgement:
+    """The verdict of a summary that holds its `thresholds`, `counts`, `run` and `client_health`."""
+    reasons = _reasons(summary, strict_client)
+    kinds = {ReasonKind(r["kind"]) for r in reasons}
+    if ReasonKind.EMPTY in kinds:
+        return Judgement(Verdict.EMPTY, reasons, EXIT_INCOMPLETE.code)
+    if ReasonKind.REFUSED in kinds:
+        return Judgement(Verdict.FAIL, reasons, EXIT_BAD_INPUT.code)
+    if kinds & {ReasonKind.THRESHOLD, ReasonKind.STRICT_CLIENT}:
+        return Judgement(Verdict.FAIL, reasons, EXIT_FAIL.code)
+    if ReasonKind.FAILED_TURNS in kinds:
+        return Judgement(Verdict.FAIL, reasons, exit_code_on_error)
+    if kinds & INCOMPLETE:
+        return Judgement(Verdict.INCOMPLETE, reasons, EXIT_INCOMPLETE.code)
+    return Judgement(Verdict.PASS, reasons, EXIT_PASS.code)
+
+
+def _reasons(summary: Mapping[str, Any], strict_client: bool) -> list[Reason]:
+    run: Mapping[str, Any] = summary.get("run") or {}
+    thresholds: Sequence[Mapping[str, Any]] = summary.get("thresholds") or []
+    reasons: list[Reason] = []
+    finished = (count_of(summary, "turns_ok") or 0) + (count_of(summary, "turns_failed") or 0)
+    if not finished:
+        reasons.append(_reason(ReasonKind.EMPTY, _empty_text(summary)))
+    stopped_by = run.get("stopped_by")
+    if stopped_by == StoppedBy.REFUSED:
+        reasons.append(_reason(ReasonKind.REFUSED, str(run.get("refused") or "every first turn was refused")))
+    for t in thresholds:
+        if not t.get("passed"):
+            observed = format_observed(number(t.get("observed")), str(t.get("unit", "ms")))
+            reasons.append(_reason(ReasonKind.THRESHOLD, f"{t.get('expr')} (observed {observed})"))
+    failed = int(count_of(summary, "turns_failed") or 0)
+    if failed and not thresholds and stopped_by != StoppedBy.REFUSED:
+        reasons.append(_reason(ReasonKind.FAILED_TURNS, _failed_text(summary, failed, finished)))
+    health: Mapping[str, Any] = summary.get("client_health") or {}
+    if strict_client and health.get("bottleneck"):
+        why = "; ".join(health.get("reasons") or [])
+        reasons.append(_reason(ReasonKind.STRICT_CLIENT, f"the client was the bottleneck: {why}"))
+    planned = number(run.get("planned_duration_s"))
+    if planned is not None and stopped_by in (StoppedBy.SIGNAL, StoppedBy.UI, StoppedBy.WORKERS_LOST):
+        reasons.append(_reason(ReasonKind.INTERRUPTED, interrupted_text(run)))
+    lost = sorted(set(run.get("workers_lost") or []) | set(run.get("workers_without_final_report") or []))
+    if lost:
+        reasons.append(
+            _reason(ReasonKind.WORKERS_LOST, f"data from {len(lost)} worker(s) lost: {', '.join(lost)}")
+        )
+    return reasons
+
+
+def interrupted_text(run: Mapping[str, Any]) -> str:
+    """`stopped by SIGINT after 5.1 s of 60 s planned`."""
+    by = {StoppedBy.SIGNAL: run.get("signal") or "a signal", StoppedBy.UI: "the web UI's Stop"}.get(
+        run.get("stopped_by"), str(run.get("stopped_by"))
+    )
+    return (
+        f"stopped by {by} after {_seconds(number(run.get('duration_s')))} "
+        f"of {_seconds(number(run.get('planned_duration_s')))} planned"
+    )
+
+
+def stopped_text(run: Mapping[str, Any]) -> str | None:
+    """One line on how the run ended, for the console and summary.md; None for an old summary."""
+    stopped_by = run.get("stopped_by")
+    if stopped_by is None:
+        return None
+    planned = number(run.get("planned_duration_s"))
+    took = _seconds(number(run.get("duration_s")))
+    if stopped_by == StoppedBy.TIME:
+        return f"ran {took} as planned" if planned is not None else f"ran {took}"
+    if stopped_by == StoppedBy.THRESHOLD_ABORT:
+        return f"stopped after {took} by --threshold-abort: {run.get('aborted_by_threshold')}"
+    if stopped_by == StoppedBy.REFUSED:
+        return f"stopped after {took}: every first turn was refused"
+    if planned is not None:
+        return interrupted_text(run)
+    by = {StoppedBy.SIGNAL: run.get("signal") or "a signal", StoppedBy.UI: "the web UI's Stop"}
+    return f"stopped by {by.get(stopped_by, stopped_by)} after {took}"
+
+
+def _empty_text(summary: Mapping[str, Any]) -> str:
+    cut = int(count_of(summary, "turns_cut") or 0)
+    started = int(count_of(summary, "conversations_started") or 0)
+    text = f"no turn finished ({started} conversations started, {cut} turns cut by the end of the run)"
+    return text + ": run longer (-t), with more users or a shorter --think-time"
+
+
+def _failed_text(summary: Mapping[str, Any], failed: int, finished: float) -> str:
+    kinds = ", ".join(
+        f"{e.get('kind')} {e.get('count')}" for e in (summary.get("errors") or []) if e.get("kind") != "cut"
+    )
+    text = f"{failed} of {int(finished)} turns failed" + (f" ({kinds})" if kinds else "")
+    return text + "; set thresholds (such as error_rate<1%) to decide what may fail"
+
+
+def _reason(kind: ReasonKind, text: str) -> Reason:
+    return {"kind": kind.value, "text": text}
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:g} s" if value == int(value) else f"{value:.1f} s"
+
+
+def exit_codes_markdown() -> str:
+    """The README's exit-code table."""
+    rows = ["| code | name | when |", "|---|---|---|"]
+    rows += [f"| {e.code} | {e.name} | {e.meaning} |" for e in EXIT_CODES]
+    return "\n".join(rows) + "\n"
