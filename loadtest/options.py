@@ -106,6 +106,11 @@ def _flag(value: Any) -> bool:
     return bool(value)
 
 
+def _no_flag(value: Any) -> bool:
+    """A `--no-X` flag read as the setting `X`: on unless given."""
+    return not value
+
+
 def _choice(flag: str, allowed: Sequence[str], fix: str = "") -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if value not in allowed:
@@ -482,6 +487,29 @@ TURN_LOG = Option[bool](
     help="Also write every turn to {report-dir}/{run-id}/turns-*.jsonl (one file per process)",
     meaning="also write every turn to `turns-{host}-{pid}.jsonl` in the run folder",
 )
+NO_FAIL_FAST = Option[bool](
+    flag="--no-fail-fast",
+    env_var="LOADTEST_NO_FAIL_FAST",
+    default=False,
+    parse=_no_flag,
+    kind="store_true",
+    setting="fail_fast",
+    help="Go on when every first turn is refused with the same 401, 403 or 404 "
+    "(by default the run stops with exit code 2 and names the fix)",
+    meaning="go on when every first turn is refused with the same 401, 403 or 404 "
+    "(by default the run stops, exit 2)",
+)
+NO_PROGRESS = Option[bool](
+    flag="--no-progress",
+    env_var="LOADTEST_NO_PROGRESS",
+    default=False,
+    parse=_no_flag,
+    kind="store_true",
+    setting="progress",
+    help="No progress line while a headless run goes (it is rewritten in place on a terminal, "
+    "printed every 10 s otherwise)",
+    meaning="no progress line while a headless run goes",
+)
 
 OPTIONS: tuple[Option[Any], ...] = (
     NLX_DEPLOYMENT,
@@ -511,7 +539,9 @@ OPTIONS: tuple[Option[Any], ...] = (
     THRESHOLD_ABORT,
     THRESHOLD_WARMUP,
     STRICT_CLIENT,
+    NO_FAIL_FAST,
     TURN_LOG,
+    NO_PROGRESS,
 )
 
 

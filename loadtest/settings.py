@@ -74,6 +74,9 @@ class Settings:
     threshold_abort: bool
     threshold_warmup: float
     strict_client: bool
+    fail_fast: bool
+    # the progress line of a headless run
+    progress: bool
     # Locust's own --headless: the console summary then prints at quit, after Locust's tables.
     headless: bool
     # the client
