@@ -7,15 +7,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadtest import thresholds
+from loadtest import thresholds, verdict
 from loadtest.health import HealthMonitor
 from loadtest.recorder import TurnRecorder
 from loadtest.report import build_summary, console_lines, write_run
 from loadtest.report.schema import RunInfo, Summary
 from loadtest.run import Run
 from loadtest.settings import Settings
-
-EXIT_THRESHOLDS_FAILED = 3  # also when --strict-client finds the client was the bottleneck
 
 
 class RunOutput:
@@ -28,7 +26,15 @@ class RunOutput:
         self.pending_console: list[str] = []
 
     def summary(
-        self, run: Run, settings: Settings, *, host: str, uses_mock: bool, users: int, workers: int
+        self,
+        run: Run,
+        settings: Settings,
+        *,
+        host: str,
+        uses_mock: bool,
+        users: int,
+        workers: int,
+        exit_code_on_error: int = verdict.EXIT_FAILED_TURNS.code,
     ) -> Summary:
         metrics = self.recorder.metrics
         ended = datetime.now(UTC)
@@ -37,6 +43,8 @@ class RunOutput:
             "started": run.started.isoformat(timespec="seconds"),
             "ended": ended.isoformat(timespec="seconds"),
             "duration_s": round((ended - run.started).total_seconds(), 1),
+            "planned_duration_s": run.planned_s,
+            "stopped_by": run.stopped_by or verdict.StoppedBy.TIME,
             "loadtest_version": _version("loadtest"),
             "locust_version": _version("locust"),
             "host": host,
@@ -50,28 +58,36 @@ class RunOutput:
             "gc": settings.gc,
             "system_fingerprints": sorted(metrics.fingerprints),
         }
+        if run.signal:
+            section["signal"] = run.signal
+        if run.refused:
+            section["refused"] = run.refused
+        if run.aborted_by:
+            section["aborted_by_threshold"] = run.aborted_by
         if run.workers_without_final:
             section["workers_without_final_report"] = sorted(run.workers_without_final)
         summary = build_summary(metrics, section, run.users_by_interval)
         outcomes = thresholds.evaluate(settings.thresholds, summary)
         summary["thresholds"] = [o.to_json() for o in outcomes]
-        summary["verdict"] = thresholds.verdict(outcomes)
-        health = summary["client_health"] = self.health.summary()
-        if health["bottleneck"] and settings.strict_client:
-            summary["verdict"] = "fail"
-        if run.aborted_by:
-            section["aborted_by_threshold"] = run.aborted_by
+        summary["client_health"] = self.health.summary()
+        judgement = verdict.judge(
+            summary, strict_client=settings.strict_client, exit_code_on_error=exit_code_on_error
+        )
+        summary["verdict"] = judgement.verdict.value
+        summary["reasons"] = judgement.reasons
+        summary["exit_code"] = judgement.exit_code
+        summary["warnings"] = [*run.warnings, *end_warnings(summary, settings)]
         return summary
 
-    def write(self, summary: Summary, settings: Settings) -> tuple[Path, int | None]:
-        """Write the run folder; return it and the exit code the verdict sets (None: Locust's own
-        any-failure rule decides)."""
+    def write(self, summary: Summary, settings: Settings) -> Path:
+        """Write the run folder and keep the console lines for the end of the run."""
         run_dir = write_run(settings.report_dir, summary["run"]["id"], summary)
         self.pending_console = console_lines(summary, run_dir)
-        if not (settings.thresholds or settings.strict_client):
-            return run_dir, None
-        # With thresholds the verdict decides the exit code, not Locust's any-failure rule.
-        return run_dir, EXIT_THRESHOLDS_FAILED if summary["verdict"] != "pass" else 0
+        refused = summary["run"].get("refused")
+        if refused:
+            # As bad input at start: the last line names what to fix.
+            self.pending_console.append(f"loadtest: error: {refused}")
+        return run_dir
 
     def print_console(self) -> None:
         """The exact percentiles, thresholds and verdict; a headless run prints them at quit, after
@@ -86,3 +102,7 @@ def _version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def end_warnings(summary: Summary, settings: Settings) -> list[str]:  # placeholder until advice lands
+    return []

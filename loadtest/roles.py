@@ -10,6 +10,7 @@ are made of.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -22,10 +23,14 @@ from loadtest.handshake import MasterLink, WorkerLink
 from loadtest.output import RunOutput
 from loadtest.report.schema import Summary
 from loadtest.run import Run
-from loadtest.watchers import ThresholdWatcher, UserSampler
+from loadtest.shapes import StagesShape
+from loadtest.verdict import EXIT_FAILED_TURNS, StoppedBy
+from loadtest.watchers import RefusalWatcher, ThresholdWatcher, UserSampler, Watcher
 
 if TYPE_CHECKING:
     from loadtest.plugin import Loadtest
+
+logger = logging.getLogger("loadtest")
 
 
 class Generation:
@@ -61,11 +66,13 @@ class Reporting:
         self.count_workers = count_workers
         self.run: Run | None = None
         self.output = RunOutput(lt.recorder, lt.health)
-        self.watchers: list[ThresholdWatcher | UserSampler] = []
+        self.watchers: list[Watcher] = []
+        # The signal that is ending the run, when loadtest saw it first (Ctrl-C).
+        self.signal: str | None = None
 
     def start(self) -> Run:
         lt = self.lt
-        run = self.run = Run()
+        run = self.run = Run(planned_s=planned_seconds(lt.environment))
         # The web UI may have changed the host or options since start-up.
         settings = lt.refresh_settings()
         self.watchers = [UserSampler(run, lambda: int(lt.runner.user_count or 0), lt.recorder)]
@@ -75,6 +82,8 @@ class Reporting:
                     run, settings.thresholds, settings.threshold_warmup, self.summary, self._abort
                 )
             )
+        if settings.fail_fast:
+            self.watchers.append(RefusalWatcher(run, lambda: lt.recorder.metrics, settings.api, self._abort))
         for watcher in self.watchers:
             watcher.start()
         return run
@@ -94,20 +103,39 @@ class Reporting:
             uses_mock=lt.uses_mock,
             users=int(getattr(lt.runner, "target_user_count", None) or 0),
             workers=self.count_workers(self.run),
+            exit_code_on_error=int(
+                getattr(lt.environment.parsed_options, "exit_code_on_error", None) or EXIT_FAILED_TURNS.code
+            ),
         )
+
+    def interrupt(self) -> None:
+        """A signal is ending the run (Ctrl-C, SIGTERM): it was cut, not finished."""
+        if self.run is not None:
+            self.run.stop(StoppedBy.SIGNAL, signal=self.signal or "SIGTERM")
 
     def finish(self) -> None:
         """Write every output of the run, once."""
-        if self.run is None:
+        run = self.run
+        if run is None:
             return
+        settings = self.lt.current_settings()
+        run.stop(self._ended_by(run, settings.headless))
         summary = self.summary()
         self.run = None
-        settings = self.lt.current_settings()
-        _, exit_code = self.output.write(summary, settings)
-        if exit_code is not None:
-            self.lt.environment.process_exit_code = exit_code
+        self.output.write(summary, settings)
+        self.lt.environment.process_exit_code = summary["exit_code"]
         if not settings.headless:
             self.output.print_console()
+
+    @staticmethod
+    def _ended_by(run: Run, headless: bool) -> str:
+        """What stopped a run that nothing else claimed: its time, or the web UI's Stop button."""
+        if headless:
+            return StoppedBy.TIME
+        # The web UI stops a run at its run time as well; a second of slack for the timer.
+        if run.planned_s is not None and run.elapsed_s() >= run.planned_s - 1.0:
+            return StoppedBy.TIME
+        return StoppedBy.UI
 
     def _abort(self) -> None:
         # Headless, the run ends; in the web UI, the test stops and the UI stays up.
@@ -156,10 +184,46 @@ class _Reporter(Role):
             self.reporting.run.peak_users = max(self.reporting.run.peak_users, user_count)
         super().on_spawning_complete(user_count)
 
+    def on_init(self) -> None:
+        # Python raises Ctrl-C's KeyboardInterrupt in whatever greenlet runs at that moment, often a
+        # user mid-turn, whose traceback then hides the run's end. Make Ctrl-C take the path Locust
+        # gives SIGTERM: a clean shutdown from the main greenlet; the run remembers which it was.
+        gevent.signal_handler(signal.SIGINT, self._on_sigint)
+        super().on_init()
+
+    def _on_sigint(self) -> None:
+        self.reporting.signal = "SIGINT"
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def catch_sigterm(self) -> None:
+        """While a test runs, SIGTERM (and so Ctrl-C) takes loadtest's path instead of Locust's.
+
+        Locust's handler shuts down from the signal's greenlet while the main greenlet, whose runner
+        just quit, shuts down too: the final tables then print twice and the log says SIGTERM for a
+        Ctrl-C. Here the run is marked as cut by the signal and the runner (and web UI) stopped, so
+        the main greenlet's one shutdown writes everything once. Locust installs its handler after
+        the init event, so this is called at test start.
+        """
+        # Python's own handler replaces the one of the event loop that Locust installed (gevent's
+        # handlers add up: both would run); it runs between bytecodes, so it only schedules the stop.
+        signal.signal(signal.SIGTERM, lambda signum, frame: gevent.spawn(self._on_sigterm))
+
+    def _on_sigterm(self) -> None:
+        logger.info("Got %s signal: stopping the run", self.reporting.signal or "SIGTERM")
+        self.reporting.interrupt()
+        gevent.spawn(self._shut_down)
+
+    def _shut_down(self) -> None:
+        self.lt.runner.quit()
+        web_ui = self.lt.environment.web_ui
+        if web_ui is not None:
+            web_ui.stop()
+
     def on_quitting(self) -> None:
         # Locust picks its exit code right after the quitting event: stop the test now, so the
         # summary and the verdict exist before that.
         if self.reporting.run is not None and self.lt.runner is not None:
+            self.reporting.interrupt()
             self.lt.runner.stop()
 
     def print_console(self) -> None:
@@ -171,15 +235,9 @@ class LocalRole(_Reporter):
         super().__init__(lt, lambda run: 1)
         self.generation = Generation(lt)
 
-    def on_init(self) -> None:
-        # Python raises Ctrl-C's KeyboardInterrupt in whatever greenlet runs at that moment, often a
-        # user mid-turn, whose traceback then hides the run's end. Make Ctrl-C take the path Locust
-        # gives SIGTERM: a clean shutdown from the main greenlet.
-        gevent.signal_handler(signal.SIGINT, os.kill, os.getpid(), signal.SIGTERM)
-        super().on_init()
-
     def on_test_start(self) -> None:
         self.lt.recorder.reset()
+        self.catch_sigterm()
         run = self.reporting.start()
         self.generation.start(run.id, processes=1)
 
@@ -197,6 +255,7 @@ class MasterRole(_Reporter):
     def on_test_start(self) -> None:
         self.lt.recorder.reset()
         self.lt.health.reset()
+        self.catch_sigterm()
         run = self.reporting.start()
         self.link.begin(run, self.lt.uses_mock)
 
@@ -230,6 +289,17 @@ class WorkerRole(Role):
     def on_test_stop(self) -> None:
         self.generation.stop()
         self.link.send_final()
+
+
+def planned_seconds(environment: Any) -> float | None:
+    """How long a run is meant to last: `-t` (also set by the web UI's form), or the total of
+    `--stages`, whichever ends it first; None: until stopped."""
+    run_time = getattr(environment.parsed_options, "run_time", None)
+    planned = [float(run_time)] if run_time else []
+    shape = environment.shape_class
+    if isinstance(shape, StagesShape):
+        planned.append(float(sum(stage.seconds for stage in shape.stages())))
+    return min(planned) if planned else None
 
 
 def role_for(lt: Loadtest, runner: Any) -> Role:

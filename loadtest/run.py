@@ -20,9 +20,18 @@ class Run:
     id: str = field(default_factory=new_run_id)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_monotonic: float = field(default_factory=time.monotonic)
+    # How long the run was meant to last (-t, or the --stages total); None: until stopped.
+    planned_s: float | None = None
     peak_users: int = 0
+    # What ended the run (a verdict.StoppedBy), set by whatever stopped it; and the signal's name.
+    stopped_by: str | None = None
+    signal: str | None = None
     # The threshold whose failure stopped the run early (--threshold-abort).
     aborted_by: str | None = None
+    # Why fail-fast stopped the run: the one line naming the refusal and its fix.
+    refused: str | None = None
+    # One line each, found at the start (options with no effect); the end adds its own.
+    warnings: list[str] = field(default_factory=list)
     # The most users active in each time-series interval.
     users_by_interval: dict[int, int] = field(default_factory=dict)
     # Master only: workers that took part, and those whose final data arrived.
@@ -32,6 +41,13 @@ class Run:
     @property
     def workers_without_final(self) -> set[str]:
         return self.workers - self.workers_final
+
+    def stop(self, by: str, *, signal: str | None = None) -> None:
+        """Record what ended the run; the first cause wins (a signal during a threshold abort's stop
+        does not rename it)."""
+        if self.stopped_by is None:
+            self.stopped_by = by
+            self.signal = signal
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_monotonic

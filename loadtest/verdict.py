@@ -153,11 +153,8 @@ def _reasons(summary: Mapping[str, Any], strict_client: bool) -> list[Reason]:
 
 def interrupted_text(run: Mapping[str, Any]) -> str:
     """`stopped by SIGINT after 5.1 s of 60 s planned`."""
-    by = {StoppedBy.SIGNAL: run.get("signal") or "a signal", StoppedBy.UI: "the web UI's Stop"}.get(
-        run.get("stopped_by"), str(run.get("stopped_by"))
-    )
     return (
-        f"stopped by {by} after {_seconds(number(run.get('duration_s')))} "
+        f"stopped by {_stopper(run)} after {_seconds(number(run.get('duration_s')))} "
         f"of {_seconds(number(run.get('planned_duration_s')))} planned"
     )
 
@@ -177,8 +174,17 @@ def stopped_text(run: Mapping[str, Any]) -> str | None:
         return f"stopped after {took}: every first turn was refused"
     if planned is not None:
         return interrupted_text(run)
-    by = {StoppedBy.SIGNAL: run.get("signal") or "a signal", StoppedBy.UI: "the web UI's Stop"}
-    return f"stopped by {by.get(stopped_by, stopped_by)} after {took}"
+    return f"stopped by {_stopper(run)} after {took}"
+
+
+def _stopper(run: Mapping[str, Any]) -> str:
+    """Who stopped a run, in words: SIGINT, the web UI's Stop."""
+    stopped_by = str(run.get("stopped_by"))
+    if stopped_by == StoppedBy.SIGNAL:
+        return str(run.get("signal") or "a signal")
+    if stopped_by == StoppedBy.UI:
+        return "the web UI's Stop"
+    return stopped_by.replace("_", " ")
 
 
 def _empty_text(summary: Mapping[str, Any]) -> str:

@@ -1,5 +1,5 @@
 """Greenlets that watch a run in progress, on the process that writes its outputs: the users
-sampler for the time series, and `--threshold-abort`."""
+sampler for the time series, `--threshold-abort`, and fail-fast on a refused run."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 import gevent
 
 from loadtest import thresholds
-from loadtest.metrics import interval_of
+from loadtest.catalog import http_failure
+from loadtest.metrics import Metrics, interval_of
 from loadtest.recorder import TurnRecorder
 from loadtest.run import Run
+from loadtest.verdict import StoppedBy
 
 logger = logging.getLogger("loadtest")
 
@@ -91,6 +93,7 @@ class ThresholdWatcher(Watcher):
         for rule in self.rules:
             if not thresholds.can_still_pass(rule, summary):
                 self.run.aborted_by = rule.expr
+                self.run.stop(StoppedBy.THRESHOLD_ABORT)
                 logger.error("loadtest: threshold %s failed after the warm-up: stopping the run", rule.expr)
                 gevent.spawn(self.stop_run)
                 return False
@@ -99,6 +102,80 @@ class ThresholdWatcher(Watcher):
     def _loop(self) -> None:
         while True:
             gevent.sleep(ABORT_CHECK_SECONDS)
+            if not self.check():
+                self._greenlet = None
+                return
+
+
+# Fail fast: a run whose first turns are all refused alike stops after this many of them, or after
+# this long with at least one (a slow pace may never reach the count).
+REFUSED_TURNS = 20
+REFUSED_SECONDS = 10.0
+REFUSAL_CHECK_SECONDS = 1.0
+
+
+def _refusal_fixes(api: str) -> dict[str, str]:
+    endpoint = (
+        "--host and --path (the server's chat completions path)"
+        if api == "openai"
+        else "--nlx-deployment, --nlx-channel (it ends with a language suffix such as -en-US) and the "
+        "path prefix of --host (https://apps.nlx.ai/v1)"
+    )
+    key = "OPENAI_API_KEY or NLX_API_KEY" if api == "openai" else "NLX_API_KEY"
+    return {
+        http_failure(401): f"HTTP 401 (unauthorized): set {key} to the deployment's API key",
+        http_failure(403): f"HTTP 403 (forbidden): the key has no access to this endpoint: check {key} "
+        f"and {endpoint}",
+        http_failure(404): f"HTTP 404 (not found): check {endpoint}",
+    }
+
+
+def refusal(metrics: Metrics, elapsed_s: float, api: str = "nlx") -> str | None:
+    """The one line naming the refusal and its fix, when every turn so far failed with the same 401,
+    403 or 404 and there are enough of them to be sure; else None."""
+    counts = metrics.counts
+    failed = counts.get("turns_failed", 0)
+    if counts.get("turns_ok", 0) or not failed:
+        return None
+    if failed < REFUSED_TURNS and elapsed_s < REFUSED_SECONDS:
+        return None
+    kinds = [kind for kind, tally in metrics.errors.items() if tally.count]
+    fixes = _refusal_fixes(api)
+    if len(kinds) != 1 or kinds[0] not in fixes:
+        return None
+    return f"all {failed} turns so far were refused with {fixes[kinds[0]]}; --no-fail-fast goes on regardless"
+
+
+class RefusalWatcher(Watcher):
+    """Fail fast: stop the run when its first turns are all refused alike (a wrong key, deployment,
+    channel or path), instead of sending refused requests for the whole of -t."""
+
+    def __init__(
+        self, run: Run, metrics: Callable[[], Metrics], api: str, stop_run: Callable[[], None]
+    ) -> None:
+        super().__init__()
+        self.run = run
+        self.metrics = metrics
+        self.api = api
+        self.stop_run = stop_run
+
+    def check(self) -> bool:
+        """Whether the run may go on; on a refusal, record it and stop the run."""
+        metrics = self.metrics()
+        if metrics.counts.get("turns_ok", 0):
+            return False  # one turn went through: the endpoint is right, nothing more to watch
+        line = refusal(metrics, self.run.elapsed_s(), self.api)
+        if line is None:
+            return True
+        self.run.refused = line
+        self.run.stop(StoppedBy.REFUSED)
+        logger.error("loadtest: %s: stopping the run", line)
+        gevent.spawn(self.stop_run)
+        return False
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(REFUSAL_CHECK_SECONDS)
             if not self.check():
                 self._greenlet = None
                 return

@@ -10,9 +10,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from loadtest import verdict
 from tests.conftest import FAST, NLX, STANDARD_FAILING, STANDARD_THRESHOLDS, TEST_KEY, StandardRun
-from tests.harness import Run, config_error, turns_at_least
+from tests.harness import ROOT, Run, config_error, turns_at_least
 from tests.mockthread import ThreadedMock
 
 
@@ -118,3 +122,115 @@ def test_thresholds_from_the_environment(
 def test_malformed_threshold_is_one_line_at_start() -> None:
     message = config_error("--threshold ttft.p97<800ms")
     assert "p97" in message and "\n" not in message
+
+
+# --- the one verdict, worked out from a summary (loadtest.verdict) ------------------------------------
+
+
+def _summary(
+    *,
+    ok: int = 10,
+    failed: int = 0,
+    cut: int = 0,
+    thresholds: list[dict[str, Any]] | None = None,
+    run: dict[str, Any] | None = None,
+    bottleneck: bool = False,
+) -> dict[str, Any]:
+    counts = {"turns": ok + failed + cut, "turns_ok": ok, "turns_failed": failed, "turns_cut": cut}
+    counts |= {"conversations_started": 3}
+    return {
+        "schema": "loadtest.summary/1",
+        "metrics": {},
+        "counts": counts,
+        "errors": [{"kind": "http_500", "count": failed, "example": "HTTP 500"}] if failed else [],
+        "thresholds": thresholds or [],
+        "run": {"stopped_by": "time", "duration_s": 30.0, "planned_duration_s": 30.0, **(run or {})},
+        "client_health": {"bottleneck": bottleneck, "reasons": ["CPU p90 97%"] if bottleneck else []},
+    }
+
+
+PASSED = {"expr": "ttft.p95<800ms", "observed": 120.0, "passed": True, "unit": "ms"}
+FAILED = {"expr": "error_rate<1%", "observed": 0.2, "passed": False, "unit": "ratio"}
+NO_DATA = {"expr": "ttft.p95<800ms", "observed": None, "passed": False, "unit": "ms"}
+
+
+def _kinds(judgement: verdict.Judgement) -> list[str]:
+    return [r["kind"] for r in judgement.reasons]
+
+
+@pytest.mark.parametrize(
+    ("summary", "expected", "code", "kinds"),
+    [
+        (_summary(), "pass", 0, []),
+        (_summary(failed=2, thresholds=[PASSED]), "pass", 0, []),
+        (_summary(failed=2), "fail", 1, ["failed_turns"]),
+        (_summary(failed=2, thresholds=[PASSED, FAILED]), "fail", 3, ["threshold"]),
+        (_summary(ok=0, cut=2, thresholds=[NO_DATA]), "empty", 5, ["empty", "threshold"]),
+        (_summary(ok=0), "empty", 5, ["empty"]),
+        (_summary(run={"stopped_by": "signal", "signal": "SIGINT", "duration_s": 5.1}), "incomplete", 5,
+         ["interrupted"]),
+        (_summary(run={"stopped_by": "ui", "planned_duration_s": None}), "pass", 0, []),
+        (_summary(run={"stopped_by": "signal", "planned_duration_s": None}), "pass", 0, []),
+        (_summary(thresholds=[FAILED], run={"stopped_by": "signal"}), "fail", 3,
+         ["threshold", "interrupted"]),
+        (_summary(failed=3, run={"stopped_by": "signal"}), "fail", 1, ["failed_turns", "interrupted"]),
+        (_summary(run={"workers_without_final_report": ["w2"]}), "incomplete", 5, ["workers_lost"]),
+        (_summary(ok=0, failed=20, run={"stopped_by": "refused", "refused": "HTTP 401: set NLX_API_KEY"}),
+         "fail", 2, ["refused"]),
+        (_summary(run={"stopped_by": "threshold_abort", "aborted_by_threshold": "error_rate<1%"},
+                  thresholds=[FAILED]), "fail", 3, ["threshold"]),
+    ],
+)  # fmt: skip
+def test_one_verdict_with_its_reasons_and_exit_code(
+    summary: dict[str, Any], expected: str, code: int, kinds: list[str]
+) -> None:
+    judgement = verdict.judge(summary)
+    assert (judgement.verdict, judgement.exit_code, _kinds(judgement)) == (expected, code, kinds)
+
+
+def test_strict_client_fails_only_when_asked() -> None:
+    summary = _summary(bottleneck=True)
+    assert verdict.judge(summary).verdict == "pass"
+    strict = verdict.judge(summary, strict_client=True)
+    assert (strict.verdict, strict.exit_code, _kinds(strict)) == ("fail", 3, ["strict_client"])
+    assert "CPU p90 97%" in strict.reasons[0]["text"]
+
+
+def test_failed_turns_take_locusts_exit_code_on_error() -> None:
+    assert verdict.judge(_summary(failed=1), exit_code_on_error=7).exit_code == 7
+
+
+def test_reasons_say_what_to_do() -> None:
+    [failed] = verdict.judge(_summary(failed=2)).reasons
+    assert (
+        failed["text"].startswith("2 of 12 turns failed (http_500 2)") and "error_rate<1%" in failed["text"]
+    )
+    [empty] = verdict.judge(_summary(ok=0, cut=4)).reasons
+    assert "4 turns cut" in empty["text"] and "-t" in empty["text"]
+    interrupted = verdict.judge(_summary(run={"stopped_by": "signal", "signal": "SIGINT", "duration_s": 5.1}))
+    assert interrupted.reasons[0]["text"] == "stopped by SIGINT after 5.1 s of 30 s planned"
+
+
+@pytest.mark.parametrize(
+    ("run", "text"),
+    [
+        ({"stopped_by": "time", "duration_s": 30.0, "planned_duration_s": 30.0}, "ran 30 s as planned"),
+        ({"stopped_by": "time", "duration_s": 12.5, "planned_duration_s": None}, "ran 12.5 s"),
+        ({"stopped_by": "ui", "duration_s": 12.5, "planned_duration_s": None},
+         "stopped by the web UI's Stop after 12.5 s"),
+        ({"stopped_by": "signal", "signal": "SIGTERM", "duration_s": 3.0, "planned_duration_s": 60.0},
+         "stopped by SIGTERM after 3 s of 60 s planned"),
+        ({"stopped_by": "threshold_abort", "duration_s": 40.0, "aborted_by_threshold": "ttft.p95<1s"},
+         "stopped after 40 s by --threshold-abort: ttft.p95<1s"),
+        ({}, None),
+    ],
+)  # fmt: skip
+def test_how_the_run_ended_in_one_line(run: dict[str, Any], text: str | None) -> None:
+    assert verdict.stopped_text(run) == text
+
+
+def test_the_readme_exit_code_table_is_generated() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert verdict.exit_codes_markdown() in readme, (
+        "README.md's exit codes: paste verdict.exit_codes_markdown()"
+    )

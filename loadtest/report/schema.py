@@ -95,6 +95,8 @@ class RunInfo(TypedDict, total=False):
     planned_duration_s: float | None
     stopped_by: str
     signal: str
+    # Fail-fast: the line naming the refusal (every first turn 401, 403 or 404) and its fix.
+    refused: str
 
 
 class Reason(TypedDict):
