@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtest import progress
 from loadtest.handshake import MasterLink, WorkerLink
 from loadtest.output import RunOutput
 from loadtest.report.schema import Summary
@@ -84,6 +86,10 @@ class Reporting:
             )
         if settings.fail_fast:
             self.watchers.append(RefusalWatcher(run, lambda: lt.recorder.metrics, settings.api, self._abort))
+        if settings.headless and settings.progress:
+            users = lambda: int(lt.runner.user_count or 0)  # noqa: E731
+            snapshots = progress.snapshots(lt.recorder, lt.health, run, users)
+            self.watchers.append(progress.ProgressLine(snapshots, sys.stderr))
         for watcher in self.watchers:
             watcher.start()
         return run
