@@ -119,6 +119,9 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
     )
     values: dict[str, Any] = {option.field: option.read(options) for option in OPTIONS}
     conversations = conversations_path(options)
+    scenarios = tuple(load_scenarios(conversations))
+    # A scope the file cannot fill would fail with "no data" only after the whole run.
+    thresholds.check_scopes(values["thresholds"], scenarios, source=str(conversations))
     read_timeout = values["read_timeout"]
     values.update(
         endpoint,
@@ -126,7 +129,7 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
         uses_mock=uses_mock,
         headless=bool(getattr(options, "headless", False)),
         conversations_path=conversations,
-        scenarios=tuple(load_scenarios(conversations)),
+        scenarios=scenarios,
         first_byte_timeout=values["first_byte_timeout"] or read_timeout,
         idle_timeout=values["idle_timeout"] or read_timeout,
     )

@@ -1,4 +1,4 @@
-"""Pass/fail thresholds over a run's summary, in the spirit of k6.
+r"""Pass/fail thresholds over a run's summary, in the spirit of k6.
 
 A threshold is one expression, given with `--threshold` (repeatable; several may also be joined with
 `;` in one value). Whitespace around the parts is allowed.
@@ -32,9 +32,14 @@ Rates::
 - A number with `%` is a percentage (0..100), without it a fraction (0..1): `1%` is `0.01`.
 
 OP is `<`, `<=`, `>` or `>=`. SCOPE is `turn=N` (N >= 1, the N-th turn of conversations) or
-`scenario=NAME` (letters, digits, `_`, `-`, `.`). A metric takes the scopes of `Metric.scopes`, a rate
-those both its counters are kept for: `conversation` and `conversation_success` have no per-turn scope;
-`itl` has no scope at all.
+`scenario=NAME`. NAME is bare (letters, digits, `_`, `-`, `.`) or in double quotes, where any
+character goes and `\"` and `\\` stand for a quote and a backslash: `ttft{scenario="order status, v2"}`.
+A `;` inside a quoted name does not separate thresholds. A metric takes the scopes of `Metric.scopes`,
+a rate those both its counters are kept for: `conversation` and `conversation_success` have no per-turn
+scope; `itl` has no scope at all.
+
+`check_scopes` checks the scopes against the conversations file at start: a scenario it does not
+hold, or a turn beyond its longest scenario, would only ever give "no data".
 
 A threshold with no data (an empty histogram, no turns) fails. Anything that does not follow the
 grammar raises `ConfigError` with one line that quotes the expression and says what is accepted.
@@ -42,6 +47,7 @@ grammar raises `ConfigError` with one line that quotes the expression and says w
 
 from __future__ import annotations
 
+import difflib
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,6 +56,7 @@ from decimal import Decimal
 from typing import Any
 
 from loadtest import catalog
+from loadtest.conversation import Scenario
 from loadtest.errors import ConfigError
 from loadtest.report.schema import RATE_BY_KEY, RATES, ThresholdOutcome, Unit, format_observed, stat_of
 
@@ -63,12 +70,16 @@ __all__ = [
     "Outcome",
     "Threshold",
     "can_still_pass",
+    "check_scopes",
     "evaluate",
     "format_observed",
     "observe",
     "one_of",
     "parse",
     "parse_all",
+    "quote_name",
+    "scope_text",
+    "split",
     "verdict",
 ]
 
@@ -101,9 +112,13 @@ _SCOPES_HELP = one_of(SCOPE_FORMS.values())
 _OP_RE = re.compile(r"<=|>=|==|!=|=<|=>|<|>|=")
 _NAME_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
 _NUMBER_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_SCOPE_RE = re.compile(r"\{[^{}]*\}")
 _SCENARIO_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _TURN_RE = re.compile(r"\d+")
+# How many scenario names a message lists before it says how many more there are.
+NAMES_SHOWN = 8
+
+# The class of each character of an expression (see `_classes`).
+_OUTSIDE, _SCOPE, _QUOTED, _CLOSE = "o", "s", "q", "c"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +161,18 @@ def parse(expr: str) -> Threshold:
     text = expr.strip()
     if not text:
         raise _error(text, "empty threshold: write METRIC.STAT OP LIMIT (ttft.p95<800ms) or RATE OP LIMIT")
-    # Operators are looked for outside scopes, whose `=` is not a comparison.
-    masked = _SCOPE_RE.sub(lambda m: "#" * len(m.group()), text)
-    if "{" in masked:
+    classes, in_scope, in_quote = _classes(text)
+    if in_quote:
+        raise _error(
+            text,
+            "unclosed '\"' in the scope: end the quoted name with '\"' (a locust.conf list [a, b] splits "
+            'at every comma: write a JSON list ["..."] or one threshold per value)',
+        )
+    if in_scope:
         raise _error(text, f"unclosed '{{': write a scope as {_SCOPES_HELP}")
+    # Operators are looked for outside scopes, whose `=` is not a comparison and whose names may
+    # hold anything.
+    masked = "".join(ch if cls == _OUTSIDE else "#" for ch, cls in zip(text, classes, strict=True))
     if "}" in masked:
         raise _error(text, f"'}}' without '{{': write a scope as {_SCOPES_HELP}")
     ops = list(_OP_RE.finditer(masked))
@@ -163,7 +186,7 @@ def parse(expr: str) -> Threshold:
         raise _error(text, "more than one operator: write one comparison, as in ttft.p95<800ms")
     left, right = text[: found.start()], text[found.end() :]
 
-    metric, scope, stat = _parse_left(text, left)
+    metric, scope, stat = _parse_left(text, left, classes[: found.start()])
     if metric in RATE_METRICS:
         limit = _parse_rate(text, right.strip(), metric)
     else:
@@ -173,7 +196,64 @@ def parse(expr: str) -> Threshold:
 
 def parse_all(exprs: Iterable[str]) -> list[Threshold]:
     """Parse every expression; each item may hold several separated by `;`. Empty items are skipped."""
-    return [parse(part) for item in exprs for part in item.split(";") if part.strip()]
+    return [parse(part) for item in exprs for part in split(item)]
+
+
+def split(item: str) -> list[str]:
+    """The thresholds of one value, `;`-separated; a `;` inside a quoted scenario name stays in it.
+    Blank parts are left out."""
+    classes, _, _ = _classes(item)
+    parts, start = [], 0
+    for i, (ch, cls) in enumerate(zip(item, classes, strict=True)):
+        if ch == ";" and cls != _QUOTED:
+            parts.append(item[start:i])
+            start = i + 1
+    parts.append(item[start:])
+    return [part for part in parts if part.strip()]
+
+
+def quote_name(name: str) -> str:
+    """A scenario name as a scope writes it: bare when it can be, else in double quotes."""
+    if _SCENARIO_RE.fullmatch(name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def scope_text(scope: tuple[str, str]) -> str:
+    """`{turn=1}`, `{scenario=booking}`, `{scenario="order status, v2"}`: as written in a threshold."""
+    key, value = scope
+    return f"{{{key}={quote_name(value) if key == catalog.SCENARIO else value}}}"
+
+
+def check_scopes(
+    thresholds: Iterable[Threshold], scenarios: Sequence[Scenario], source: str = "the conversations file"
+) -> None:
+    """Raise ConfigError when a threshold's scope names a scenario that `scenarios` lack, or a turn
+    beyond the longest of them: such a threshold could only fail with no data, after a whole run.
+    `source` names the file in the message."""
+    names = [s.name for s in scenarios]
+    longest = max((len(script) for s in scenarios for script in s.scripts), default=None)
+    for th in thresholds:
+        if th.scope is None:
+            continue
+        key, value = th.scope
+        if key == catalog.SCENARIO and value not in names:
+            raise _error(th.expr, f"{source} has no scenario '{value}': use {_known_names(value, names)}")
+        if key == catalog.TURN and longest is not None and int(value) > longest:
+            turns = "{turn=1}" if longest == 1 else f"{{turn=1}} to {{turn={longest}}}"
+            raise _error(
+                th.expr, f"no scenario in {source} has a turn {value}, the longest has {longest}: use {turns}"
+            )
+
+
+def _known_names(wanted: str, names: Sequence[str]) -> str:
+    """The scenario names for a message, the closest to `wanted` first, at most NAMES_SHOWN of them."""
+    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.6)
+    ordered = [*close, *(n for n in names if n not in close)]
+    shown = [quote_name(n) for n in ordered[:NAMES_SHOWN]]
+    if len(ordered) > NAMES_SHOWN:
+        shown.append(f"one of {len(ordered) - NAMES_SHOWN} more")
+    return one_of(shown)
 
 
 def observe(th: Threshold, summary: Mapping[str, Any]) -> float | None:
@@ -215,7 +295,7 @@ def can_still_pass(th: Threshold, summary: Mapping[str, Any]) -> bool:
     return observed is None or th.check(observed)
 
 
-def _parse_left(text: str, left: str) -> tuple[str, tuple[str, str] | None, str | None]:
+def _parse_left(text: str, left: str, classes: str) -> tuple[str, tuple[str, str] | None, str | None]:
     m = _NAME_RE.match(left)
     if m is None or not m.group(1):
         shown = left.strip()
@@ -225,11 +305,11 @@ def _parse_left(text: str, left: str) -> tuple[str, tuple[str, str] | None, str 
     metric = m.group(1)
     if metric not in METRICS:
         raise _error(text, f"unknown metric '{metric}': use {_METRICS_HELP}")
-    rest = left[m.end() :]
+    rest, rest_classes = left[m.end() :], classes[m.end() :]
 
     scope: tuple[str, str] | None = None
     if rest.startswith("{"):
-        close = rest.find("}")
+        close = rest_classes.find(_CLOSE)
         scope = _parse_scope(text, metric, rest[1:close])
         rest = rest[close + 1 :].strip()
     elif "{" in rest or "}" in rest:
@@ -259,6 +339,9 @@ def _parse_scope(text: str, metric: str, inner: str) -> tuple[str, str]:
     if key not in SCOPE_FORMS:
         shown = key or inner.strip()
         raise _error(text, f"unknown scope '{shown}': use {_SCOPES_HELP}")
+    quoted = value.startswith('"')
+    if quoted:
+        value = _unquote(text, value)
     if not eq or not value:
         raise _error(text, f"scope '{key}' needs a value: write {{{key}=...}}")
     allowed = scopes(metric)
@@ -270,12 +353,66 @@ def _parse_scope(text: str, metric: str, inner: str) -> tuple[str, str]:
         if not _TURN_RE.fullmatch(value) or int(value) < 1:
             raise _error(text, f"turn '{value}' is not a turn number: use an integer >= 1, as in {{turn=1}}")
         value = str(int(value))
-    elif not _SCENARIO_RE.fullmatch(value):
-        raise _error(text, f"scenario '{value}' is not a scenario name: use letters, digits, _, - and .")
+    elif not quoted and not _SCENARIO_RE.fullmatch(value):
+        raise _error(
+            text,
+            f"scenario '{value}' is not a scenario name: use letters, digits, _, - and ., "
+            f"or quote it: {{scenario={quote_name(value)}}}",
+        )
     if key not in allowed:
         others = one_of(SCOPE_FORMS[s] for s in allowed)
         raise _error(text, f"{metric} has no per-{key} scope: use {others} or no scope")
     return key, value
+
+
+def _unquote(text: str, quoted: str) -> str:
+    """The name in `"..."`, its `\\"` and `\\\\` read; nothing may follow the closing quote."""
+    name: list[str] = []
+    i = 1
+    while i < len(quoted):
+        ch = quoted[i]
+        if ch == "\\":
+            escaped = quoted[i + 1 : i + 2]
+            if escaped not in ('"', "\\"):
+                raise _error(
+                    text,
+                    f"unknown escape '\\{escaped}' in a quoted name: write \\\" for '\"' and \\\\ for '\\'",
+                )
+            name.append(escaped)
+            i += 2
+        elif ch == '"':
+            after = quoted[i + 1 :].strip()
+            if after:
+                raise _error(text, f"'{after}' after the quoted name: put the whole name in the quotes")
+            return "".join(name)
+        else:
+            name.append(ch)
+            i += 1
+    raise _error(text, "unclosed '\"' in the scope: end the quoted name with '\"'")
+
+
+def _classes(text: str) -> tuple[str, bool, bool]:
+    """One class per character of `text` (outside any scope, in a scope, in a quoted name or its quotes,
+    a scope's closing brace), and whether the text ends inside a scope and inside a quote."""
+    out: list[str] = []
+    in_scope = in_quote = escaped = False
+    for ch in text:
+        if in_quote:
+            out.append(_QUOTED)
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quote = False
+        elif in_scope:
+            in_quote = ch == '"'
+            in_scope = ch != "}"
+            out.append(_QUOTED if in_quote else _SCOPE if in_scope else _CLOSE)
+        else:
+            in_scope = ch == "{"
+            out.append(_SCOPE if in_scope else _OUTSIDE)
+    return "".join(out), in_scope, in_quote
 
 
 def scopes(metric: str) -> tuple[str, ...]:
@@ -337,4 +474,6 @@ def _section(th: Threshold, summary: Mapping[str, Any]) -> Mapping[str, Any] | N
 
 def _error(text: str, problem: str) -> ConfigError:
     shown = text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
-    return ConfigError(f"--threshold '{shown}': {problem}")
+    # Scenario names quoted in the problem come from files, and may hold line breaks too.
+    one_line = problem.replace("\r", "\\r").replace("\n", "\\n")
+    return ConfigError(f"--threshold '{shown}': {one_line}")

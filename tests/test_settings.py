@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -297,3 +298,119 @@ def test_a_reachable_host_passes() -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         check_reachable(f"http://127.0.0.1:{server.getsockname()[1]}", 5.0)
+
+
+# -- threshold scopes against the conversations file, and quoted scenario names --------------------------
+
+QUOTED_NAMES = """\
+scenarios:
+  - name: "order status, v2"
+    turns: ["Where is my order?", "Thanks"]
+  - name: "a; b"
+    turns: ["Hi"]
+"""
+
+
+def _conversations(tmp_path: Path) -> str:
+    path = tmp_path / "quoted.yaml"
+    path.write_text(QUOTED_NAMES, encoding="utf-8")
+    return str(path)
+
+
+def test_a_threshold_scope_is_checked_against_the_conversations_file() -> None:
+    message = config_error(*NLX, "--threshold", "ttft{scenario=nope}.p95<1s")
+    assert message.startswith("--threshold 'ttft{scenario=nope}.p95<1s': ")
+    assert "conversations.yaml has no scenario 'nope': use " in message
+    assert all(name in message for name in ("order_status", "booking", "faq_short", "multilingual"))
+    message = config_error(*NLX, "--threshold", "error_rate{turn=40}<1%")
+    assert "has a turn 40, the longest has " in message
+
+
+def test_quoted_scenario_names_reach_the_thresholds(tmp_path: Path) -> None:
+    got = settings(
+        *NLX,
+        *("--conversations", _conversations(tmp_path)),
+        *("--threshold", 'ttft{scenario="order status, v2"}.p95<1s', "--threshold", "turn{turn=2}.p99<5s"),
+    )
+    assert [t.scope for t in got.thresholds] == [("scenario", "order status, v2"), ("turn", "2")]
+    wrong = config_error(
+        *NLX, "--conversations", _conversations(tmp_path), "--threshold", "ttft{turn=3}.p95<1s"
+    )
+    assert wrong.endswith("quoted.yaml has a turn 3, the longest has 2: use {turn=1} to {turn=2}")
+
+
+def test_a_transcript_file_allows_turns_up_to_its_longest_transcript(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    transcripts = [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}] * 4]
+    lines = [json.dumps({"scenario": "refunds", "messages": messages}) for messages in transcripts]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert settings(*NLX, "--conversations", str(path), "--threshold", "ttft{turn=4}.p95<1s").thresholds
+    assert "the longest has 4" in config_error(
+        *NLX, "--conversations", str(path), "--threshold", "ttft{turn=5}.p95<1s"
+    )
+
+
+def test_a_semicolon_in_a_quoted_name_survives_loadtest_thresholds(tmp_path: Path) -> None:
+    os.environ["LOADTEST_THRESHOLDS"] = 'ttft{scenario="a; b"}.p95<1s; error_rate{scenario="a; b"}<1%'
+    got = settings(*NLX, "--conversations", _conversations(tmp_path))
+    assert [(t.metric, t.scope) for t in got.thresholds] == [
+        ("ttft", ("scenario", "a; b")),
+        ("error_rate", ("scenario", "a; b")),
+    ]
+
+
+def _locust_options(config_file: Path, text: str) -> argparse.Namespace:
+    """The options as Locust itself reads them from a config file (locust.conf or pyproject.toml)."""
+    from locust.argument_parser import get_empty_argument_parser
+
+    config_file.write_text(text, encoding="utf-8")
+    parser = get_empty_argument_parser(add_help=False, default_config_files=[str(config_file)])
+    add_arguments(parser)
+    options, _ = parser.parse_known_args([], env_vars={})
+    options.locustfile = str(LOCUSTFILE)
+    return options
+
+
+@pytest.mark.parametrize(
+    ("file", "text"),
+    [
+        (
+            "locust.conf",
+            'threshold = ttft{scenario="order status, v2"}.p95<1s;error_rate{scenario="a; b"}<1%\n',
+        ),
+        (
+            "locust.conf",
+            'threshold = ["ttft{scenario=\\"order status, v2\\"}.p95<1s", '
+            '"error_rate{scenario=\\"a; b\\"}<1%"]\n',
+        ),
+        (
+            "pyproject.toml",
+            "[tool.locust]\nthreshold = ['ttft{scenario=\"order status, v2\"}.p95<1s', "
+            "'error_rate{scenario=\"a; b\"}<1%']\n",
+        ),
+    ],
+)
+def test_quoted_names_survive_locust_config_files(tmp_path: Path, file: str, text: str) -> None:
+    options = _locust_options(tmp_path / file, text)
+    options.nlx_deployment, options.nlx_channel, options.conversations = (
+        "d",
+        "web-en-US",
+        _conversations(tmp_path),
+    )
+    os.environ[API_KEY_ENV] = TEST_KEY
+    got = from_options(options, HOST, uses_mock=False)
+    assert [t.scope for t in got.thresholds] == [("scenario", "order status, v2"), ("scenario", "a; b")]
+
+
+def test_a_locust_conf_list_cut_at_a_comma_names_the_fix(tmp_path: Path) -> None:
+    # configargparse splits a [a, b] list at every comma, inside quotes too
+    options = _locust_options(
+        tmp_path / "locust.conf", 'threshold = [ttft{scenario="order status, v2"}.p95<1s]\n'
+    )
+    assert options.threshold == ['ttft{scenario="order status', 'v2"}.p95<1s']
+    options.nlx_deployment, options.nlx_channel = "d", "web-en-US"
+    os.environ[API_KEY_ENV] = TEST_KEY
+    with pytest.raises(
+        ConfigError, match=r"""unclosed '"'.*write a JSON list \["\.\.\."\] or one threshold per"""
+    ):
+        from_options(options, HOST, uses_mock=False)

@@ -3,19 +3,26 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loadtest import catalog
+from loadtest.conversation import Scenario, Turn
 from loadtest.errors import ConfigError
 from loadtest.report.schema import RATES
 from loadtest.thresholds import (
     Outcome,
     Threshold,
     can_still_pass,
+    check_scopes,
     evaluate,
     format_observed,
     observe,
     parse,
     parse_all,
+    quote_name,
+    scope_text,
+    split,
     verdict,
 )
 
@@ -94,7 +101,17 @@ def test_parse_valid(
         ("conversation_success>1.5", "1.5 is over 1"),
         ("ttft{turn=0}.p95<1s", "turn '0' is not a turn number: use an integer >= 1"),
         ("ttft{turn=first}.p95<1s", "turn 'first' is not a turn number"),
-        ("ttft{scenario=a b}.p95<1s", "scenario 'a b' is not a scenario name"),
+        ("ttft{scenario=a b}.p95<1s", "scenario 'a b' is not a scenario name: use letters, digits, _, -"),
+        ("ttft{scenario=a b}.p95<1s", 'or quote it: {scenario="a b"}'),
+        (
+            'ttft{scenario="a b}.p95<1s',
+            "unclosed '\"' in the scope: end the quoted name with '\"' (a locust.conf list",
+        ),
+        ('ttft{scenario="a"b}.p95<1s', "'b' after the quoted name: put the whole name in the quotes"),
+        ('ttft{scenario=""}.p95<1s', "scope 'scenario' needs a value"),
+        ('ttft{scenario=a"b"}.p95<1s', "scenario 'a\"b\"' is not a scenario name"),
+        ('ttft{turn="x"}.p95<1s', "turn 'x' is not a turn number"),
+        ('"ttft.p95<1s"', "unknown metric '\"ttft.p95'"),
         ("ttft{scenario=}.p95<1s", "scope 'scenario' needs a value"),
         ("ttft{}.p95<1s", "empty scope {}"),
         ("ttft{turn=1.p95<1s", "unclosed '{'"),
@@ -394,3 +411,181 @@ def test_metrics_without_thresholds_are_refused_and_the_help_lists_every_metric_
     with pytest.raises(ConfigError) as stat_error:
         parse("ttft.p42<1s")
     assert all(s.label in str(stat_error.value) for s in catalog.STATS)
+
+
+# --- quoted scenario names -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "name"),
+    [
+        ('ttft{scenario="order status, v2"}.p95<1s', "order status, v2"),
+        ('ttft{scenario="a{b}c"}.p95<1s', "a{b}c"),
+        ('ttft{scenario="x<=y>z=w"}.p95<1s', "x<=y>z=w"),
+        ('ttft{scenario="one; two"}.p95<1s', "one; two"),
+        ('ttft{scenario="v1.2 (beta)"}.p95<1s', "v1.2 (beta)"),
+        ('ttft{scenario="say \\"hi\\""}.p95<1s', 'say "hi"'),
+        ('ttft{scenario="C:\\\\temp"}.p95<1s', "C:\\temp"),
+        ('ttft{scenario="  padded  "}.p95<1s', "  padded  "),
+        ('ttft{ scenario = "booking" }.p95<1s', "booking"),
+        ('ttft{scenario="café ☕"}.p95<1s', "café ☕"),
+    ],
+)
+def test_a_quoted_scenario_name_holds_any_character(expr: str, name: str) -> None:
+    th = parse(expr)
+    assert th.scope == ("scenario", name) and th.stat == "p95" and th.limit == 1000.0
+    assert th.expr == expr
+
+
+def test_a_quoted_name_reads_its_scenario_and_rates_take_it_too() -> None:
+    entry = SUMMARY["by_scenario"]["booking"]
+    summary = {**SUMMARY, "by_scenario": {"order status, v2": entry}}
+    assert observe(parse('ttft{scenario="order status, v2"}.p95<1s'), summary) == 700.0
+    rate = parse('error_rate{scenario="order status, v2"}<1%')
+    assert rate.is_rate and observe(rate, summary) == pytest.approx(2 / 38)
+
+
+def test_a_quoted_turn_is_still_a_turn_number() -> None:
+    assert parse('ttft{turn="2"}.p95<1s').scope == ("turn", "2")
+
+
+def test_an_unknown_escape_is_one_line_naming_the_two_escapes() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse('ttft{scenario="a\\n"}.p95<1s')
+    assert str(info.value).endswith(
+        "unknown escape '\\n' in a quoted name: write \\\" for '\"' and \\\\ for '\\'"
+    )
+
+
+def test_a_locust_conf_list_split_inside_a_quoted_name_names_the_fix() -> None:
+    # configargparse splits `threshold = [a, b]` at every comma, quotes or not.
+    with pytest.raises(ConfigError, match=r"""unclosed '"'.*write a JSON list \["\.\.\."\]"""):
+        parse_all(['ttft{scenario="order status', 'v2"}.p95<1s'])
+
+
+@pytest.mark.parametrize(
+    ("item", "parts"),
+    [
+        ("ttft.p95<1s;error_rate<1%", ["ttft.p95<1s", "error_rate<1%"]),
+        ('ttft{scenario="a; b"}.p95<1s; error_rate<1%', ['ttft{scenario="a; b"}.p95<1s', " error_rate<1%"]),
+        ('ttft{scenario="a\\";"}.p95<1s;x', ['ttft{scenario="a\\";"}.p95<1s', "x"]),
+        ('"a;b"', ['"a', 'b"']),  # quotes count only inside a scope
+        ("  ; ;", []),
+        ("", []),
+    ],
+)
+def test_split_keeps_a_semicolon_inside_a_quoted_name(item: str, parts: list[str]) -> None:
+    assert split(item) == parts
+
+
+def test_parse_all_keeps_quoted_names_whole() -> None:
+    ths = parse_all(['ttft{scenario="a; b, c"}.p95<1s; error_rate{scenario="x;y"}<1%'])
+    assert [t.scope for t in ths] == [("scenario", "a; b, c"), ("scenario", "x;y")]
+
+
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [("booking", "booking"), ("a.b-c_1", "a.b-c_1"), ("a b", '"a b"'), ('say "hi"', '"say \\"hi\\""')],
+)
+def test_quote_name_leaves_plain_names_bare(name: str, written: str) -> None:
+    assert quote_name(name) == written
+    assert scope_text(("scenario", name)) == f"{{scenario={written}}}"
+    assert scope_text(("turn", "3")) == "{turn=3}"
+
+
+@given(st.text(min_size=1).filter(lambda name: name.strip() != ""))
+def test_any_scenario_name_survives_scope_text_and_parse(name: str) -> None:
+    for metric in ("ttft{scope}.p95<1s", "error_rate{scope}<1%"):
+        th = parse(metric.replace("{scope}", scope_text(("scenario", name))))
+        assert th.scope == ("scenario", name)
+        # and several of them, `;`-separated in one value
+        assert [t.scope for t in parse_all([f"{th.expr};{th.expr}"])] == [("scenario", name)] * 2
+
+
+# --- scopes checked against the conversations file -----------------------------------------------------
+
+
+def _scenario(name: str, *lengths: int) -> Scenario:
+    """A scenario of one script per length (several: transcripts), each of that many turns."""
+    scripts = tuple(tuple(Turn.literal(f"t{i}") for i in range(n)) for n in lengths)
+    return Scenario(name, scripts)
+
+
+SCENARIOS = (_scenario("booking", 3), _scenario("order status, v2", 2), _scenario("replay", 1, 6, 2))
+
+
+def _scope_error(expr: str, scenarios: tuple[Scenario, ...] = SCENARIOS) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_scopes([parse(expr)], scenarios, "conv.yaml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"--threshold '{expr}': ")
+    return message
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "ttft.p95<1s",
+        "error_rate<1%",
+        "ttft{scenario=booking}.p95<1s",
+        'turn{scenario="order status, v2"}.p99<1s',
+        'error_rate{scenario="booking"}<1%',
+        "ttft{turn=1}.p95<1s",
+        "ttft{turn=6}.p95<1s",  # the longest transcript of replay
+    ],
+)
+def test_scopes_the_file_can_fill_pass(expr: str) -> None:
+    check_scopes([parse(expr)], SCENARIOS, "conv.yaml")
+
+
+def test_an_unknown_scenario_is_named_with_the_known_ones() -> None:
+    message = _scope_error("ttft{scenario=nope}.p95<1s")
+    assert message.endswith(": conv.yaml has no scenario 'nope': use booking, \"order status, v2\" or replay")
+
+
+def test_an_unknown_quoted_scenario_lists_the_closest_first() -> None:
+    message = _scope_error('ttft{scenario="order status, v3"}.p95<1s')
+    assert message.endswith("has no scenario 'order status, v3': use \"order status, v2\", booking or replay")
+
+
+def test_many_scenarios_are_shortened() -> None:
+    many = tuple(_scenario(f"s{i:02}", 1) for i in range(30))
+    message = _scope_error("ttft{scenario=s5}.p95<1s", many)
+    # the three closest first, then the file's order up to eight names
+    assert message.endswith(": use s25, s15, s05, s00, s01, s02, s03, s04 or one of 22 more")
+
+
+def test_a_scenario_name_with_a_line_break_stays_on_one_line() -> None:
+    message = _scope_error("ttft{scenario=x}.p95<1s", (_scenario("two\nlines", 1),))
+    assert message.endswith('use "two\\nlines"')
+
+
+@pytest.mark.parametrize(
+    ("expr", "end"),
+    [
+        (
+            "ttft{turn=7}.p95<1s",
+            "no scenario in conv.yaml has a turn 7, the longest has 6: use {turn=1} to {turn=6}",
+        ),
+        ("error_rate{turn=99}<1%", "has a turn 99, the longest has 6: use {turn=1} to {turn=6}"),
+    ],
+)
+def test_a_turn_beyond_the_longest_scenario_is_refused(expr: str, end: str) -> None:
+    assert _scope_error(expr).endswith(end)
+
+
+def test_one_turn_scenarios_name_the_only_turn() -> None:
+    assert _scope_error("ttft{turn=2}.p95<1s", (_scenario("a", 1),)).endswith(
+        "the longest has 1: use {turn=1}"
+    )
+
+
+def test_without_scenarios_nothing_is_refused_for_a_turn() -> None:
+    # Nothing known about the turns: a turn scope cannot be judged, so it is let through.
+    check_scopes([parse("ttft{turn=40}.p95<1s")], (), "conv.yaml")
+
+
+def test_the_first_bad_scope_is_reported() -> None:
+    ths = [parse("ttft{turn=1}.p95<1s"), parse("ttft{turn=9}.p95<1s"), parse("ttft{scenario=x}.p95<1s")]
+    with pytest.raises(ConfigError, match=r"ttft\{turn=9\}"):
+        check_scopes(ths, SCENARIOS, "conv.yaml")
