@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtest import thresholds, verdict
+from loadtest.advice import end_warnings
 from loadtest.health import HealthMonitor
 from loadtest.recorder import TurnRecorder
 from loadtest.report import build_summary, console_lines, write_run
@@ -102,7 +103,3 @@ def _version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def end_warnings(summary: Summary, settings: Settings) -> list[str]:  # placeholder until advice lands
-    return []

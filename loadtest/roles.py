@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import progress
+from loadtest import advice, progress
 from loadtest.handshake import MasterLink, WorkerLink
 from loadtest.output import RunOutput
 from loadtest.report.schema import Summary
@@ -77,6 +77,14 @@ class Reporting:
         run = self.run = Run(planned_s=planned_seconds(lt.environment))
         # The web UI may have changed the host or options since start-up.
         settings = lt.refresh_settings()
+        run.warnings = advice.start_warnings(
+            lt.environment.parsed_options,
+            settings,
+            stages_shape=isinstance(lt.environment.shape_class, StagesShape),
+            run_time_s=run.planned_s,
+        )
+        for warning in run.warnings:
+            logger.warning("loadtest: %s", warning)
         self.watchers = [UserSampler(run, lambda: int(lt.runner.user_count or 0), lt.recorder)]
         if settings.threshold_abort and settings.thresholds:
             self.watchers.append(

@@ -16,6 +16,7 @@ import os
 import shlex
 import socket
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import orjson
 import pytest
 
 from loadtest.mock.launch import MockProcess, start_mock
-from tests.harness import CLEARED, CLEARED_PREFIXES, LOCUSTFILE, ROOT, Run, Until, run_in_process  # noqa: F401  (ROOT: for other tests)
+from tests.harness import CLEARED, CLEARED_PREFIXES, LOCUSTFILE, ROOT, Run, Until, run_in_process, wait_for  # noqa: F401  (ROOT: for other tests)
 from tests.mockthread import ThreadedMock, mock_in_thread
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -270,6 +271,21 @@ def start_locust(
     """Start `locust -f LOCUSTFILE --headless ARGS` with its output in `folder` (files, not pipes:
     nobody reads a pipe while the run goes on), and its report folder there unless given; the result
     waits for its end."""
+    proc, report_dir = popen_locust(
+        args, folder, env=env, locustfile=locustfile, headless=headless, report_dir=report_dir
+    )
+    return lambda: wait_locust(proc, folder, report_dir)
+
+
+def popen_locust(
+    args: list[str],
+    folder: Path,
+    *,
+    env: dict[str, str],
+    locustfile: Path = LOCUSTFILE,
+    headless: bool = True,
+    report_dir: Path | None = None,
+) -> tuple[subprocess.Popen[str], Path]:
     folder.mkdir(parents=True, exist_ok=True)
     report_dir = report_dir or folder / "reports"
     cmd = [LOCUST, "-f", str(locustfile), "--report-dir", str(report_dir)]
@@ -278,18 +294,18 @@ def start_locust(
         proc = subprocess.Popen(
             [*cmd, *args], env=env, cwd=folder, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True
         )
+    return proc, report_dir
 
-    def finish() -> LocustRun:
-        try:
-            proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        stdout, stderr = ((folder / name).read_text(errors="replace") for name in ("stdout", "stderr"))
-        return LocustRun(proc.returncode, stdout, stderr, report_dir)
 
-    return finish
+def wait_locust(proc: subprocess.Popen[str], folder: Path, report_dir: Path) -> LocustRun:
+    try:
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout, stderr = ((folder / name).read_text(errors="replace") for name in ("stdout", "stderr"))
+    return LocustRun(proc.returncode, stdout, stderr, report_dir)
 
 
 def start_background_mock(*args: str, api_key: str = TEST_KEY) -> Mock:
@@ -317,5 +333,24 @@ def standard_run(folder: Path) -> Finish:
         finally:
             mock.process.stop()
         return StandardRun(done.returncode, done.stdout, done.stderr, done.report_dir, stats, step_summary)
+
+    return finish
+
+
+@background
+def interrupted_run(folder: Path) -> Finish:
+    """`-t 60s` cut by Ctrl-C (SIGINT) once turns have finished: the outputs of an interrupted run."""
+    mock_options = " ".join(FAST)
+    args = [*shlex.split("-u 2 -r 2 --think-time 0.05 --turn-log --threshold ttft.p95<5s -t 60s")]
+    args += ["--mock-options", mock_options]
+    proc, report_dir = popen_locust(args, folder, env=locust_env())
+
+    def finish() -> LocustRun:
+        def turns_logged() -> bool:
+            return any(path.stat().st_size > 0 for path in report_dir.glob("*/turns-*.jsonl"))
+
+        assert wait_for(turns_logged, 60), (folder / "stderr").read_text()
+        proc.send_signal(signal.SIGINT)
+        return wait_locust(proc, folder, report_dir)
 
     return finish

@@ -7,6 +7,7 @@ pick (tests/harness.py).
 
 from __future__ import annotations
 
+import html
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from loadtest import verdict
-from tests.conftest import FAST, NLX, STANDARD_FAILING, STANDARD_THRESHOLDS, TEST_KEY, StandardRun
+from tests.conftest import FAST, NLX, STANDARD_FAILING, STANDARD_THRESHOLDS, TEST_KEY, LocustRun, StandardRun
 from tests.harness import ROOT, Run, config_error, turns_at_least
 from tests.mockthread import ThreadedMock
 
@@ -234,3 +235,156 @@ def test_the_readme_exit_code_table_is_generated() -> None:
     assert verdict.exit_codes_markdown() in readme, (
         "README.md's exit codes: paste verdict.exit_codes_markdown()"
     )
+
+
+# --- every output tells the same story: exit code, summary.json, summary.md, junit.xml, console -------
+
+
+def agreed_verdict(run: Run) -> dict[str, Any]:
+    """The run's summary, once the exit code, summary.md, junit.xml, report.html and the console have
+    been checked to say what summary.json says."""
+    summary = run.summary()
+    assert run.exit_code == summary["exit_code"], run.output[-3000:]
+    word = summary["verdict"]
+    markdown = run.latest("summary.md").read_text(encoding="utf-8")
+    assert word in markdown.splitlines()[0].lower(), markdown[:300]
+    suite = ET.parse(run.latest("junit.xml")).getroot()
+    failing = [case for case in suite.iter("testcase") if case.find("failure") is not None]
+    assert int(suite.get("failures") or 0) == len(failing) == len(summary["reasons"])
+    assert f"verdict: {word.upper()}" in run.output
+    report = run.latest("report.html").read_text(encoding="utf-8")
+    for reason in summary["reasons"]:
+        shown = reason["text"].split(" (observed")[0]
+        assert shown in markdown and shown in run.output, shown
+        assert html.escape(shown, quote=False) in report, shown
+    for warning in summary.get("warnings", []):
+        assert warning in run.output and warning in markdown
+    return summary
+
+
+def test_failed_turns_without_thresholds_fail_everywhere_with_exit_1(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
+) -> None:
+    mock = thread_mock(*FAST, "--fault", "http_500=30%")
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0",
+        until=turns_at_least(10, ok=1, failed=2),
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    summary = agreed_verdict(run)
+    assert (summary["verdict"], run.exit_code) == ("fail", 1)
+    assert [r["kind"] for r in summary["reasons"]] == ["failed_turns"]
+    assert summary["run"]["stopped_by"] == "time" and summary["run"]["planned_duration_s"] is None
+
+
+def test_failed_answer_checks_fail_the_run_as_failed_turns(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run], tmp_path: Path
+) -> None:
+    mock = thread_mock(*FAST)
+    script = tmp_path / "check.yaml"
+    script.write_text(
+        "scenarios:\n  - name: digits\n    turns:\n      - say: hi\n        expect: {matches: '^\\d+$'}\n"
+    )
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --conversations {script}",
+        until=turns_at_least(3, failed=3),
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    summary = agreed_verdict(run)
+    assert (summary["verdict"], run.exit_code) == ("fail", 1)
+    assert "assertion" in summary["reasons"][0]["text"]
+
+
+def test_latency_only_thresholds_pass_with_a_warning_when_turns_failed(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
+) -> None:
+    mock = thread_mock(*FAST, "--fault", "http_500=50%")
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0",
+        "--threshold", "ttft.p95<5s",
+        until=turns_at_least(10, ok=1, failed=2),
+        env={"NLX_API_KEY": TEST_KEY},
+    )  # fmt: skip
+    summary = agreed_verdict(run)
+    assert (summary["verdict"], run.exit_code) == ("pass", 0)
+    assert any("error_rate" in w for w in summary["warnings"]), summary["warnings"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fault", "status", "fix"),
+    [
+        (NLX, "http_401=100%", "HTTP 401", "NLX_API_KEY"),
+        ("--api openai --path /v2/chat/completions", None, "HTTP 404", "--path"),
+    ],
+)
+def test_a_refused_run_stops_at_once_with_exit_2_and_names_the_fix(
+    thread_mock: Callable[..., ThreadedMock],
+    in_process: Callable[..., Run],
+    args: str,
+    fault: str | None,
+    status: str,
+    fix: str,
+) -> None:
+    mock = thread_mock(*FAST, *(["--fault", fault] if fault else []))
+    run = in_process(
+        f"--host {mock.base if fault is None else mock.url} {args} -u 2 -r 2 --think-time 0",
+        until=lambda environment: False,  # only fail-fast ends it
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    summary = agreed_verdict(run)
+    assert (summary["verdict"], run.exit_code, summary["run"]["stopped_by"]) == ("fail", 2, "refused")
+    last = run.output.strip().splitlines()[-1]
+    assert last.startswith("loadtest: error: ") and status in last and fix in last
+    assert summary["counts"]["turns_failed"] >= 20 and summary["counts"]["turns_ok"] == 0
+
+
+def test_no_fail_fast_goes_on_through_refusals(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
+) -> None:
+    mock = thread_mock(*FAST, "--fault", "http_401=100%")
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0 --no-fail-fast",
+        until=turns_at_least(30, failed=30),
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    summary = agreed_verdict(run)
+    assert (summary["verdict"], run.exit_code, summary["run"]["stopped_by"]) == ("fail", 1, "time")
+
+
+def test_a_run_without_a_finished_turn_is_empty_with_exit_5(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
+) -> None:
+    mock = thread_mock("--ttft", "uniform:20s:21s")
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --threshold ttft.p95<1s",
+        until=lambda environment: mock.stats()["requests"] >= 1,
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    summary = agreed_verdict(run)
+    assert (summary["verdict"], run.exit_code) == ("empty", 5)
+    assert [r["kind"] for r in summary["reasons"]] == ["empty", "threshold"]
+
+
+def test_ctrl_c_before_the_planned_end_is_incomplete_with_exit_5(interrupted_run: LocustRun) -> None:
+    run = interrupted_run
+    summary = run.summary()
+    assert (run.returncode, summary["verdict"], summary["exit_code"]) == (5, "incomplete", 5), run.stderr[
+        -3000:
+    ]
+    section = summary["run"]
+    assert (section["stopped_by"], section["signal"], section["planned_duration_s"]) == (
+        "signal",
+        "SIGINT",
+        60,
+    )
+    assert section["duration_s"] < 60 and summary["counts"]["turns_ok"] > 0
+    [reason] = summary["reasons"]
+    assert reason["kind"] == "interrupted" and reason["text"].startswith("stopped by SIGINT after")
+    # One shutdown: Locust's tables once, the signal named as it was, the verdict the last word.
+    assert run.output.count("Response time percentiles") == 1
+    assert "Got SIGINT signal" in run.stderr and "SIGTERM" not in run.stderr
+    assert "verdict: INCOMPLETE" in run.stderr
+    markdown = (run.report_dir / "latest" / "summary.md").read_text(encoding="utf-8")
+    assert "incomplete" in markdown.splitlines()[0].lower() and reason["text"] in markdown
+    junit = ET.parse(run.report_dir / "latest" / "junit.xml").getroot()
+    assert junit.get("failures") == "1"  # the threshold held; the interruption is the failure
