@@ -17,7 +17,7 @@ from loadtest.cli import main
 from loadtest.errors import ConfigError
 from loadtest.metrics import Metrics, interval_of
 from loadtest.report import build_summary, write_run
-from loadtest.report.compare import compare, parse_tolerance, render_markdown, rule
+from loadtest.report.compare import compare, headline, parse_tolerance, render_markdown, rule
 from loadtest.report.schema import Summary, load_summary
 from tests.browser import chromium, load, loaded_references, require_chromium
 
@@ -298,3 +298,16 @@ def test_an_error_rate_rise_is_judged_from_the_counts() -> None:
         "error_rate rose from 0.00% to 1.48% (+1.48 pp, more than the 0.50 pp allowed)"
     ]
     assert comparison.throughput.baseline == comparison.throughput.new == TURNS / 10
+
+
+@pytest.mark.parametrize("text", ["0.5", "50%", " 50% "])
+def test_the_tolerance_reads_as_a_percentage_whatever_form_it_took(text: str) -> None:
+    fast, slow = run_summary("fast", 20.0), run_summary("slow", 200.0)
+    same = compare(slow, slow, parse_tolerance(text))
+    assert headline(same) == "no regression beyond 50%"
+    heading = render_markdown(same, slow, slow).splitlines()[0]
+    assert heading == "## ✅ Load test comparison: no regression beyond 50%"
+    worse = compare(fast, slow, parse_tolerance(text))
+    assert headline(worse) == "regression beyond 50%"
+    heading = render_markdown(worse, fast, slow).splitlines()[0]
+    assert heading == "## ❌ Load test comparison: regression beyond 50%"

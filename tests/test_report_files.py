@@ -94,7 +94,12 @@ def test_junit_has_one_case_per_threshold_and_counts_failures() -> None:
         "no data",
     ]
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
-    assert props == {"run.id": "20261125-213515-f003", "host": "https://apps.nlx.ai/v1", "users": "50"}
+    assert props == {
+        "run.id": "20261125-213515-f003",
+        "host": "https://apps.nlx.ai/v1",
+        "users": "50",
+        "verdict": "fail",
+    }
 
 
 def test_junit_escapes_markup_in_expressions_and_properties() -> None:
@@ -109,10 +114,22 @@ def test_junit_escapes_markup_in_expressions_and_properties() -> None:
 
 @pytest.mark.parametrize("thresholds", [None, []])
 def test_junit_without_thresholds_has_one_passing_case(thresholds: list[dict[str, Any]] | None) -> None:
-    suite = ET.fromstring(render_junit(_summary(thresholds)))
+    summary = _summary(thresholds)
+    summary["counts"].update(turns_failed=0, turns=815)
+    suite = ET.fromstring(render_junit(summary))
     assert (suite.get("tests"), suite.get("failures")) == ("1", "0")
     (case,) = suite.findall("testcase")
     assert case.get("name") == "run completed" and case.find("failure") is None
+
+
+def test_junit_without_thresholds_fails_a_case_for_failed_turns() -> None:
+    suite = ET.fromstring(render_junit(_summary()))  # 5 failed turns, no threshold
+    assert (suite.get("tests"), suite.get("failures")) == ("1", "1")
+    (case,) = suite.findall("testcase")
+    assert (case.get("classname"), case.get("name")) == ("loadtest.verdict", "failed_turns")
+    failure = case.find("failure")
+    assert failure is not None and failure.get("type") == "failed_turns"
+    assert failure.get("message", "").startswith("5 of 817 turns failed (http_429 5)")
 
 
 def test_junit_renders_evaluated_outcomes() -> None:
@@ -152,8 +169,10 @@ def test_markdown_passes_and_tolerates_an_old_summary() -> None:
     md = render_markdown(summary)
     assert md.startswith("## ✅ Load test: pass\n")
     assert "| conversation |" not in md and "failed," not in md.split("Conversations")[1]
-    old = render_markdown({"schema": "loadtest.summary/1", "metrics": {}, "counts": {}, "run": {}})
-    assert old.startswith("## ✅ Load test: pass") and "No thresholds were set." in old
+    old = render_markdown({"schema": "loadtest.summary/1", "metrics": {}, "counts": {"turns_ok": 3}})
+    assert old.startswith("## ✅ Load test: pass\n\n### Thresholds") and "No thresholds were set." in old
+    nothing = render_markdown({"schema": "loadtest.summary/1", "metrics": {}, "counts": {}, "run": {}})
+    assert nothing.startswith("## ⚪ Load test: empty\n\n- **empty**: no turn finished")
 
 
 def test_markdown_escapes_pipes_and_backticks_in_error_examples() -> None:
@@ -164,11 +183,16 @@ def test_markdown_escapes_pipes_and_backticks_in_error_examples() -> None:
     assert row.replace("\\|", "").count("|") == 4
 
 
-def test_markdown_truncates_long_examples_to_one_line() -> None:
+def test_markdown_and_console_cut_long_examples_to_one_line_with_an_ellipsis(tmp_path: Path) -> None:
     example = "x" * 100 + "\n" + "y" * 100
-    md = render_markdown(_summary(errors=[{"kind": "stream_error", "count": 1, "example": example}]))
+    summary = _summary(errors=[{"kind": "stream_error", "count": 1, "example": example}])
+    md = render_markdown(summary)
     (row,) = [line for line in md.splitlines() if line.startswith("| stream_error ")]
     assert "x" * 100 + " " + "y" * 19 + "…`" in row and "y" * 20 not in row
+    (line,) = [line for line in console_lines(summary, tmp_path) if line.startswith("error stream_error")]
+    assert line == "error stream_error: 1 (e.g. " + "x" * 100 + " " + "y" * 19 + "…)"
+    short = _summary(errors=[{"kind": "stream_error", "count": 1, "example": "x" * 120}])
+    assert f"error stream_error: 1 (e.g. {'x' * 120})" in console_lines(short, tmp_path)  # no cut, no …
 
 
 def test_markdown_breakdowns_when_present() -> None:

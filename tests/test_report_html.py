@@ -213,6 +213,7 @@ class Page(HTMLParser):
         self.html = html
         self.sections: dict[str, list[str]] = {}
         self.attributes: list[tuple[str, str, str | None]] = []
+        self.repeated: list[tuple[str, list[tuple[str, str | None]]]] = []  # a tag with an attribute twice
         self.title = ""
         self._open: list[str | None] = []
         self._tag = ""
@@ -222,6 +223,8 @@ class Page(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._tag = tag
         self.attributes += [(tag, name, value) for name, value in attrs]
+        if len({name for name, _ in attrs}) < len(attrs):
+            self.repeated.append((tag, attrs))
         if tag == "section":
             section = dict(attrs).get("id")
             self._open.append(section)
@@ -297,6 +300,7 @@ def test_every_section_is_there_and_nothing_is_fetched(shape: str) -> None:
     assert html.count("<script") == 3  # the chart data, uPlot, ours
     # Colours are in the style sheet: no style attribute anywhere.
     assert [a for a in page.attributes if a[1] == "style"] == []
+    assert page.repeated == []
     assert "this file loads nothing from the network" in html
 
 
@@ -352,8 +356,12 @@ def test_a_failing_run_shows_why() -> None:
     summary = failing_run()
     page = Page(render_html(summary))
     verdict = page.text("verdict")
-    assert verdict.startswith("FAIL 3 of 4 thresholds failed ttft.p95<50ms, error_rate<1%, faq.")
-    assert verdict.endswith("The run was stopped early: faq.")
+    assert verdict == (
+        "FAIL 3 of 4 thresholds failed "
+        f"threshold ttft.p95<50ms (observed {format_observed(summary['thresholds'][0]['observed'], 'ms')}) "
+        "threshold error_rate<1% (observed 15.00%) threshold faq (observed no data) "
+        "6 of 40 turns failed; stopped early by --threshold-abort: faq."
+    )
     assert [row[-1] for row in page.rows("thresholds")] == ["FAIL", "FAIL", "PASS", "FAIL"]
     assert page.rows("thresholds")[-1][1:3] == ["no data", "–"]
     errors = {row[0]: row[1:] for row in page.rows("errors")}
@@ -368,8 +376,10 @@ def test_a_failing_run_shows_why() -> None:
 
 def test_an_empty_run() -> None:
     page = Page(render_html(empty_run()))
-    assert page.text("verdict").startswith("NO THRESHOLDS No thresholds were set")
-    assert "0 of 0 turns failed. Gate runs with --threshold, as in ttft.p95<800ms" in page.text("verdict")
+    assert page.text("verdict").startswith(
+        "EMPTY No turn finished: there is nothing to judge empty no turn finished (0 conversations started"
+    )
+    assert 'class="verdict empty"' in page.html and "Gate runs" not in page.html
     assert page.text("latency-by-percentile").count("No completed turns: nothing to draw.") == 2
     assert "The run was too short to judge the load generator" in page.text("client-health")
     assert "No timeline in this summary" in page.text("over-time")
@@ -447,7 +457,17 @@ def test_the_comparison_page() -> None:
         "error rate",
     ]
     assert checks[-1][1:3] == ["0.00%", "15.00%"] and checks[-1][-1] == "WORSE"
-    assert 'class="worse"' in html
+    # A browser keeps the first of two `class` attributes: one each, or the highlight is lost.
+    assert page.repeated == []
+    body = re.search(r"<tbody>(.*?)</tbody>", page._card("judged-statistics"), re.S)
+    assert body is not None
+    judged_rows = re.findall(r"<tr>(.*?)</tr>", body.group(1), re.S)
+    for row, cells in zip(judged_rows, checks, strict=True):
+        marked = re.findall(r"<td class=\"(worse|better)\">", row)  # the Δ and Δ % cells
+        if cells[-1] == "WORSE":
+            assert marked == ["worse", "worse"], row
+        else:
+            assert marked in ([], ["better", "better"]), row
     runs = {row[0]: row[1:] for row in page.rows("runs")}
     assert runs["run id"] == ["20260101-000000-abc", NASTY]
     assert runs["host"] == ["http://127.0.0.1:8089", NASTY]
@@ -514,7 +534,11 @@ def test_an_old_summary_renders_in_the_browser(browser: Browser, tmp_path: Path)
     shown = load(browser, path)
     assert shown.errors == [] and shown.foreign_requests == []
     page = shown.page
-    assert "NO THRESHOLDS" in page.locator("#verdict.none").inner_text()
+    # No turn finished: an empty run, in the grey of "nothing to judge".
+    banner = page.locator("#verdict.empty")
+    assert banner.inner_text().startswith("EMPTY")
+    word = banner.locator(".word").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert word == _rgb("#3b4654")
     assert "No timeline" in page.locator("#over-time").inner_text()
     assert page.locator(".plot").count() == 0
     counters = page.locator("#stream-protocol .counter").all_inner_texts()

@@ -51,6 +51,7 @@ __all__ = [
     "format_ms",
     "format_pp",
     "format_ratio",
+    "headline",
     "load_summary",
     "parse_tolerance",
     "render_markdown",
@@ -221,15 +222,18 @@ def describe(d: Delta, tolerance: float) -> str:
     )
 
 
+def headline(comparison: Comparison) -> str:
+    """`regression beyond 50%` or `no regression beyond 50%`, as the Markdown and the one line on stderr
+    say it: the tolerance as a percentage, whichever form --tolerance took (0.5 or 50%)."""
+    regression = "regression" if comparison.regressed else "no regression"
+    return f"{regression} beyond {_percent(comparison.tolerance)}"
+
+
 def render_markdown(comparison: Comparison, baseline: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     """The comparison as GitHub-flavoured Markdown, for a pull-request comment."""
     c = comparison
-    tol = _percent(c.tolerance)
-    if c.regressed:
-        out = [f"## ❌ Load test comparison: regression beyond {tol}", ""]
-        out += [f"- {cell(line)}" for line in c.regressions]
-    else:
-        out = [f"## ✅ Load test comparison: no regression beyond {tol}", ""]
+    out = [f"## {'❌' if c.regressed else '✅'} Load test comparison: {headline(c)}", ""]
+    out += [f"- {cell(line)}" for line in c.regressions]
     out += ["", f"Baseline {_run_line(baseline)}  ", f"New {_run_line(new)}", ""]
 
     out += ["| metric | baseline | new | Δ | Δ % | |", "|---|---:|---:|---:|---:|---|"]

@@ -37,8 +37,11 @@ from loadtest.report.compare import (
     rule,
     throughput,
 )
+from loadtest.report.schema import number
+from loadtest.report.summary import RunVerdict, run_verdict
 from loadtest.thresholds import format_observed
 from loadtest.thresholds import parse as parse_threshold
+from loadtest.verdict import ReasonKind
 
 # The two metrics a run is read by: tiles, percentile distributions, the comparison's overlays.
 HEADLINE_METRICS = tuple(m for m in catalog.METRICS if m.gated)
@@ -57,6 +60,9 @@ RUN_FACTS = (
     ("started", "started"),
     ("ended", "ended"),
     ("duration_s", "duration"),
+    ("planned_duration_s", "planned duration"),
+    ("stopped_by", "stopped by"),
+    ("signal", "signal"),
     ("loadtest_version", "loadtest"),
     ("locust_version", "Locust"),
     ("system_fingerprints", "system fingerprints"),
@@ -74,6 +80,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
     metrics = _mapping(summary.get("metrics"))
     specs: list[dict[str, Any]] = []
     host = str(run.get("host") or "unknown host")
+    verdict = run_verdict(summary)
     return _render(
         "report.html",
         title=f"Load test {run.get('id', '')} · {host}",
@@ -81,7 +88,8 @@ def render_html(summary: Mapping[str, Any]) -> str:
         host=host,
         parts=_run_parts(run),
         mock=bool(run.get("mock")),
-        verdict=_verdict(summary),
+        verdict=_verdict(summary, verdict),
+        warnings=verdict.warnings,
         tiles=_tiles(summary),
         thresholds=[_threshold(t) for t in _thresholds_of(summary)],
         facts=_facts(run),
@@ -194,32 +202,59 @@ def _run_parts(run: Mapping[str, Any]) -> list[Part]:
 # --- one run ----------------------------------------------------------------------------------
 
 
+# The banner's headline: what the reason that decided the verdict means.
+HEADLINES = {
+    ReasonKind.THRESHOLD: "A threshold failed",
+    ReasonKind.FAILED_TURNS: "Turns failed, and no threshold says how many may",
+    ReasonKind.STRICT_CLIENT: "The load generator was the bottleneck (--strict-client)",
+    ReasonKind.REFUSED: "Every first turn was refused",
+    ReasonKind.INTERRUPTED: "The run was cut before its planned end",
+    ReasonKind.WORKERS_LOST: "The data of a worker was lost",
+    ReasonKind.EMPTY: "No turn finished: there is nothing to judge",
+}
+
+
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    kind: str  # pass, fail or none (no thresholds)
+class Banner:
+    """The verdict at the top of report.html."""
+
+    kind: str  # pass, fail, incomplete or empty: the banner's colour
+    word: str  # PASS, FAIL, INCOMPLETE or EMPTY
     what: str
     turns: str  # "2 of 40 turns failed"
-    failures: list[str]  # expressions of the thresholds that failed
-    reason: str  # the verdict, when it failed without a failed threshold (a strict client check)
-    stopped: str  # why a threshold ended the run early, or ""
+    reasons: list[tuple[str, str]]  # kind, text
+    ended: str  # how the run ended, when no reason says it; or ""
+    ungated: bool  # a pass without thresholds: the banner says how to set some
 
 
-def _verdict(summary: Mapping[str, Any]) -> Verdict:
+def _verdict(summary: Mapping[str, Any], verdict: RunVerdict) -> Banner:
     thresholds = _thresholds_of(summary)
     counts = _mapping(summary.get("counts"))
     turns = f"{_int(counts.get('turns_failed')):,} of {_int(counts.get('turns')):,} turns failed"
-    stopped = str(_mapping(summary.get("run")).get("aborted_by_threshold") or "")
+    reasons = [(str(r.get("kind", "")), str(r.get("text", ""))) for r in verdict.reasons]
+    kind = verdict.verdict
+    what = _headline(thresholds, reasons)
+    ungated = kind == "pass" and not thresholds
+    return Banner(kind, kind.upper(), what, turns, reasons, verdict.ended or "", ungated)
+
+
+def _headline(thresholds: Sequence[Mapping[str, Any]], reasons: list[tuple[str, str]]) -> str:
+    """What decided the verdict, ranked as `verdict.judge` ranks it: an empty run, refused first turns,
+    failed thresholds, then the first other reason."""
+    kinds = [k for k, _ in reasons]
+    for decisive in (ReasonKind.EMPTY, ReasonKind.REFUSED):
+        if decisive in kinds:
+            return HEADLINES[decisive]
+    failed = sum(1 for t in thresholds if not t.get("passed"))
+    if failed and len(thresholds) == 1:
+        return "The threshold failed"
+    if failed:
+        return f"{failed} of {len(thresholds)} thresholds failed"
+    if kinds:
+        return HEADLINES[ReasonKind(kinds[0])] if kinds[0] in HEADLINES else kinds[0].replace("_", " ")
     if not thresholds:
-        what = "No thresholds were set, so this run has no pass/fail verdict"
-        return Verdict("none", what, turns, [], "", stopped)
-    failures = [str(t.get("expr", "")) for t in thresholds if not t.get("passed")]
-    verdict = str(summary.get("verdict") or ("fail" if failures else "pass"))
-    if verdict == "pass" and not failures:
-        n = len(thresholds)
-        what = "The threshold held" if n == 1 else f"All {n} thresholds held"
-        return Verdict("pass", what, turns, [], "", stopped)
-    what = f"{len(failures)} of {len(thresholds)} thresholds failed"
-    return Verdict("fail", what, turns, failures, verdict, stopped)
+        return "No thresholds were set, and no turn failed"
+    return "The threshold held" if len(thresholds) == 1 else f"All {len(thresholds)} thresholds held"
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +358,9 @@ def _fact(key: str, run: Mapping[str, Any]) -> Value:
     if key == "duration_s":
         seconds = duration_s(run)
         return Value(_duration(seconds) if seconds else str(value))
+    if key == "planned_duration_s":
+        planned = number(value)
+        return Value(_duration(planned) if planned else str(value))
     if isinstance(value, list | tuple):
         return Value(", ".join(str(v) for v in value)) if value else Value("none", "dim")
     return Value(str(value), "code" if key in CODE_FACTS else "")

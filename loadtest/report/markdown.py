@@ -10,21 +10,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loadtest import catalog
-from loadtest.report.schema import ErrorEntry, ScopeEntry, Summary, format_observed, stat_of
+from loadtest.report.schema import ErrorEntry, ScopeEntry, Summary, format_observed, number, stat_of
+from loadtest.report.summary import RunVerdict, one_example, run_verdict
 
 logger = logging.getLogger("loadtest")
-EXAMPLE_CHARS = 120
+# One mark per verdict (`verdict.VERDICTS`), distinct at a glance in a list of step summaries.
+ICONS = {"pass": "✅", "fail": "❌", "incomplete": "⚠️", "empty": "⚪"}
 
 _BACKTICKS = re.compile(r"`+")
+# What can begin markup in Markdown that renders HTML: a tag, comment or autolink (`<` then a letter,
+# `/`, `!` or `?`), or a character reference (`&` then a letter or `#`).
+_MARKUP_START = re.compile(r"<(?=[A-Za-z/!?])|&(?=[A-Za-z#])")
 
 
 def render_markdown(summary: Summary) -> str:
-    """The verdict, thresholds, latency, counts, errors and run facts of `summary` as Markdown."""
+    """The verdict with its reasons, how the run ended and the warnings; then thresholds, latency,
+    counts, errors and run facts of `summary` as Markdown."""
     thresholds = summary.get("thresholds") or []
     metrics = summary.get("metrics") or {}
-    verdict = summary.get("verdict") or ("pass" if all(t.get("passed") for t in thresholds) else "fail")
-    icon = "✅" if verdict == "pass" else "❌"
-    out = [f"## {icon} Load test: {cell(str(verdict))}", ""]
+    out = _verdict(run_verdict(summary))
 
     out += ["### Thresholds", ""]
     if thresholds:
@@ -71,6 +75,17 @@ def append_step_summary(text: str, environ: Mapping[str, str] = os.environ) -> b
     return True
 
 
+def _verdict(v: RunVerdict) -> list[str]:
+    out = [f"## {ICONS.get(v.verdict, '❔')} Load test: {cell(v.verdict)}", ""]
+    if v.reasons:
+        out += [f"- **{prose(r['kind'])}**: {prose(r['text'])}" for r in v.reasons] + [""]
+    if v.ended:
+        out += [f"**How it ended**: {prose(v.ended)}", ""]
+    if v.warnings:
+        out += ["**Warnings**", ""] + [f"- ⚠️ {prose(w)}" for w in v.warnings] + [""]
+    return out
+
+
 def _counts(c: Mapping[str, Any]) -> list[str]:
     turns = (
         f"**Turns**: {c.get('turns', 0)} ({c.get('turns_ok', 0)} ok, {c.get('turns_failed', 0)} failed, "
@@ -111,21 +126,38 @@ def _errors(errors: Sequence[ErrorEntry]) -> list[str]:
         return []
     out = ["### Errors", "", "| kind | count | example |", "|---|---:|---|"]
     for e in errors:
-        example = str(e.get("example", ""))
-        if len(example) > EXAMPLE_CHARS:
-            example = example[:EXAMPLE_CHARS] + "…"
+        example = one_example(str(e.get("example", "")))
         out.append(f"| {cell(str(e.get('kind', '')))} | {e.get('count', 0)} | {code_span(example)} |")
     return [*out, ""]
 
 
+# The run facts shown, as (key, label); durations in seconds.
+RUN_FACTS = (
+    ("id", "id"),
+    ("host", "host"),
+    ("users", "users"),
+    ("workers", "workers"),
+    ("started", "started"),
+    ("ended", "ended"),
+    ("duration_s", "duration"),
+    ("planned_duration_s", "planned"),
+    ("stopped_by", "stopped by"),
+    ("signal", "signal"),
+)
+
+
 def _run(run: Mapping[str, Any]) -> list[str]:
-    facts = [(k, run.get(k)) for k in ("id", "host", "users", "workers", "started", "ended")]
-    shown = [
-        f"{k} {code_span(str(v)) if k in ('id', 'host') else cell(str(v))}" for k, v in facts if v is not None
-    ]
+    shown = [f"{label} {_fact(key, run[key])}" for key, label in RUN_FACTS if run.get(key) is not None]
     if not shown:
         return []
     return ["**Run**: " + " · ".join(shown), ""]
+
+
+def _fact(key: str, value: object) -> str:
+    if key in ("id", "host"):
+        return code_span(str(value))
+    seconds = number(value) if key.endswith("_s") else None
+    return f"{seconds:g} s" if seconds is not None else cell(str(value))
 
 
 def _ms(value: float | None) -> str:
@@ -136,6 +168,13 @@ def cell(text: str) -> str:
     """Text safe inside a table cell, and as Markdown that renders HTML (a step summary): one line,
     pipes escaped, and `<`, `>`, `&` as entities, so a scenario named `<img src=x>` shows as written."""
     return html.escape(_one_line(text), quote=False)
+
+
+def prose(text: str) -> str:
+    """A line of text outside a table, shown as written: what could begin markup is escaped (so a
+    scenario named `<img src=x>` stays text) and the rest left alone, so that a reason or a warning
+    that quotes a threshold reads `error_rate<1%` in the file as on the page."""
+    return _MARKUP_START.sub(lambda m: "&lt;" if m.group() == "<" else "&amp;", " ".join(text.split()))
 
 
 def _one_line(text: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,6 +16,7 @@ from loadtest.metrics import Metrics
 from loadtest.report.schema import (
     SCHEMA,
     ErrorEntry,
+    Reason,
     RunInfo,
     Summary,
     Timeline,
@@ -22,9 +25,19 @@ from loadtest.report.schema import (
     stats_of,
 )
 
-__all__ = ["SCHEMA", "build_summary", "console_lines", "write_run"]
+__all__ = [
+    "SCHEMA",
+    "RunVerdict",
+    "build_summary",
+    "console_lines",
+    "one_example",
+    "run_verdict",
+    "verdict_lines",
+    "write_run",
+]
 
 LATEST = "latest"
+EXAMPLE_CHARS = 120
 logger = logging.getLogger("loadtest")
 
 
@@ -99,8 +112,55 @@ def _point_latest(report_dir: Path, run_id: str) -> None:
             tmp.unlink()
 
 
+@dataclass(frozen=True, slots=True)
+class RunVerdict:
+    """The verdict of a run as every output shows it: console, summary.md, junit.xml, report.html."""
+
+    verdict: str  # a `verdict.Verdict` value
+    reasons: list[Reason]  # none for a pass
+    ended: str | None  # how the run ended, in one line, unless a reason says it; None: not known
+    warnings: list[str]
+
+
+def run_verdict(summary: Mapping[str, Any]) -> RunVerdict:
+    """The verdict, reasons and warnings of `summary`. A summary written before runs stored their
+    reasons is judged here by `verdict.judge`, the rules a run applies, so it reads as a new one does."""
+    # loadtest.verdict imports this package (for the schema): imported on use, either may load first.
+    from loadtest import verdict
+
+    stored = summary.get("reasons")
+    if isinstance(stored, list):
+        decided = str(summary.get("verdict") or verdict.Verdict.PASS)
+        reasons: list[Reason] = [
+            {"kind": str(r.get("kind", "")), "text": str(r.get("text", ""))}
+            for r in stored
+            if isinstance(r, Mapping)
+        ]
+    else:
+        # Such a summary stored "fail" with every threshold held only for --strict-client.
+        held = all(isinstance(t, Mapping) and t.get("passed") for t in summary.get("thresholds") or [])
+        strict = summary.get("verdict") == verdict.Verdict.FAIL and held
+        judged = verdict.judge(summary, strict_client=strict)
+        decided, reasons = judged.verdict.value, judged.reasons
+    run = summary.get("run")
+    run = run if isinstance(run, Mapping) else {}
+    ended = verdict.stopped_text(run)
+    if ended is None and run.get("aborted_by_threshold"):
+        ended = f"stopped early by --threshold-abort: {run['aborted_by_threshold']}"
+    if ended in {r["text"] for r in reasons}:
+        ended = None
+    return RunVerdict(decided, reasons, ended, [str(w) for w in summary.get("warnings") or []])
+
+
+def one_example(text: str, limit: int = EXAMPLE_CHARS) -> str:
+    """An error example on one line, cut to `limit` characters with an ellipsis that shows the cut."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
 def console_lines(summary: Summary, run_dir: Path) -> list[str]:
-    """A short table of the exact percentiles, for the end of a run."""
+    """A short table of the exact percentiles, for the end of a run; then the verdict with its reasons,
+    how the run ended and the warnings; the paths of the files last."""
     # Fixed-width columns, so the numbers line up under their heading in a terminal.
     width = max(len(m.label) for m in catalog.TABLE_METRICS) + 2
     head = "".join(f"{s.label:>10}" for s in catalog.TABLE_STATS)
@@ -120,17 +180,26 @@ def console_lines(summary: Summary, run_dir: Path) -> list[str]:
         f"{c['chunks']} chunks, {c['chars']} chars"
     )
     for err in summary["errors"]:
-        lines.append(f"error {err['kind']}: {err['count']} (e.g. {err['example'][:120]})")
+        lines.append(f"error {err['kind']}: {err['count']} (e.g. {one_example(err['example'])})")
     for t in summary.get("thresholds", []):
         observed = format_observed(t["observed"], t["unit"])
         lines.append(f"threshold {'pass' if t['passed'] else 'FAIL'}: {t['expr']} (observed {observed})")
     health = summary.get("client_health")
     if health and health.get("bottleneck"):
         lines.append(f"client was the bottleneck: {'; '.join(health['reasons'])}")
-    if summary.get("thresholds") or summary.get("verdict") == "fail":
-        lines.append(f"verdict: {summary.get('verdict', 'pass').upper()}")
+    lines += verdict_lines(run_verdict(summary))
     lines.append(f"summary: {run_dir / 'summary.json'}")
     lines.append(f"report:  {run_dir / 'report.html'}")
+    return lines
+
+
+def verdict_lines(v: RunVerdict) -> list[str]:
+    """`verdict: FAIL`, a line per reason, how the run ended, and a line per warning."""
+    lines = [f"verdict: {v.verdict.upper()}"]
+    lines += [f"  - {r['kind']}: {r['text']}" for r in v.reasons]
+    if v.ended:
+        lines.append(v.ended)
+    lines += [f"warning: {w}" for w in v.warnings]
     return lines
 
 
