@@ -24,7 +24,7 @@ commands:
 
 To run a load test: locust -f locustfiles/chat.py (see README.md)."""
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = 2  # as verdict.EXIT_CODES (not imported: `loadtest --help` stays fast)
 EXIT_REGRESSION = 4
 EXIT_TOO_MUCH_OVERHEAD = 1
 
@@ -124,6 +124,7 @@ def _compare(argv: list[str]) -> int:
         DEFAULT_TOLERANCE,
         check_comparable,
         compare,
+        headline,
         load_summary,
         parse_tolerance,
         render_markdown,
@@ -174,12 +175,11 @@ def _compare(argv: list[str]) -> int:
     else:
         print("\n".join(str(path) for path, _ in written))
 
-    tol = ns.tolerance.strip()
     if comparison.regressed:
         found = "; ".join(comparison.regressions)
-        print(f"loadtest compare: regression beyond {tol}: {found} ({ns.output})", file=sys.stderr)
+        print(f"loadtest compare: {headline(comparison)}: {found} ({ns.output})", file=sys.stderr)
         return EXIT_REGRESSION
-    print(f"loadtest compare: no regression beyond {tol} ({ns.output})", file=sys.stderr)
+    print(f"loadtest compare: {headline(comparison)} ({ns.output})", file=sys.stderr)
     return 0
 
 

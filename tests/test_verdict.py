@@ -7,16 +7,25 @@ pick (tests/harness.py).
 
 from __future__ import annotations
 
-import html
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import markupsafe
 import pytest
 
 from loadtest import verdict
-from tests.conftest import FAST, NLX, STANDARD_FAILING, STANDARD_THRESHOLDS, TEST_KEY, LocustRun, StandardRun
+from tests.conftest import (
+    FAST,
+    NLX,
+    STANDARD_FAILING,
+    STANDARD_THRESHOLDS,
+    TEST_KEY,
+    LocustRun,
+    Mock,
+    StandardRun,
+)
 from tests.harness import ROOT, Run, config_error, turns_at_least
 from tests.mockthread import ThreadedMock
 
@@ -256,7 +265,7 @@ def agreed_verdict(run: Run) -> dict[str, Any]:
     for reason in summary["reasons"]:
         shown = reason["text"].split(" (observed")[0]
         assert shown in markdown and shown in run.output, shown
-        assert html.escape(shown, quote=False) in report, shown
+        assert str(markupsafe.escape(shown)) in report, shown
     for warning in summary.get("warnings", []):
         assert warning in run.output and warning in markdown
     return summary
@@ -283,7 +292,7 @@ def test_failed_answer_checks_fail_the_run_as_failed_turns(
     mock = thread_mock(*FAST)
     script = tmp_path / "check.yaml"
     script.write_text(
-        "scenarios:\n  - name: digits\n    turns:\n      - say: hi\n        expect: {matches: '^\\d+$'}\n"
+        "scenarios:\n  - name: digits\n    turns:\n      - user: hi\n        expect: {regex: '^\\d+$'}\n"
     )
     run = in_process(
         f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --conversations {script}",
@@ -314,7 +323,7 @@ def test_latency_only_thresholds_pass_with_a_warning_when_turns_failed(
     ("args", "fault", "status", "fix"),
     [
         (NLX, "http_401=100%", "HTTP 401", "NLX_API_KEY"),
-        ("--api openai --path /v2/chat/completions", None, "HTTP 404", "--path"),
+        ("--api openai --model m --path /v2/chat/completions", None, "HTTP 404", "--path"),
     ],
 )
 def test_a_refused_run_stops_at_once_with_exit_2_and_names_the_fix(
@@ -352,9 +361,10 @@ def test_no_fail_fast_goes_on_through_refusals(
 
 
 def test_a_run_without_a_finished_turn_is_empty_with_exit_5(
-    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
+    mock_server: Callable[..., Mock], in_process: Callable[..., Run]
 ) -> None:
-    mock = thread_mock("--ttft", "uniform:20s:21s")
+    # A mock process, not a thread: the stream it holds open is cut by the end of the run.
+    mock = mock_server("--ttft", "uniform:20s:21s")
     run = in_process(
         f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --threshold ttft.p95<1s",
         until=lambda environment: mock.stats()["requests"] >= 1,
@@ -388,3 +398,12 @@ def test_ctrl_c_before_the_planned_end_is_incomplete_with_exit_5(interrupted_run
     assert "incomplete" in markdown.splitlines()[0].lower() and reason["text"] in markdown
     junit = ET.parse(run.report_dir / "latest" / "junit.xml").getroot()
     assert junit.get("failures") == "1"  # the threshold held; the interruption is the failure
+
+
+def test_the_command_line_exits_with_the_codes_of_the_table() -> None:
+    from loadtest import cli
+
+    assert (
+        verdict.EXIT_BAD_INPUT.code,
+        verdict.EXIT_REGRESSION.code,
+    ) == (cli.EXIT_BAD_INPUT, cli.EXIT_REGRESSION)
