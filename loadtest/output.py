@@ -6,10 +6,12 @@ import importlib.metadata
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from loadtest import thresholds, verdict
 from loadtest.advice import end_warnings
 from loadtest.health import HealthMonitor
+from loadtest.options import OPTIONS
 from loadtest.recorder import TurnRecorder
 from loadtest.report import build_summary, console_lines, write_run
 from loadtest.report.schema import RunInfo, Summary
@@ -35,6 +37,7 @@ class RunOutput:
         uses_mock: bool,
         users: int,
         workers: int,
+        options: Any = None,
         exit_code_on_error: int = verdict.EXIT_FAILED_TURNS.code,
     ) -> Summary:
         metrics = self.recorder.metrics
@@ -65,6 +68,14 @@ class RunOutput:
             section["refused"] = run.refused
         if run.aborted_by:
             section["aborted_by_threshold"] = run.aborted_by
+        if run.reset_at is not None:
+            section["reset_at"] = run.reset_at.isoformat(timespec="seconds")
+            section["measured_s"] = round(run.measured_s(), 1)
+        section["settings"] = run_settings(options)
+        if run.workers_lost:
+            section["workers_lost"] = [
+                {"id": worker, "lost_after_s": after} for worker, after in sorted(run.workers_lost.items())
+            ]
         if run.workers_without_final:
             section["workers_without_final_report"] = sorted(run.workers_without_final)
         summary = build_summary(metrics, section, run.users_by_interval)
@@ -96,6 +107,20 @@ class RunOutput:
         for line in self.pending_console:
             print(line, file=sys.stderr)
         self.pending_console = []
+
+
+def run_settings(options: Any) -> dict[str, Any]:
+    """The value of every loadtest option the run went with, as given or defaulted, by its flag's
+    name. Secrets are not options (keys come from the environment), so nothing here is one."""
+    return {option.dest: _plain(option.raw(options)) for option in OPTIONS}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return str(value)
 
 
 def _version(package: str) -> str | None:

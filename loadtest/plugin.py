@@ -109,6 +109,8 @@ class Loadtest:
     # -- Locust events -----------------------------------------------------------------------------
 
     def on_init(self, environment: Any, runner: Any = None, **_: Any) -> None:
+        if self.role is not None:
+            return  # started already: see on_test_start
         self.environment = environment
         environment.loadtest = self
         if environment.web_ui is not None:
@@ -133,7 +135,11 @@ class Loadtest:
             print(f"loadtest: error: {exc}", file=sys.stderr)
             sys.exit(EXIT_CONFIG_ERROR)
 
-    def on_test_start(self, **_: Any) -> None:
+    def on_test_start(self, environment: Any = None, **_: Any) -> None:
+        if self.role is None and environment is not None:
+            # A worker that joins a running test gets its first spawn message, and so this event,
+            # before Locust fires init on it.
+            self.on_init(environment, environment.runner)
         self._role().on_test_start()
 
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
@@ -144,6 +150,9 @@ class Loadtest:
 
     def on_quitting(self, **_: Any) -> None:
         self._role().on_quitting()
+
+    def on_reset_stats(self, **_: Any) -> None:
+        self._role().on_reset()
 
     def on_quit(self, **_: Any) -> None:
         self._role().print_console()
@@ -178,6 +187,7 @@ def register(events: Any) -> Loadtest:
     events.spawning_complete.add_listener(lt.on_spawning_complete)
     events.test_stop.add_listener(lt.on_test_stop)
     events.quitting.add_listener(lt.on_quitting)
+    events.reset_stats.add_listener(lt.on_reset_stats)
     events.quit.add_listener(lt.on_quit)
     return lt
 

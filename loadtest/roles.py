@@ -18,10 +18,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.event
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import advice, progress
-from loadtest.handshake import MasterLink, WorkerLink
+from loadtest.handshake import FINAL_GRACE_S, MasterLink, WorkerLink
 from loadtest.output import RunOutput
 from loadtest.report.schema import Summary
 from loadtest.run import Run
@@ -71,6 +72,10 @@ class Reporting:
         self.watchers: list[Watcher] = []
         # The signal that is ending the run, when loadtest saw it first (Ctrl-C).
         self.signal: str | None = None
+        # Set while the outputs are being written after the test stopped (a master waits for its
+        # workers' final data then): Locust's shutdown must wait for them.
+        self.stopping = False
+        self.written = gevent.event.Event()
 
     def start(self) -> Run:
         lt = self.lt
@@ -117,29 +122,50 @@ class Reporting:
             uses_mock=lt.uses_mock,
             users=int(getattr(lt.runner, "target_user_count", None) or 0),
             workers=self.count_workers(self.run),
+            options=lt.environment.parsed_options,
             exit_code_on_error=int(
                 getattr(lt.environment.parsed_options, "exit_code_on_error", None) or EXIT_FAILED_TURNS.code
             ),
         )
+
+    def reset(self) -> None:
+        """Locust's RESET: the figures start afresh, and the summary says when."""
+        if self.run is not None:
+            self.lt.recorder.reset()
+            self.run.reset()
+            logger.info("loadtest: figures reset; the summary covers the run from here")
 
     def interrupt(self) -> None:
         """A signal is ending the run (Ctrl-C, SIGTERM): it was cut, not finished."""
         if self.run is not None:
             self.run.stop(StoppedBy.SIGNAL, signal=self.signal or "SIGTERM")
 
-    def finish(self) -> None:
+    def finish(self, ended_by: str | None = None) -> None:
         """Write every output of the run, once."""
         run = self.run
         if run is None:
             return
         settings = self.lt.current_settings()
-        run.stop(self._ended_by(run, settings.headless))
+        run.stop(ended_by or self._ended_by(run, settings.headless))
         summary = self.summary()
         self.run = None
         self.output.write(summary, settings)
         self.lt.environment.process_exit_code = summary["exit_code"]
         if not settings.headless:
             self.output.print_console()
+
+    def begin_stopping(self) -> None:
+        self.stopping = True
+        self.written.clear()
+
+    def end_stopping(self) -> None:
+        self.stopping = False
+        self.written.set()
+
+    def wait_written(self, timeout: float) -> None:
+        """Locust is shutting down while the outputs are being written: let them be written."""
+        if self.stopping and not self.written.wait(timeout=timeout):
+            logger.error("loadtest: the run's outputs were not written within %.0f s", timeout)
 
     @staticmethod
     def _ended_by(run: Run, headless: bool) -> str:
@@ -179,6 +205,9 @@ class Role:
     def on_test_stop(self) -> None:
         raise NotImplementedError
 
+    def on_reset(self) -> None:
+        """Locust's RESET button (`/stats/reset`)."""
+
     def on_quitting(self) -> None:
         """Ctrl-C or SIGTERM while a test runs."""
 
@@ -196,7 +225,13 @@ class _Reporter(Role):
     def on_spawning_complete(self, user_count: int) -> None:
         if self.reporting.run is not None:
             self.reporting.run.peak_users = max(self.reporting.run.peak_users, user_count)
+            # Locust's --reset-stats resets its own figures here, to drop the ramp-up: ours too.
+            if self.lt.environment.reset_stats:
+                self.on_reset()
         super().on_spawning_complete(user_count)
+
+    def on_reset(self) -> None:
+        self.reporting.reset()
 
     def on_init(self) -> None:
         # Python raises Ctrl-C's KeyboardInterrupt in whatever greenlet runs at that moment, often a
@@ -236,7 +271,12 @@ class _Reporter(Role):
     def on_quitting(self) -> None:
         # Locust picks its exit code right after the quitting event: stop the test now, so the
         # summary and the verdict exist before that.
-        if self.reporting.run is not None and self.lt.runner is not None:
+        if self.reporting.stopping:
+            # The test has stopped and its outputs are being written (a master may be waiting for
+            # its workers' final data when Locust shuts down because the last worker quit).
+            timeout = float(self.lt.environment.stop_timeout or 0) + FINAL_GRACE_S + 5
+            self.reporting.wait_written(timeout)
+        elif self.reporting.run is not None and self.lt.runner is not None:
             self.reporting.interrupt()
             self.lt.runner.stop()
 
@@ -274,31 +314,38 @@ class MasterRole(_Reporter):
         self.link.begin(run, self.lt.uses_mock)
 
     def on_test_stop(self) -> None:
-        self.reporting.stop_watching()
-        self.link.collect(float(self.lt.environment.stop_timeout or 0))
-        self.reporting.finish()
+        reporting = self.reporting
+        reporting.begin_stopping()
+        try:
+            reporting.stop_watching()
+            self.link.collect(float(self.lt.environment.stop_timeout or 0))
+            run = reporting.run
+            # Locust stops the test itself when its last worker went missing.
+            all_lost = run is not None and bool(run.workers) and run.workers <= run.workers_lost.keys()
+            reporting.finish(StoppedBy.WORKERS_LOST if all_lost else None)
+        finally:
+            reporting.end_stopping()
+
+    def on_reset(self) -> None:
+        super().on_reset()
+        self.link.reset()
 
 
 class WorkerRole(Role):
     def __init__(self, lt: Loadtest) -> None:
         super().__init__(lt)
         self.generation = Generation(lt)
-        self.link = WorkerLink(lt.runner, lt.recorder, lt.health, self._on_config)
-        self.run_id: str | None = None
-        self.processes = 1
+        self.link = WorkerLink(lt.runner, lt.recorder, lt.health)
 
     def on_init(self) -> None:
         """Nothing to check: the host and the options come from the master with each test."""
 
-    def _on_config(self, config: dict[str, Any]) -> None:
-        self.lt.uses_mock = bool(config.get("uses_mock"))
-        self.run_id = config.get("run_id")
-        self.processes = int(config.get("processes") or 1)
-        self.lt.forget_settings()
-
     def on_test_start(self) -> None:
+        config = self.link.run_config()
+        self.lt.uses_mock = bool(config.get("uses_mock"))
+        self.lt.forget_settings()
         self.lt.recorder.reset()
-        self.generation.start(self.run_id, self.processes)
+        self.generation.start(config.get("run_id"), int(config.get("processes") or 1))
 
     def on_test_stop(self) -> None:
         self.generation.stop()

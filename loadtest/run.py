@@ -32,15 +32,26 @@ class Run:
     refused: str | None = None
     # One line each, found at the start (options with no effect); the end adds its own.
     warnings: list[str] = field(default_factory=list)
+    # Locust's RESET (or --reset-stats): the figures cover the time since the last one.
+    reset_at: datetime | None = None
+    reset_monotonic: float | None = None
     # The most users active in each time-series interval.
     users_by_interval: dict[int, int] = field(default_factory=dict)
     # Master only: workers that took part, and those whose final data arrived.
     workers: set[str] = field(default_factory=set)
     workers_final: set[str] = field(default_factory=set)
+    # Workers that went missing (no heartbeat, connection gone) before their final data: when, in
+    # seconds after the start. What they reported until then is kept.
+    workers_lost: dict[str, float] = field(default_factory=dict)
 
     @property
     def workers_without_final(self) -> set[str]:
-        return self.workers - self.workers_final
+        """Workers that neither sent their final data nor were seen lost (the wait for it timed out)."""
+        return self.workers - self.workers_final - self.workers_lost.keys()
+
+    def worker_lost(self, worker: str) -> None:
+        if worker not in self.workers_final and worker not in self.workers_lost:
+            self.workers_lost[worker] = round(self.elapsed_s(), 1)
 
     def stop(self, by: str, *, signal: str | None = None) -> None:
         """Record what ended the run; the first cause wins (a signal during a threshold abort's stop
@@ -48,6 +59,14 @@ class Run:
         if self.stopped_by is None:
             self.stopped_by = by
             self.signal = signal
+
+    def reset(self) -> None:
+        self.reset_at = datetime.now(UTC)
+        self.reset_monotonic = time.monotonic()
+
+    def measured_s(self) -> float:
+        """The seconds the figures cover: since the start, or since the last reset."""
+        return time.monotonic() - (self.reset_monotonic or self.started_monotonic)
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_monotonic

@@ -143,10 +143,19 @@ def _reasons(summary: Mapping[str, Any], strict_client: bool) -> list[Reason]:
     planned = number(run.get("planned_duration_s"))
     if planned is not None and stopped_by in (StoppedBy.SIGNAL, StoppedBy.UI, StoppedBy.WORKERS_LOST):
         reasons.append(_reason(ReasonKind.INTERRUPTED, interrupted_text(run)))
-    lost = sorted(set(run.get("workers_lost") or []) | set(run.get("workers_without_final_report") or []))
+    lost = [
+        f"{entry.get('id')} (lost after {_seconds(number(entry.get('lost_after_s')))})"
+        for entry in run.get("workers_lost") or []
+        if isinstance(entry, Mapping)
+    ]
+    lost += [f"{worker} (no final data)" for worker in run.get("workers_without_final_report") or []]
     if lost:
         reasons.append(
-            _reason(ReasonKind.WORKERS_LOST, f"data from {len(lost)} worker(s) lost: {', '.join(lost)}")
+            _reason(
+                ReasonKind.WORKERS_LOST,
+                f"run incomplete: data from {len(lost)} worker{'s' if len(lost) > 1 else ''} lost: "
+                + ", ".join(lost),
+            )
         )
     return reasons
 

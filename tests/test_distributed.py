@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +15,23 @@ from hdrh.histogram import HdrHistogram
 from loadtest.metrics import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
 from loadtest.report.turns import read_turns
 from tests.conftest import (
+    LOCUSTFILE,
+    ROOT,
     TEST_KEY,
     Finish,
     LocustRun,
     background,
     free_port,
     locust_env,
+    popen_locust,
     start_background_mock,
     start_locust,
+    wait_locust,
 )
+from tests.harness import wait_for
+
+SHORT_HEARTBEAT = ROOT / "tests" / "locustfiles" / "short_heartbeat.py"
+CONVERSATIONS = ROOT / "locustfiles" / "conversations.yaml"
 
 FAST = ("--ttft", "uniform:20ms:60ms", "--itl", "uniform:1ms:5ms", "--chunks", "uniform:2:8")
 CHANNEL = ["--nlx-deployment", "dep1", "--nlx-channel", "web-en-US"]
@@ -111,3 +123,196 @@ def test_processes_mode_against_the_built_in_mock(processes_run: LocustRun) -> N
     counts = summary["counts"]
     assert counts["turns_ok"] > 0 and counts["turns"] == counts["turns_ok"]
     assert summary["metrics"]["ttft_ms"]["count"] == counts["turns_ok"]
+
+
+# --- workers that die, join late, or outlive their master ---------------------------------------------
+
+
+def _turn_logs(report_dir: Path) -> dict[int, int]:
+    """Turns each process logged, by its pid (the turn log is `turns-{host}-{pid}.jsonl`)."""
+    counts: dict[int, int] = {}
+    for path in report_dir.glob("*/turns-*.jsonl"):
+        pid = int(path.stem.rsplit("-", 1)[1])
+        counts[pid] = sum(1 for line in path.read_bytes().split(b"\n") if line)
+    return counts
+
+
+def _logged_turns(report_dir: Path, at_least: int = 1) -> Callable[[], bool]:
+    return lambda: sum(_turn_logs(report_dir).values()) >= at_least
+
+
+@dataclass
+class Cluster:
+    master: subprocess.Popen[str]
+    workers: list[subprocess.Popen[str]]
+    folder: Path
+    report_dir: Path
+    port: int
+    env: dict[str, str]
+
+    def add_worker(self, name: str, locustfile: Path = LOCUSTFILE) -> subprocess.Popen[str]:
+        args = [
+            "--think-time",
+            "0.05",
+            "--turn-log",
+            *CHANNEL,
+            "--worker",
+            "--conversations",
+            str(CONVERSATIONS),
+        ]
+        args += ["--master-host", "127.0.0.1", "--master-port", str(self.port)]
+        worker, _ = popen_locust(
+            args, self.folder / name, env=self.env, locustfile=locustfile, headless=False,
+            report_dir=self.report_dir,
+        )  # fmt: skip
+        self.workers.append(worker)
+        return worker
+
+    def finish(self) -> LocustRun:
+        try:
+            run = wait_locust(self.master, self.folder / "master", self.report_dir)
+            for worker in self.workers:
+                worker.wait(timeout=30)
+            return run
+        finally:
+            for proc in (self.master, *self.workers):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+
+def _cluster(
+    folder: Path, mock_url: str, *, workers: int, run_time: str, worker_file: Path = LOCUSTFILE
+) -> Cluster:
+    port = free_port()
+    env = locust_env(NLX_API_KEY=TEST_KEY)
+    report_dir = folder / "reports"
+    # The master's options go to its workers with the spawn: --conversations too.
+    args = ["--think-time", "0.05", "--turn-log", "--stop-timeout", "10", *CHANNEL, "--master"]
+    args += ["--conversations", str(CONVERSATIONS)]
+    args += [
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--expect-workers",
+        str(workers),
+    ]
+    args += ["-u", "6", "-r", "6", "-t", run_time, "--host", mock_url]
+    master, _ = popen_locust(args, folder / "master", env=env, report_dir=report_dir)
+    cluster = Cluster(master, [], folder, report_dir, port, env)
+    for i in range(workers):
+        cluster.add_worker(f"worker{i}", worker_file)
+    return cluster
+
+
+@dataclass
+class LostWorkerRun:
+    run: LocustRun
+    killed: int  # pid of the worker killed with SIGKILL
+    late: int  # pid of the worker that joined mid-run
+    logged: dict[int, int]  # turns each worker logged, by pid
+
+
+@background
+def lost_worker_run(folder: Path) -> Finish:
+    """Two workers; once turns flow, one is killed with SIGKILL and a third joins the run."""
+    mock = start_background_mock(*FAST)
+    cluster = _cluster(folder, mock.url, workers=2, run_time="9s")
+
+    def finish() -> LostWorkerRun:
+        try:
+            assert wait_for(_logged_turns(cluster.report_dir, 10), 60), (
+                folder / "master" / "stderr"
+            ).read_text()
+            killed = cluster.workers[0]
+            killed.kill()
+            late = cluster.add_worker("late")
+            run = cluster.finish()
+            return LostWorkerRun(run, killed.pid, late.pid, _turn_logs(cluster.report_dir))
+        finally:
+            mock.process.stop()
+
+    return finish
+
+
+def test_a_worker_killed_mid_run_loses_no_data_and_the_run_is_incomplete(
+    lost_worker_run: LostWorkerRun,
+) -> None:
+    run, logged = lost_worker_run.run, lost_worker_run.logged
+    summary = run.summary()
+    assert (run.returncode, summary["verdict"], summary["exit_code"]) == (5, "incomplete", 5), run.stderr[
+        -3000:
+    ]
+    [lost] = summary["run"]["workers_lost"]
+    assert lost["lost_after_s"] > 0
+    [reason] = summary["reasons"]
+    assert reason["kind"] == "workers_lost" and lost["id"] in reason["text"]
+    # Every turn of the workers that lived is counted, and what the killed one reported before it died.
+    survivors = sum(n for pid, n in logged.items() if pid != lost_worker_run.killed)
+    assert survivors <= summary["counts"]["turns"] <= survivors + logged.get(lost_worker_run.killed, 0)
+    # The worker that joined mid-run took part.
+    assert logged.get(lost_worker_run.late, 0) > 0 and summary["run"]["workers"] == 3
+    run_dir = run.report_dir / "latest"
+    assert "incomplete" in (run_dir / "summary.md").read_text(encoding="utf-8").splitlines()[0].lower()
+    junit = (run_dir / "junit.xml").read_text(encoding="utf-8")
+    assert 'name="workers_lost"' in junit and "<failure" in junit
+    assert "INCOMPLETE" in (run_dir / "report.html").read_text(encoding="utf-8")
+
+
+@background
+def master_sigterm_run(folder: Path) -> Finish:
+    """A master and one worker, `-t 60s`, the master stopped with SIGTERM once turns flow."""
+    mock = start_background_mock(*FAST)
+    cluster = _cluster(folder, mock.url, workers=1, run_time="60s")
+
+    def finish() -> tuple[LocustRun, dict[int, int], dict[str, Any]]:
+        try:
+            assert wait_for(_logged_turns(cluster.report_dir), 60), (folder / "master" / "stderr").read_text()
+            cluster.master.send_signal(signal.SIGTERM)
+            run = cluster.finish()
+            return run, _turn_logs(cluster.report_dir), mock.stats()
+        finally:
+            mock.process.stop()
+
+    return finish
+
+
+def test_sigterm_on_the_master_still_collects_every_turn_of_its_workers(
+    master_sigterm_run: tuple[LocustRun, dict[int, int], dict[str, Any]],
+) -> None:
+    run, logged, served = master_sigterm_run
+    summary = run.summary()
+    assert (run.returncode, summary["verdict"]) == (5, "incomplete"), run.stderr[-3000:]
+    assert summary["run"]["stopped_by"] == "signal" and summary["run"]["signal"] == "SIGTERM"
+    assert "workers_lost" not in summary["run"] and "workers_without_final_report" not in summary["run"]
+    counts = summary["counts"]
+    assert counts["turns"] == sum(logged.values()) > 0
+    assert counts["turns_ok"] + counts["turns_failed"] <= served["turns"]
+
+
+@background
+def master_killed_run(folder: Path) -> Finish:
+    """The master killed with SIGKILL mid-run: its worker (with Locust's master heartbeat timeout cut to
+    2 s by a test locustfile, as 60 s is too long for a test) must not go on alone."""
+    mock = start_background_mock(*FAST)
+    cluster = _cluster(folder, mock.url, workers=1, run_time="60s", worker_file=SHORT_HEARTBEAT)
+
+    def finish() -> int | None:
+        try:
+            assert wait_for(_logged_turns(cluster.report_dir), 60), (folder / "master" / "stderr").read_text()
+            cluster.master.kill()
+            [worker] = cluster.workers
+            try:
+                return worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                return None
+        finally:
+            cluster.finish()
+            mock.process.stop()
+
+    return finish
+
+
+def test_a_worker_does_not_outlive_its_master(master_killed_run: int | None) -> None:
+    assert master_killed_run is not None, "the worker still ran 20 s after its master was killed"

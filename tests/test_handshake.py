@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from locust.event import Events
+from locust.runners import STATE_MISSING, STATE_RUNNING
 
-from loadtest.handshake import CONFIG_MESSAGE, MasterLink, WorkerLink
+from loadtest.handshake import RUN_OPTION, MasterLink, WorkerLink
 from loadtest.health import HealthMonitor
 from loadtest.metrics import Histogram
 from loadtest.recorder import TurnRecorder
@@ -26,6 +28,27 @@ class Msg:
 @dataclass
 class Env:
     events: Events = field(default_factory=Events)
+    parsed_options: Any = field(default_factory=argparse.Namespace)
+
+
+@dataclass
+class Client:
+    id: str
+    state: str
+
+
+@dataclass
+class Clients:
+    """Locust's WorkerNodes: every connected worker, by id."""
+
+    by_id: dict[str, Client]
+
+    @property
+    def all(self) -> list[Client]:
+        return list(self.by_id.values())
+
+    def get(self, worker: str) -> Client | None:
+        return self.by_id.get(worker)
 
 
 class Node:
@@ -33,14 +56,15 @@ class Node:
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
+        self.state = STATE_RUNNING
         self.environment = Env()
         self.handlers: dict[str, Any] = {}
         self.peers: list[Node] = []
         self.user_count = 0
 
     @property
-    def clients(self) -> Any:
-        return type("Clients", (), {"all": [type("Client", (), {"id": p.node_id})() for p in self.peers]})()
+    def clients(self) -> Clients:
+        return Clients({peer.node_id: Client(peer.node_id, peer.state) for peer in self.peers})
 
     def register_message(self, name: str, handler: Any) -> None:
         self.handlers[name] = handler
@@ -67,21 +91,39 @@ def connect(
         node = Node(f"w{i}")
         node.peers, master.peers = [master], [*master.peers, node]
         recorder = TurnRecorder()
-        configs: list[dict[str, Any]] = []
-        link = WorkerLink(node, recorder, HealthMonitor(), configs.append)
-        node.configs = configs  # type: ignore[attr-defined]
+        link = WorkerLink(node, recorder, HealthMonitor())
         workers.append((node, link, recorder))
     return master, master_link, master_recorder, workers
 
 
-def test_the_master_tells_every_worker_the_run_and_how_many_share_the_rate() -> None:
-    _, link, _, workers = connect(2)
+def spawn(master: Node, worker: Node) -> None:
+    """What Locust's spawn message does with the master's custom options: copies them to the worker."""
+    vars(worker.environment.parsed_options).update(vars(master.environment.parsed_options))
+
+
+def test_the_run_and_how_many_share_the_rate_travel_with_the_spawn_message() -> None:
+    master, link, _, workers = connect(2)
     run = Run()
     link.begin(run, uses_mock=True)
     assert run.workers == {"w0", "w1"}
-    for node, _, _ in workers:
-        assert node.configs == [{"uses_mock": True, "run_id": run.id, "processes": 2}]  # type: ignore[attr-defined]
-    assert CONFIG_MESSAGE in workers[0][0].handlers
+    for node, worker_link, _ in workers:
+        assert worker_link.run_config() == {}
+        spawn(master, node)
+        assert worker_link.run_config() == {"uses_mock": True, "run_id": run.id, "processes": 2}
+    assert RUN_OPTION in vars(master.environment.parsed_options)
+
+
+def test_a_worker_joining_mid_run_takes_part_and_the_share_follows() -> None:
+    master, link, _, workers = connect(2)
+    run = Run()
+    link.begin(run, uses_mock=False)
+    try:
+        link._on_worker_connect("w9")
+        assert run.workers == {"w0", "w1", "w9"}
+        spawn(master, workers[0][0])
+        assert workers[0][1].run_config()["processes"] == 3
+    finally:
+        link.collect(stop_timeout=0)
 
 
 def test_reports_and_final_data_merge_exactly_on_the_master() -> None:
@@ -98,7 +140,7 @@ def test_reports_and_final_data_merge_exactly_on_the_master() -> None:
                 node.periodic_report(master)  # part of the data travels with a periodic report
         recorder.turn(failed_turn("http_500"), "s", 2, "c", intended_ns=0)
         worker_link.send_final()
-    assert not run.workers_without_final and link.finals_arrived.is_set()
+    assert not run.workers_without_final
     merged = master_recorder.metrics
     assert merged.counts["turns_ok"] == 100 and merged.counts["turns_failed"] == 2
     assert merged.errors["http_500"].count == 2
@@ -116,3 +158,18 @@ def test_a_worker_whose_final_data_never_comes_is_named(caplog: pytest.LogCaptur
         link.collect(stop_timeout=0)
     assert run.workers_without_final == {"w1"}
     assert "no final data from workers ['w1']" in caplog.text
+
+
+def test_a_worker_locust_marks_missing_is_lost_and_not_waited_for(caplog: pytest.LogCaptureFixture) -> None:
+    master, link, _, workers = connect(2)
+    run = Run()
+    link.begin(run, uses_mock=False)
+    workers[0][1].send_final()
+    workers[1][0].state = STATE_MISSING  # no heartbeat: Locust's master marks it so
+    with caplog.at_level(logging.WARNING, logger="loadtest"):
+        link.collect(stop_timeout=60)  # returns at once: nobody left to wait for
+    assert set(run.workers_lost) == {"w1"} and not run.workers_without_final
+    assert "worker w1 lost" in caplog.text
+    master.peers.remove(workers[0][0])  # a worker that sent its final data and quit is not lost
+    link.note_lost_workers()
+    assert set(run.workers_lost) == {"w1"}

@@ -89,6 +89,8 @@ class RunInfo(TypedDict, total=False):
     gc: str | None
     system_fingerprints: list[str]
     workers_without_final_report: list[str]
+    # Workers that went missing mid-run: {"id", "lost_after_s"}; their data until then is kept.
+    workers_lost: list[dict[str, Any]]
     aborted_by_threshold: str
     # What was planned (-t, or the --stages total; None: until stopped) and what ended the run: one
     # of `verdict.STOPPED_BY`; `signal` names it (SIGINT, SIGTERM) when one did.
@@ -97,6 +99,12 @@ class RunInfo(TypedDict, total=False):
     signal: str
     # Fail-fast: the line naming the refusal (every first turn 401, 403 or 404) and its fix.
     refused: str
+    # Locust's RESET during the run: when the last one was, and the seconds the figures cover since.
+    reset_at: str
+    measured_s: float
+    # The options the run went with, as given or defaulted (`options.OPTIONS` by their flag's name;
+    # never a secret: keys come from the environment only).
+    settings: dict[str, Any]
 
 
 class Reason(TypedDict):
@@ -248,10 +256,13 @@ def duration_s(run: Mapping[str, object]) -> float | None:
 
 
 def throughput(summary: Mapping[str, object]) -> float | None:
-    """Completed turns per second over the run; None without a duration."""
+    """Completed turns per second over the time the figures cover (since a RESET, when there was one);
+    None without a duration."""
     ok = count_of(summary, "turns_ok")
     run = summary.get("run")
-    seconds = duration_s(cast(Mapping[str, object], run)) if isinstance(run, Mapping) else None
+    seconds = None
+    if isinstance(run, Mapping):
+        seconds = number(run.get("measured_s")) or duration_s(cast(Mapping[str, object], run))
     if ok is None or not seconds:
         return None
     return ok / seconds
