@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from locust import User, constant, task
@@ -12,7 +13,9 @@ from locust.event import Events
 from loadtest.plugin import Loadtest
 from loadtest.roles import LocalRole, MasterRole, Reporting, role_for
 from loadtest.run import Run
-from tests.conftest import free_port
+from tests.conftest import FAST, NLX, TEST_KEY, free_port
+from tests.harness import Run as HarnessRun
+from tests.mockthread import ThreadedMock
 
 
 class Idle(User):
@@ -45,3 +48,33 @@ def test_a_master_runner_gets_the_master_role_which_counts_its_workers(loadtest:
     assert role.reporting.count_workers(Run()) == 0  # a master that no worker reached
     local = Reporting(loadtest, lambda run: 1)
     assert local.count_workers(run) == 1
+
+
+def test_locusts_reset_clears_the_figures_and_the_summary_says_when(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., HarnessRun]
+) -> None:
+    mock = thread_mock(*FAST)
+    reset_after: list[int] = []
+
+    def reset_then_more(environment: Any) -> bool:
+        turns = int(environment.runner.stats.total.num_requests)
+        if not reset_after and turns >= 10:
+            reset_after.append(turns)
+            environment.events.reset_stats.fire()  # what the web UI's RESET does first
+        return bool(reset_after) and turns >= reset_after[0] + 5
+
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0.01-0.02 --history last",
+        until=reset_then_more,
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    summary = run.summary()
+    served = mock.stats()["turns"]
+    # The figures cover the turns after the reset only (a turn may be in flight at the reset).
+    assert summary["counts"]["turns"] <= served - reset_after[0] + 1
+    assert summary["run"]["reset_at"] >= summary["run"]["started"]
+    assert summary["run"]["measured_s"] < summary["run"]["duration_s"]
+    # The settings the run went with, as given: the form's values in the web UI, the flags here.
+    settings = summary["run"]["settings"]
+    assert settings["think_time"] == "0.01-0.02" and settings["history"] == "last"
+    assert TEST_KEY not in str(settings)
