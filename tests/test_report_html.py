@@ -640,3 +640,17 @@ def test_latency_over_time_uses_the_metric_shades() -> None:
     assert [s["label"] for s in spec["series"]] == [s.label for s in catalog.TIMELINE_STATS]
     assert [s["color"] for s in spec["series"]] == list(catalog.TURN_LATENCY.shades)
     assert len(spec["data"]) == 1 + len(catalog.TIMELINE_STATS) and len(spec["data"][0]) == len(tl.t)
+
+
+def test_the_settings_of_the_run_and_lost_workers_are_shown_and_compared() -> None:
+    summary = copy.deepcopy(passing_run())
+    summary["run"]["settings"] = {"think_time": "0.5-1", "history": "last", "threshold": ["ttft.p95<1s"]}
+    summary["run"]["workers_lost"] = [{"id": "worker-7", "lost_after_s": 9.5}]
+    html = render_html(summary)
+    assert "<code>--think-time</code>" in html and "0.5-1" in html and "ttft.p95&lt;1s" in html
+    assert "worker-7 after" in html and "{" not in _text(html.split('id="run"')[1].split("</section>")[0])
+    baseline = copy.deepcopy(summary)
+    baseline["run"]["settings"]["think_time"] = "1-3"
+    page = render_compare_html(compare(baseline, summary, 0.1), baseline, summary)
+    row = next(line for line in page.splitlines() if "--think-time" in line)
+    assert "1-3" in page and "0.5-1" in page and row

@@ -63,6 +63,9 @@ RUN_FACTS = (
     ("planned_duration_s", "planned duration"),
     ("stopped_by", "stopped by"),
     ("signal", "signal"),
+    ("workers_lost", "workers lost"),
+    ("reset_at", "figures reset at"),
+    ("measured_s", "figures cover (s)"),
     ("loadtest_version", "loadtest"),
     ("locust_version", "Locust"),
     ("system_fingerprints", "system fingerprints"),
@@ -72,6 +75,8 @@ CODE_FACTS = frozenset({"id", "host", "deployment", "channel"})
 OWN_FACTS = frozenset({"id", "started", "ended", "duration_s"})
 COMPARED_COUNTS = ("turns", "turns_ok", "turns_failed", "turns_cut", "conversations_completed", "chunks")
 UPLOT_VERSION = "1.6.32"
+# run.settings: shown in a card of its own, not among the facts.
+SETTINGS_KEY = "settings"
 
 
 def render_html(summary: Mapping[str, Any]) -> str:
@@ -93,6 +98,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
         tiles=_tiles(summary),
         thresholds=[_threshold(t) for t in _thresholds_of(summary)],
         facts=_facts(run),
+        settings=_settings(run),
         latency=_latency(metrics),
         distributions=_distributions(metrics, specs),
         over_time=_over_time(summary, specs),
@@ -337,6 +343,7 @@ class Value:
 
 
 def _facts(run: Mapping[str, Any]) -> list[tuple[str, Value]]:
+    run = _without_settings(run)
     items = [(label, _fact(key, run)) for key, label in RUN_FACTS if run.get(key) is not None]
     if "duration_s" not in run:
         seconds = duration_s(run)
@@ -347,6 +354,28 @@ def _facts(run: Mapping[str, Any]) -> list[tuple[str, Value]]:
         (key.replace("_", " "), _fact(key, run)) for key in run if key not in known and run[key] is not None
     ]
     return items
+
+
+def _without_settings(run: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in run.items() if key != SETTINGS_KEY}
+
+
+def _settings(run: Mapping[str, Any]) -> list[tuple[str, Value]]:
+    """The options the run went with (`run.settings`), as `--flag value` rows."""
+    settings = _mapping(run.get(SETTINGS_KEY))
+    return [(f"--{name.replace('_', '-')}", _setting_value(value)) for name, value in settings.items()]
+
+
+def _setting_value(value: Any) -> Value:
+    if value is None or value == [] or value == "":
+        return Value("–", "dim")
+    if isinstance(value, bool):
+        return Value("on" if value else "off")
+    if isinstance(value, list | tuple):
+        return Value("; ".join(str(item) for item in value))
+    if isinstance(value, float):
+        return Value(f"{value:g}")
+    return Value(str(value))
 
 
 def _fact(key: str, run: Mapping[str, Any]) -> Value:
@@ -361,6 +390,11 @@ def _fact(key: str, run: Mapping[str, Any]) -> Value:
     if key == "planned_duration_s":
         planned = number(value)
         return Value(_duration(planned) if planned else str(value))
+    if key == "workers_lost" and isinstance(value, list):
+        lost = [_mapping(v) for v in value]
+        return Value(
+            ", ".join(f"{w.get('id')} after {_duration(number(w.get('lost_after_s')) or 0)}" for w in lost)
+        )
     if isinstance(value, list | tuple):
         return Value(", ".join(str(v) for v in value)) if value else Value("none", "dim")
     return Value(str(value), "code" if key in CODE_FACTS else "")
@@ -688,6 +722,17 @@ class FactPair:
 
 
 def _facts_side_by_side(b_run: Mapping[str, Any], n_run: Mapping[str, Any]) -> list[FactPair]:
+    pairs = _run_facts_side_by_side(_without_settings(b_run), _without_settings(n_run))
+    # The options of the two runs, one row each: a changed think time explains a changed latency.
+    b_settings, n_settings = dict(_settings(b_run)), dict(_settings(n_run))
+    missing = Value("–", "dim")
+    for flag in dict.fromkeys([*b_settings, *n_settings]):
+        before, after = b_settings.get(flag, missing), n_settings.get(flag, missing)
+        pairs.append(FactPair(flag, before, after, before != after))
+    return pairs
+
+
+def _run_facts_side_by_side(b_run: Mapping[str, Any], n_run: Mapping[str, Any]) -> list[FactPair]:
     labels = dict(RUN_FACTS)
     keys = [key for key in labels if key in b_run or key in n_run]
     keys += [k for k in dict.fromkeys([*b_run, *n_run]) if k not in labels]
