@@ -1,5 +1,7 @@
-# Everything runs from .venv, created on first use.
-PYTHON ?= python3.11
+# Everything runs from .venv, created on first use with the newest of PYTHONS that is at least
+# MIN_PYTHON, or with `make PYTHON=/path/to/python3.x` (checked the same way).
+PYTHONS := python3.13 python3.12 python3.11 python3
+MIN_PYTHON := 3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -9,24 +11,51 @@ TEST_STAMP := $(VENV)/.installed-test
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo test check lint typecheck bench soak fuzz clean
+.PHONY: install demo test check lint typecheck bench soak fuzz clean smoke-newest
 
-# The venv and its pip, then the package with EXTRAS (one resolution: the test install does not
-# install the plain package first).
+# $(call newest_python,NAMES): "NAME VERSION" of the newest of NAMES that runs and is at least
+# MIN_PYTHON; else "none" and what was found instead ("none (python3 is 3.9.2)"). A name that does not
+# run (missing, or a pyenv shim of a version not selected) is passed over.
+newest_python = $(shell for p in $(1); do v=$$("$$p" --version 2>&1) && echo "$$p $$v"; done | awk \
+	-v min=$(MIN_PYTHON) 'BEGIN { split(min, m, ".") } \
+	$$2 == "Python" { \
+		split($$3, v, "."); \
+		if (v[1] + 0 < m[1] + 0 || (v[1] + 0 == m[1] + 0 && v[2] + 0 < m[2] + 0)) { \
+			old = old (old == "" ? "" : ", ") $$1 " is " $$3; next \
+		} \
+		key = v[1] * 1000000 + v[2] * 1000 + v[3]; \
+		if (key > best) { best = key; pick = $$1 " " $$3 } \
+	} \
+	END { print (pick != "" ? pick : "none" (old == "" ? "" : " (" old ")")) }')
+
+python_candidates = $(or $(PYTHON),$(PYTHONS))
+no_python = no Python $(MIN_PYTHON) or newer among $(python_candidates)$(if $(2), $(2)): install \
+	Python $(MIN_PYTHON) or newer, or name one with make PYTHON=/path/to/python3.x
+checked_python = $(if $(filter none,$(firstword $(1))),$(error $(call no_python,,$(wordlist 2,999,$(1)))),$(1))
+
+# The Python that creates .venv, "NAME VERSION": looked for once, and only when .venv is to be made.
+VENV_PYTHON = $(eval VENV_PYTHON := $$(call checked_python,$$(call newest_python,$(python_candidates))))$(VENV_PYTHON)
+
+# Order-only below: the stamps are not remade because the venv's interpreter is newer than them.
+$(BIN)/python:
+	@echo "make: creating $(VENV) with $(word 1,$(VENV_PYTHON)) (Python $(word 2,$(VENV_PYTHON)))"
+	$(word 1,$(VENV_PYTHON)) -m venv $(VENV)
+
+# The venv's pip, then the package with EXTRAS (one resolution: the test install does not install the
+# plain package first).
 define install_package
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.$(1)'
 endef
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(call install_package,)
 	touch $@
 
 install: $(STAMP)
 
 # Chromium is an order-only prerequisite: installed whenever it is missing, even with the stamp there.
-$(TEST_STAMP): pyproject.toml | $(CHROMIUM)
+$(TEST_STAMP): pyproject.toml | $(BIN)/python $(CHROMIUM)
 	$(call install_package,[test])
 	touch $(STAMP) $@
 
@@ -41,6 +70,36 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+	$(smoke_on_newest)
+
+# When this machine has a Python newer (major.minor) than .venv's, a smoke test on it, in a venv of its
+# own: the install, a short run against the mock, the fast tests. The test run above covers .venv's.
+NEWEST_VENV := .venv-newest
+SMOKE_TESTS := tests/test_options.py tests/test_settings.py tests/test_sse.py tests/test_thresholds.py \
+	tests/test_metrics.py
+NEWEST_PYTHON = $(eval NEWEST_PYTHON := $$(call newest_python,$(PYTHONS)))$(NEWEST_PYTHON)
+newest_version = $(if $(filter none,$(firstword $(NEWEST_PYTHON))),0,$(word 2,$(NEWEST_PYTHON)))
+# "yes" when version $(1) is newer than .venv's Python, by major.minor.
+newer_than_venv = $(shell $(BIN)/python -c 'import sys; \
+	sys.exit(tuple(int(n) for n in sys.argv[1].split(".")[:2]) <= sys.version_info[:2])' $(1) && echo yes)
+# Installed again when pyproject.toml changes, or when the newest Python is another one.
+NEWEST_STAMP = $(NEWEST_VENV)/.installed-$(newest_version)
+
+define smoke_newest
+	@echo "make: smoke test on $(word 1,$(NEWEST_PYTHON)) (Python $(newest_version)), newer than $(VENV)'s, in $(NEWEST_VENV)"
+	test $(NEWEST_STAMP) -nt pyproject.toml || { $(word 1,$(NEWEST_PYTHON)) -m venv --clear $(NEWEST_VENV) \
+		&& $(NEWEST_VENV)/bin/python -m pip install --quiet --upgrade pip \
+		&& $(NEWEST_VENV)/bin/python -m pip install --quiet -e '.[test]' && touch $(NEWEST_STAMP); }
+	$(NEWEST_VENV)/bin/locust -f locustfiles/chat.py --headless -u 2 -r 2 -t 3s --only-summary \
+		--report-dir $(NEWEST_VENV)/reports
+	$(NEWEST_VENV)/bin/python -m pytest -q -m 'not timing' $(SMOKE_TESTS)
+endef
+
+smoke_on_newest = $(if $(call newer_than_venv,$(newest_version)),$(smoke_newest),@echo "make: no Python \
+	newer than $(VENV)'s ($$($(BIN)/python --version)) here: no smoke test on a newer one")
+
+smoke-newest: | $(BIN)/python
+	$(smoke_on_newest)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check loadtest tests locustfiles bench
@@ -68,7 +127,7 @@ fuzz: $(TEST_STAMP)
 	$(BIN)/python bench/fuzz_sse.py -runs=2000000 -max_len=4096
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NEWEST_VENV) reports .pytest_cache .mypy_cache .ruff_cache
 
 # A full-page PNG of reports/latest/report.html, re-rendered, in headless Chromium (after a 20-second
 # demo run when there is no run yet): reports/screenshot.png.

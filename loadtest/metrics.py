@@ -68,6 +68,15 @@ def split_key(key: str) -> tuple[str, str | None, str | None]:
 
 # An example error message is kept short: summaries must stay readable and small.
 EXAMPLE_CHARS = 300
+ELLIPSIS = "…"
+
+
+def shorten(example: str) -> str:
+    """`example` cut to EXAMPLE_CHARS at most, ending with an ellipsis when it was cut (so a reader
+    knows the message goes on)."""
+    if len(example) <= EXAMPLE_CHARS:
+        return example
+    return example[: EXAMPLE_CHARS - len(ELLIPSIS)] + ELLIPSIS
 
 
 def acyclic(h: HdrHistogram) -> HdrHistogram:
@@ -269,7 +278,7 @@ class Metrics:
         tally = self.errors.setdefault(kind, ErrorTally())
         tally.count += 1
         if not tally.example:
-            tally.example = example[:EXAMPLE_CHARS]
+            tally.example = shorten(example)
 
     def drain(self) -> dict[str, Any]:
         """Return everything recorded so far as plain data and start afresh."""

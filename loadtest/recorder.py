@@ -68,7 +68,8 @@ class TurnRecorder:
     def turn(
         self, result: TurnResult, scenario: str, index: int, conversation_id: str, intended_ns: int
     ) -> None:
-        """One turn: counted by turn index and scenario, timed when it worked, counted by kind when not."""
+        """One turn: counted by turn index and scenario, timed when it worked, counted by kind when it
+        failed, counted as cut when the end of the run stopped it."""
         if not self.recording:
             return
         m = self.metrics
@@ -98,14 +99,7 @@ class TurnRecorder:
             for gap in result.itl_ns:
                 m.itl.record_ns(gap)
         else:
-            kind = result.kind or Failure.UNKNOWN
-            if kind == Failure.CUT:
-                m.count_scoped("turns_cut", scopes)
-            else:
-                m.count_scoped("turns_failed", scopes)
-                m.count_at("turns_failed", interval)
-            m.error(kind, result.detail)
-            m.count_error(kind, scenario)
+            self._failed_or_cut(result, scenario, scopes, interval)
         if self.turn_log is not None:
             self.turn_log.write(
                 {
@@ -122,6 +116,21 @@ class TurnRecorder:
                     "chars": len(result.content),
                 }
             )
+
+    def _failed_or_cut(
+        self, result: TurnResult, scenario: str, scopes: tuple[str, ...], interval: int
+    ) -> None:
+        """A turn cut by the end of the run is no error of the endpoint: it is only counted as cut, so
+        `errors` (and by_scenario's) list the failures alone."""
+        m = self.metrics
+        if result.kind == Failure.CUT:
+            m.count_scoped("turns_cut", scopes)
+            return
+        kind = result.kind or Failure.UNKNOWN
+        m.count_scoped("turns_failed", scopes)
+        m.count_at("turns_failed", interval)
+        m.error(kind, result.detail)
+        m.count_error(kind, scenario)
 
 
 def _scope(scope: str, value: str | int) -> str:

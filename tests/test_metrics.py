@@ -7,7 +7,7 @@ import weakref
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from loadtest.metrics import Histogram, Metrics
+from loadtest.metrics import EXAMPLE_CHARS, Histogram, Metrics, shorten
 
 
 def test_stats_are_exact_hdr_percentiles_in_ms() -> None:
@@ -64,10 +64,14 @@ def test_encoded_histogram_decodes_to_the_same_counts() -> None:
     assert again.stats_ms()["min"] == h.stats_ms()["min"]
 
 
-def test_error_examples_are_truncated() -> None:
+def test_error_examples_cut_to_length_end_with_an_ellipsis() -> None:
     m = Metrics()
     m.error("stream_error", "x" * 10_000)
-    assert len(m.summary_errors()[0]["example"]) <= 300
+    m.error("http_500", "y" * EXAMPLE_CHARS)
+    examples = {e["kind"]: e["example"] for e in m.summary_errors()}
+    assert examples["stream_error"] == "x" * (EXAMPLE_CHARS - 1) + "…"
+    assert examples["http_500"] == "y" * EXAMPLE_CHARS  # short enough: kept whole, no ellipsis
+    assert shorten("a" * (EXAMPLE_CHARS + 1)).endswith("a…") and len(shorten("a" * 999)) == EXAMPLE_CHARS
 
 
 def test_settled_intervals_keep_their_statistics_and_free_their_histograms() -> None:

@@ -4,6 +4,7 @@ and as a real child process where only one shows it (timing, signals, the comman
 from __future__ import annotations
 
 import gc
+import os
 import random
 import select
 import signal
@@ -12,11 +13,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -25,11 +27,14 @@ from gevent import monkey
 from hdrh.histogram import HdrHistogram
 
 from loadtest.client import make_client, stream_turn
+from loadtest.errors import ConfigError, LoadtestError
 from loadtest.mock import parse_config, parse_count_dist, parse_duration_dist
 from loadtest.mock.command import main as mock_main
-from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, READY_PREFIX
+from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, ERROR_PREFIX, READY_PREFIX
+from loadtest.mock.launch import start_mock
 from loadtest.mock.state import MockState
 from loadtest.mock.text import LINE_SEPARATOR, reply_pieces, reply_text, split_text
+from tests.conftest import LocustRun
 from tests.mockthread import KEY as THREAD_KEY
 from tests.mockthread import ThreadedMock, mock_in_thread
 
@@ -491,6 +496,93 @@ def test_bad_distribution_exits_2_with_one_line(capsys: pytest.CaptureFixture[st
     [line] = err.splitlines()
     assert line.startswith("loadtest mock: error: --ttft")
     assert "uniform:A:B" in line and "lognormal:MEDIAN:SIGMA" in line
+
+
+@pytest.mark.parametrize("port", ["http", "70000", "-1"])
+def test_a_bad_port_exits_2_with_one_line(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert mock_main(["--port", port]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{ERROR_PREFIX}argument --port: {port!r} is not a port number: use 1-65535, or 0 for a free one"
+    ]
+
+
+def port_of(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
+
+
+BUSY_FIX = "address already in use; another process listens there: stop it, or choose another --port"
+
+
+def test_a_busy_port_exits_2_with_one_line_naming_the_fix() -> None:
+    with running_mock(*QUICK) as first:
+        port = port_of(first.url)
+        second = subprocess.run(
+            [sys.executable, "-m", "loadtest.mock", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert second.returncode == 2 and second.stdout == ""
+    [line] = second.stderr.splitlines()
+    assert line.startswith(f"{ERROR_PREFIX}cannot listen on 127.0.0.1:{port}: {BUSY_FIX}"), line
+
+
+def test_start_mock_raises_the_mocks_own_line_once(capfd: pytest.CaptureFixture[str]) -> None:
+    """The program that starts the mock says what the mock said, once, in its own words."""
+    with running_mock(*QUICK) as first:
+        port = port_of(first.url)
+        with pytest.raises(ConfigError) as busy:
+            start_mock(["--port", str(port)])
+    with pytest.raises(ConfigError) as bad:
+        start_mock(["--ttft", "bogus"])
+    assert str(busy.value).startswith(f"the built-in mock: cannot listen on 127.0.0.1:{port}: {BUSY_FIX}")
+    assert str(bad.value).startswith("the built-in mock: --ttft: bad distribution 'bogus': use const:V")
+    assert capfd.readouterr().err == ""
+
+
+def test_the_plugin_stops_with_the_mocks_line_and_exit_2(run_locust: Callable[..., LocustRun]) -> None:
+    with running_mock(*QUICK) as first:
+        port = port_of(first.url)
+        run = run_locust("-u 1 -r 1 -t 5s", "--mock-options", f"--port {port}")
+    assert run.returncode == 2, run.output[-3000:]
+    [line] = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+    assert line.startswith(
+        f"loadtest: error: the built-in mock: cannot listen on 127.0.0.1:{port}: {BUSY_FIX}"
+    )
+    assert "Traceback" not in run.output
+
+
+def test_a_mock_that_crashes_at_start_passes_its_traceback_on(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # An aiohttp that cannot be imported: the options are good, the server cannot load.
+    (tmp_path / "aiohttp.py").write_text("raise RuntimeError('no aiohttp here')\n", encoding="utf-8")
+    with pytest.raises(LoadtestError, match=r"the mock server did not start \(exit code 1\)") as crash:
+        start_mock([], env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert not isinstance(crash.value, ConfigError)
+    err = capfd.readouterr().err
+    assert "Traceback" in err and "RuntimeError: no aiohttp here" in err
+
+
+def test_what_a_running_mock_writes_to_stderr_is_passed_on_by_stop(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(
+        "import atexit, sys\n"
+        "print('mock: before the ready line', file=sys.stderr, flush=True)\n"
+        "atexit.register(lambda: print('mock: at exit', file=sys.stderr, flush=True))\n",
+        encoding="utf-8",
+    )
+    process = start_mock(list(QUICK), env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    process.stop()
+    assert process.process.returncode == 0
+    assert process.stderr_relay is not None and not process.stderr_relay.is_alive()
+    assert capfd.readouterr().err.splitlines() == ["mock: before the ready line", "mock: at exit"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

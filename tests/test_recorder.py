@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import orjson
@@ -10,7 +11,7 @@ import pytest
 from loadtest import catalog
 from loadtest.catalog import Failure
 from loadtest.client import TurnResult
-from loadtest.metrics import Metrics
+from loadtest.metrics import EXAMPLE_CHARS, Metrics
 from loadtest.recorder import TurnRecorder
 from loadtest.report import build_summary
 
@@ -78,9 +79,31 @@ def test_failures_are_counted_by_kind_and_a_cut_turn_is_not_a_failure() -> None:
     counts = summary["counts"]
     assert (counts["turns"], counts["turns_failed"], counts["turns_cut"], counts["turns_ok"]) == (3, 2, 1, 0)
     assert summary["metrics"]["turn_ms"]["count"] == 0  # failures are not timed
-    assert {e["kind"] for e in summary["errors"]} == {"idle_timeout", "http_503", "cut"}
-    assert summary["by_scenario"]["faq"]["errors"] == {"cut": 1, "http_503": 1, "idle_timeout": 1}
+    # A cut turn is not an error of the endpoint: counted as cut (in its scopes too), never listed.
+    assert {e["kind"] for e in summary["errors"]} == {"idle_timeout", "http_503"}
+    assert summary["by_scenario"]["faq"]["errors"] == {"http_503": 1, "idle_timeout": 1}
+    assert summary["by_scenario"]["faq"]["counts"]["turns_cut"] == 1
     assert summary["by_turn"]["2"]["counts"]["turns_cut"] == 1
+    assert summary["by_turn"]["2"]["counts"]["turns_failed"] == 0
+
+
+def test_a_run_whose_only_unfinished_turns_were_cut_lists_no_error() -> None:
+    recorder = TurnRecorder()
+    recorder.turn(ok_turn(), "faq", 1, "c1", intended_ns=0)
+    recorder.turn(failed_turn(Failure.CUT), "faq", 2, "c1", intended_ns=0)
+    summary = build_summary(recorder.metrics, {"id": "r"})
+    assert summary["errors"] == [] and recorder.metrics.errors == {}
+    assert summary["by_scenario"]["faq"]["errors"] == {}
+    assert summary["counts"]["turns_cut"] == summary["by_scenario"]["faq"]["counts"]["turns_cut"] == 1
+
+
+def test_a_long_failure_detail_is_kept_cut_with_an_ellipsis() -> None:
+    recorder = TurnRecorder()
+    long = dataclasses.replace(failed_turn("http_500"), detail="HTTP 500: " + "z" * 5_000)
+    recorder.turn(long, "s", 1, "c", intended_ns=0)
+    [error] = build_summary(recorder.metrics, {"id": "r"})["errors"]
+    assert error["example"].startswith("HTTP 500: zzz") and error["example"].endswith("z…")
+    assert len(error["example"]) == EXAMPLE_CHARS
 
 
 def test_conversations_are_counted_by_outcome_and_only_completed_ones_timed() -> None:

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"at most one per request, drawn from --seed. {ROUTES_HELP}",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 lets the OS pick (default: 0)")
+    parser.add_argument("--port", type=_port, default=0, help="port; 0 lets the OS pick (default: 0)")
     parser.add_argument(
         "--api-key", help=f"the accepted bearer token (default: ${API_KEY_ENV}, else {DEFAULT_API_KEY})"
     )
@@ -132,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number: use 1-65535, or 0 for a free one")
+    return port
+
+
 def _normalize_prefix(prefix: str) -> str:
     prefix = prefix.strip().strip("/")
     if any(ch in prefix for ch in "{}?#"):
@@ -149,8 +159,6 @@ def _option_dist(option: str, text: str, parse: Callable[[str], Distribution]) -
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
     """Build the config from command-line arguments; ValueError carries a one-line message."""
     args = build_parser().parse_args(list(argv))
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port {args.port} is not a port number (0-65535)")
     api_key = args.api_key if args.api_key is not None else environ.get(API_KEY_ENV) or DEFAULT_API_KEY
     if not api_key:
         raise ValueError("--api-key must not be empty")

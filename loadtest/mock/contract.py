@@ -1,4 +1,5 @@
-"""What the mock and the programs that start it agree on: the key, where it comes from, the ready line.
+"""What the mock and the programs that start it agree on: the key, where it comes from, the ready line
+and the error line.
 
 Plain constants, importing nothing: `loadtest.settings` and `loadtest.mock.launch` read them without
 loading aiohttp, httpx or gevent.
@@ -15,3 +16,6 @@ API_KEY_ENV: Final = "NLX_API_KEY"
 DEFAULT_API_KEY: Final = "nlx-mock-key"
 # The mock's first line on stdout is this prefix and its URL; a parent process reads it to connect.
 READY_PREFIX: Final = "loadtest-mock listening on "
+# When it cannot start (bad options, an address it cannot listen on), it prints one line on stderr with
+# this prefix and the fix instead, and exits with code 2.
+ERROR_PREFIX: Final = "loadtest mock: error: "
