@@ -407,3 +407,20 @@ def test_the_command_line_exits_with_the_codes_of_the_table() -> None:
         verdict.EXIT_BAD_INPUT.code,
         verdict.EXIT_REGRESSION.code,
     ) == (cli.EXIT_BAD_INPUT, cli.EXIT_REGRESSION)
+
+
+def test_an_option_with_no_effect_is_a_warning_in_every_output(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
+) -> None:
+    mock = thread_mock(*FAST)
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 1 -r 1 --think-time 0 --threshold-abort --stages 10s:2",
+        until=turns_at_least(3),
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    summary = agreed_verdict(run)  # each warning is in the console and summary.md too
+    assert (summary["verdict"], run.exit_code) == ("pass", 0)
+    warnings = summary["warnings"]
+    assert any(w.startswith("--threshold-abort has no effect") for w in warnings), warnings
+    assert any(w.startswith("--stages has no effect") for w in warnings), warnings
+    assert "Warnings" in run.latest("report.html").read_text(encoding="utf-8")
