@@ -200,8 +200,7 @@ def test_turns_cut_by_the_end_of_the_run_are_counted_with_what_they_received(
     assert counts["turns_cut"] == 4 and counts["turns_ok"] == 0
     assert counts["turns"] == counts["turns_ok"] + counts["turns_failed"] + counts["turns_cut"]
     assert 0 < counts["chunks"] <= mock.stats()["chunks"]
-    [cut] = summary["errors"]
-    assert cut["kind"] == "cut" and cut["count"] == 4
+    assert summary["errors"] == []  # a cut turn is counted as cut, not as an error
     assert summary["metrics"]["ttft_ms"]["count"] == 0  # latency figures are of completed turns only
 
 
