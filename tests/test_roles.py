@@ -78,3 +78,12 @@ def test_locusts_reset_clears_the_figures_and_the_summary_says_when(
     settings = summary["run"]["settings"]
     assert settings["think_time"] == "0.01-0.02" and settings["history"] == "last"
     assert TEST_KEY not in str(settings)
+
+
+def test_what_ended_a_run_nothing_else_claimed() -> None:
+    planned = Run(planned_s=60.0)
+    assert Reporting._ended_by(planned, headless=True) == "time"
+    assert Reporting._ended_by(planned, headless=False) == "ui"  # Stop pressed before its run time
+    planned.started_monotonic -= 60.0
+    assert Reporting._ended_by(planned, headless=False) == "time"  # the web UI's own run-time timer
+    assert Reporting._ended_by(Run(), headless=False) == "ui"
