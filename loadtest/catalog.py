@@ -266,6 +266,16 @@ def http_failure(status: int) -> str:
     return f"{HTTP_FAILURE_PREFIX}{status}"
 
 
+ELLIPSIS = "…"
+
+
+def excerpt(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters, ending with an ellipsis when it was cut (so a
+    reader knows it goes on): error examples, replies in the turn log. The one text rule."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - len(ELLIPSIS)] + ELLIPSIS
+
+
 def format_number(value: float, *, sign: bool = False) -> str:
     """A measured value as every output writes it: 1,912.3, 9.12, 0.0421 (with `sign`: +9.12)."""
     plus = "+" if sign else ""

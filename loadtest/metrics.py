@@ -68,15 +68,11 @@ def split_key(key: str) -> tuple[str, str | None, str | None]:
 
 # An example error message is kept short: summaries must stay readable and small.
 EXAMPLE_CHARS = 300
-ELLIPSIS = "…"
 
 
 def shorten(example: str) -> str:
-    """`example` cut to EXAMPLE_CHARS at most, ending with an ellipsis when it was cut (so a reader
-    knows the message goes on)."""
-    if len(example) <= EXAMPLE_CHARS:
-        return example
-    return example[: EXAMPLE_CHARS - len(ELLIPSIS)] + ELLIPSIS
+    """`example` on one line, cut to EXAMPLE_CHARS at most, ending with an ellipsis when it was cut."""
+    return catalog.excerpt(example, EXAMPLE_CHARS)
 
 
 def acyclic(h: HdrHistogram) -> HdrHistogram:
@@ -224,6 +220,8 @@ class Metrics:
     counts: Counter[str] = field(default_factory=Counter)
     protocol: Counter[str] = field(default_factory=Counter)
     errors: dict[str, ErrorTally] = field(default_factory=dict)
+    # The first example of each failure kind in each scope value: `assertion{scenario=booking}`.
+    examples: dict[str, str] = field(default_factory=dict)
     fingerprints: set[str] = field(default_factory=set)
     # Time-series intervals whose histograms were replaced by their statistics (see settle_intervals).
     settled: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -254,9 +252,11 @@ class Metrics:
         """Add to the counter `name` of one time-series interval."""
         self.counts[at(_known(name), interval)] += n
 
-    def count_error(self, kind: str, scenario: str) -> None:
-        """One more failed turn of `kind` in `scenario` (by_scenario's `errors`)."""
-        self.counts[scoped(f"{ERROR_COUNT_PREFIX}{kind}", catalog.SCENARIO, scenario)] += 1
+    def count_error(self, kind: str, scopes: tuple[str, ...]) -> None:
+        """One more failed turn of `kind` in each scope value (`scenario=booking`, `turn=2`): the
+        `errors` of by_scenario and by_turn."""
+        for scope in scopes:
+            self.counts[f"{ERROR_COUNT_PREFIX}{kind}{{{scope}}}"] += 1
 
     def record_scoped(
         self, name: str, value_ns: int, scopes: tuple[str, ...], interval: int | None = None
@@ -274,11 +274,17 @@ class Metrics:
         for scope in scopes:
             self.counts[f"{name}{{{scope}}}"] += n
 
-    def error(self, kind: str, example: str) -> None:
+    def error(self, kind: str, example: str, scopes: tuple[str, ...] = ()) -> None:
+        """One more failure of `kind`; its first example is kept for the run and for each scope value
+        (a check that fails in one scenario says what it expected there)."""
         tally = self.errors.setdefault(kind, ErrorTally())
         tally.count += 1
         if not tally.example:
             tally.example = shorten(example)
+        for scope in scopes:
+            key = f"{kind}{{{scope}}}"
+            if key not in self.examples:
+                self.examples[key] = shorten(example)
 
     def drain(self) -> dict[str, Any]:
         """Return everything recorded so far as plain data and start afresh."""
@@ -292,6 +298,7 @@ class Metrics:
             "counts": dict(self.counts),
             "protocol": dict(self.protocol),
             "errors": {k: [t.count, t.example] for k, t in self.errors.items()},
+            "examples": dict(self.examples),
             "fingerprints": sorted(self.fingerprints),
         }
 
@@ -307,6 +314,8 @@ class Metrics:
             tally = self.errors.setdefault(kind, ErrorTally())
             tally.count += int(count)
             tally.example = tally.example or str(example)
+        for key, example in data.get("examples", {}).items():
+            self.examples.setdefault(key, str(example))
         self.fingerprints.update(data.get("fingerprints", []))
 
     def summary_metrics(self) -> dict[str, Any]:
@@ -362,6 +371,15 @@ class Metrics:
         out["max"] = _ms(hist.value_at_percentile_us(100.0))
         return out
 
+    def _examples_in(self, scope: str, value: str) -> dict[str, str]:
+        """The first example of each failure kind within one scope value."""
+        out: dict[str, str] = {}
+        for key, example in self.examples.items():
+            kind, key_scope, key_value = split_key(key)
+            if key_scope == scope and key_value == value:
+                out[kind] = example
+        return dict(sorted(out.items()))
+
     def _errors_in(self, scope: str, value: str) -> dict[str, int]:
         """Failed turns by kind within one scope value, e.g. one scenario."""
         out: dict[str, int] = {}
@@ -387,8 +405,10 @@ class Metrics:
                 f"{name}_ms": self.hist(scoped(name, scope, value)).stats_ms() for name in metrics
             }
             entry["counts"] = {k: int(self.counts.get(scoped(k, scope, value), 0)) for k in count_keys}
-            if scope == "scenario":
-                entry["errors"] = self._errors_in(scope, value)
+            errors = self._errors_in(scope, value)
+            if errors or scope == "scenario":
+                entry["errors"] = errors
+                entry["examples"] = self._examples_in(scope, value)
             out[value] = entry
         return out
 

@@ -37,8 +37,8 @@ import gevent
 import httpx
 from locust import User, task
 
-from loadtest import nlx, webui
-from loadtest.catalog import Failure
+from loadtest import nlx, webui, webui_form
+from loadtest.catalog import Failure, excerpt
 from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.conversation import Conversation, choose
 from loadtest.errors import LoadtestError
@@ -60,6 +60,8 @@ logger = logging.getLogger("loadtest")
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 EXIT_CONFIG_ERROR = 2
+# How much of a reply that failed an answer check its error example quotes.
+REPLY_IN_EXAMPLE_CHARS = 80
 
 
 class TurnFailed(Exception):
@@ -115,6 +117,10 @@ class Loadtest:
         environment.loadtest = self
         if environment.web_ui is not None:
             webui.install(environment.web_ui, lambda: webui.rows_from_metrics(self.metrics))
+            webui_form.install(environment.web_ui, lambda: self.mock.url if self.mock is not None else None)
+            warning = webui.exposure_warning(environment.parsed_options)
+            if warning:
+                logger.warning("loadtest: %s", warning)
         self.role = role_for(self, runner)
         self.role.on_init()
 
@@ -259,7 +265,9 @@ class NLXChatUser(User):
                     settings.fallback and settings.fallback(result.content)
                 )
                 if problem:
-                    result = dataclasses.replace(result, ok=False, kind=Failure.ASSERTION, detail=problem)
+                    # What was expected, and what came: the example a failed check leaves behind.
+                    detail = f'{problem}; the reply: "{excerpt(result.content, REPLY_IN_EXAMPLE_CHARS)}"'
+                    result = dataclasses.replace(result, ok=False, kind=Failure.ASSERTION, detail=detail)
             lt.recorder.turn(result, scenario.name, index, conv.conversation_id, intended_ns)
             self.environment.events.request.fire(
                 request_type="CHAT",

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.arrivals import LATE_NS
-from loadtest.catalog import SCENARIO, TURN, Failure
+from loadtest.catalog import SCENARIO, TURN, Failure, excerpt
 from loadtest.client import TurnResult
 from loadtest.metrics import Metrics, interval_of
 from loadtest.report.turns import TurnLog
+
+# The turn log keeps the start of each reply: enough to see what a failed check saw.
+TURN_LOG_REPLY_CHARS = 200
 
 
 class TurnRecorder:
@@ -66,10 +69,18 @@ class TurnRecorder:
             self.metrics.record_scoped("conversation", duration_ns, scopes)
 
     def turn(
-        self, result: TurnResult, scenario: str, index: int, conversation_id: str, intended_ns: int
+        self,
+        result: TurnResult,
+        scenario: str,
+        index: int,
+        conversation_id: str,
+        intended_ns: int,
+        transcript: int | None = None,
     ) -> None:
-        """One turn: counted by turn index and scenario, timed when it worked, counted by kind when it
-        failed, counted as cut when the end of the run stopped it."""
+        """One turn: counted by turn index and scenario, timed when the server answered it (a reply
+        that failed an answer check was still given in its time), counted by kind when it failed,
+        counted as cut when the end of the run stopped it. `transcript`: which of the scenario's
+        transcripts it played, when it has several."""
         if not self.recording:
             return
         m = self.metrics
@@ -87,9 +98,13 @@ class TurnRecorder:
         m.count_at("chunks", interval, result.chunks)
         m.count("chars", len(result.content))
         if result.ok:
-            # Latency figures describe turns that worked; failures are counted by kind instead.
             m.count_scoped("turns_ok", scopes)
             m.count_at("turns_ok", interval)
+        else:
+            self._failed_or_cut(result, scopes, interval)
+        if result.ok or result.kind == Failure.ASSERTION:
+            # Latency figures describe turns the server answered: a reply that failed a check is a
+            # content failure, not a slow one. HTTP and stream failures are counted by kind only.
             m.record_scoped("turn", result.latency_ns, scopes, interval)
             # Response time: from when the turn should have started (coordinated omission corrected).
             m.hist("turn_response").record_ns(result.latency_ns + late_ns)
@@ -98,28 +113,30 @@ class TurnRecorder:
                 m.hist("ttft_response").record_ns(result.ttft_ns + late_ns)
             for gap in result.itl_ns:
                 m.itl.record_ns(gap)
-        else:
-            self._failed_or_cut(result, scenario, scopes, interval)
         if self.turn_log is not None:
+            # Wall-clock start of the turn, for lining the log up with server logs.
+            started = time.time() - (time.perf_counter_ns() - result.t_start_ns) / 1e9
             self.turn_log.write(
                 {
+                    "started": round(started, 3),
                     "scenario": scenario,
+                    "transcript": transcript,
                     "turn": index,
                     "conversation_id": conversation_id,
                     "ok": result.ok,
                     "kind": result.kind,
+                    "reason": None if result.ok else result.detail,
                     "status": result.status,
                     "ttft_us": None if result.ttft_ns is None else result.ttft_ns // 1000,
                     "latency_us": result.latency_ns // 1000,
                     "late_us": late_ns // 1000,
                     "chunks": result.chunks,
                     "chars": len(result.content),
+                    "reply": excerpt(result.content, TURN_LOG_REPLY_CHARS),
                 }
             )
 
-    def _failed_or_cut(
-        self, result: TurnResult, scenario: str, scopes: tuple[str, ...], interval: int
-    ) -> None:
+    def _failed_or_cut(self, result: TurnResult, scopes: tuple[str, ...], interval: int) -> None:
         """A turn cut by the end of the run is no error of the endpoint: it is only counted as cut, so
         `errors` (and by_scenario's) list the failures alone."""
         m = self.metrics
@@ -129,9 +146,10 @@ class TurnRecorder:
         kind = result.kind or Failure.UNKNOWN
         m.count_scoped("turns_failed", scopes)
         m.count_at("turns_failed", interval)
-        m.error(kind, result.detail)
-        m.count_error(kind, scenario)
+        m.error(kind, result.detail, scopes)
+        m.count_error(kind, scopes)
 
 
 def _scope(scope: str, value: str | int) -> str:
     return f"{scope}={value}"
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import orjson
@@ -12,7 +13,7 @@ from loadtest import catalog
 from loadtest.catalog import Failure
 from loadtest.client import TurnResult
 from loadtest.metrics import EXAMPLE_CHARS, Metrics
-from loadtest.recorder import TurnRecorder
+from loadtest.recorder import TURN_LOG_REPLY_CHARS, TurnRecorder
 from loadtest.report import build_summary
 
 MS = 1_000_000
@@ -167,3 +168,39 @@ def test_the_turn_log_has_one_line_per_turn(tmp_path: Path) -> None:
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert [(x["turn"], x["ok"], x["kind"]) for x in lines] == [(1, True, None), (2, False, "http_500")]
     assert lines[0]["ttft_us"] == 40_000 and lines[0]["late_us"] == 20_000
+    assert lines[1]["reason"] == "http_500 happened" and lines[0]["reason"] is None
+    assert lines[0]["reply"] == "héllo" and lines[0]["transcript"] is None
+
+
+def test_the_turn_log_says_when_which_transcript_and_what_came(tmp_path: Path) -> None:
+    recorder = TurnRecorder()
+    recorder.open_turn_log(tmp_path / "run")
+    before = time.time()
+    long_reply = dataclasses.replace(ok_turn(start_ns=time.perf_counter_ns()), content="word " * 100)
+    recorder.turn(long_reply, "replay", 1, "c1", intended_ns=0, transcript=7)
+    recorder.close_turn_log()
+    [line] = [
+        orjson.loads(x) for x in next((tmp_path / "run").glob("turns-*.jsonl")).read_bytes().splitlines()
+    ]
+    assert before - 1 <= line["started"] <= time.time()
+    assert line["transcript"] == 7
+    assert len(line["reply"]) == TURN_LOG_REPLY_CHARS and line["reply"].endswith("…")
+
+
+def test_a_reply_that_failed_a_check_is_timed_and_its_example_kept_per_scenario_and_turn() -> None:
+    recorder = TurnRecorder()
+    checked = dataclasses.replace(
+        ok_turn(), ok=False, kind=Failure.ASSERTION, detail="reply does not match /^\\d+$/"
+    )
+    recorder.turn(checked, "order", 2, "c1", intended_ns=0)
+    recorder.turn(failed_turn("http_500"), "order", 1, "c2", intended_ns=0)
+    m = recorder.metrics
+    # The server answered in time: its latency counts; the HTTP failure's does not.
+    assert m.hist("ttft").count == m.hist("turn{scenario=order}").count == m.hist("ttft{turn=2}").count == 1
+    assert m.counts["turns_failed"] == 2 and m.counts["turns_ok"] == 0
+    summary = build_summary(m, {})
+    order = summary["by_scenario"]["order"]
+    assert order["errors"] == {"assertion": 1, "http_500": 1}
+    assert order["examples"]["assertion"] == "reply does not match /^\\d+$/"
+    assert summary["by_turn"]["2"]["errors"] == {"assertion": 1}
+    assert summary["by_turn"]["1"]["examples"] == {"http_500": "http_500 happened"}

@@ -10,6 +10,7 @@ import pytest
 from loadtest import catalog
 from loadtest.metrics import Metrics
 from loadtest.report import build_summary, console_lines, write_run
+from loadtest.report.html import render_html
 from loadtest.report.junit import render_junit
 from loadtest.report.markdown import append_step_summary, render_markdown
 from loadtest.thresholds import evaluate, parse_all
@@ -188,9 +189,9 @@ def test_markdown_and_console_cut_long_examples_to_one_line_with_an_ellipsis(tmp
     summary = _summary(errors=[{"kind": "stream_error", "count": 1, "example": example}])
     md = render_markdown(summary)
     (row,) = [line for line in md.splitlines() if line.startswith("| stream_error ")]
-    assert "x" * 100 + " " + "y" * 19 + "…`" in row and "y" * 20 not in row
+    assert "x" * 100 + " " + "y" * 18 + "…`" in row and "y" * 19 not in row  # 120 characters in all
     (line,) = [line for line in console_lines(summary, tmp_path) if line.startswith("error stream_error")]
-    assert line == "error stream_error: 1 (e.g. " + "x" * 100 + " " + "y" * 19 + "…)"
+    assert line == "error stream_error: 1 (e.g. " + "x" * 100 + " " + "y" * 18 + "…)"
     short = _summary(errors=[{"kind": "stream_error", "count": 1, "example": "x" * 120}])
     assert f"error stream_error: 1 (e.g. {'x' * 120})" in console_lines(short, tmp_path)  # no cut, no …
 
@@ -284,7 +285,7 @@ def test_console_shows_counts_errors_thresholds_and_the_verdict(tmp_path: Path) 
     lines = console_lines(_summary(THRESHOLDS, verdict="fail"), tmp_path)
     [counts] = [line for line in lines if line.startswith("turns ")]
     assert counts.startswith("turns 820 (ok 812, failed 5, cut 3); conversations 200/210 completed")
-    assert "(5 failed); 9812 chunks, 123456 chars" in counts
+    assert "(5 failed, 0 abandoned); 9812 chunks, 123456 chars" in counts
     assert 'error http_429: 5 (e.g. HTTP 429: {"error": "a | b `slow down`"})' in lines
     assert "threshold FAIL: ttft.p95<800ms (observed 912.3 ms)" in lines
     assert "threshold pass: turn.p99<3s (observed 1,500.0 ms)" in lines
@@ -343,3 +344,27 @@ def test_markdown_shows_names_from_conversation_files_as_text_not_html() -> None
     md = render_markdown(summary)
     assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
     assert "`reply does not contain '<b>'`" in md  # in a code span, shown as written
+
+
+def test_where_turns_failed_with_the_first_example_in_each_scenario_and_turn() -> None:
+    summary = _summary()
+    summary["by_scenario"] = {
+        "order": {
+            "counts": {},
+            "errors": {"assertion": 3},
+            "examples": {"assertion": 'no digits; the reply: "Sorry"'},
+        }
+    }
+    summary["by_turn"] = {
+        "2": {"counts": {}, "errors": {"assertion": 3}, "examples": {"assertion": "no digits"}}
+    }
+    md = render_markdown(summary)
+    assert "### Where turns failed" in md
+    assert '| scenario order | assertion | 3 | `no digits; the reply: "Sorry"` |' in md
+    assert "| turn 2 | assertion | 3 | `no digits` |" in md
+    html = render_html(summary)
+    assert (
+        "Where turns failed" in html
+        and "scenario order" in html
+        and "no digits; the reply: &#34;Sorry&#34;" in html
+    )

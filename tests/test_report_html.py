@@ -416,7 +416,7 @@ def test_everything_from_the_summary_is_escaped() -> None:
     ):
         assert NASTY in page.text(section) or section == "client-health", section
     assert [row[0] for row in page.rows("by-scenario")] == ["booking", NASTY]
-    assert [row[0] for row in page.rows("errors")][-1] == NASTY and page.rows("errors")[-1][-1] == NASTY
+    assert any(row[0] == NASTY and row[-1] == NASTY for row in page.rows("errors"))
 
 
 def test_chart_data_cannot_close_its_script(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,7 +37,7 @@ from loadtest.report.compare import (
     rule,
     throughput,
 )
-from loadtest.report.schema import number
+from loadtest.report.schema import number, scoped_errors
 from loadtest.report.summary import RunVerdict, run_verdict
 from loadtest.thresholds import format_observed
 from loadtest.thresholds import parse as parse_threshold
@@ -105,6 +105,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
         by_turn=_breakdown(summary.get("by_turn"), catalog.TURN),
         by_scenario=_breakdown(summary.get("by_scenario"), catalog.SCENARIO),
         errors=_errors(summary),
+        scoped_errors=scoped_errors(summary),
         protocol=_protocol(summary.get("protocol")),
         protocol_legend=catalog.PROTOCOL_COUNTS,
         health=_health(summary.get("client_health")),
@@ -305,7 +306,8 @@ def _tiles(summary: Mapping[str, Any]) -> list[Tile]:
             "Conversations",
             count("conversations_completed"),
             "",
-            f"completed of {count('conversations_started')} · {count('conversations_failed')} failed",
+            f"completed of {count('conversations_started')} · {count('conversations_failed')} failed · "
+            f"{count('conversations_abandoned')} abandoned",
         )
     )
     return tiles

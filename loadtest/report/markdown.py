@@ -10,7 +10,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loadtest import catalog
-from loadtest.report.schema import ErrorEntry, ScopeEntry, Summary, format_observed, number, stat_of
+from loadtest.report.schema import (
+    ErrorEntry,
+    ScopeEntry,
+    Summary,
+    format_observed,
+    number,
+    scoped_errors,
+    stat_of,
+)
 from loadtest.report.summary import RunVerdict, one_example, run_verdict
 
 logger = logging.getLogger("loadtest")
@@ -55,6 +63,7 @@ def render_markdown(summary: Summary) -> str:
     out += _breakdown("By turn", catalog.TURN, summary.get("by_turn"))
     out += _breakdown("By scenario", catalog.SCENARIO, summary.get("by_scenario"))
     out += _errors(summary.get("errors") or [])
+    out += _scoped_errors(summary)
     out += _run(summary.get("run") or {})
     return "\n".join(out)
 
@@ -97,6 +106,8 @@ def _counts(c: Mapping[str, Any]) -> list[str]:
     )
     if "conversations_failed" in c:
         conversations += f", {c['conversations_failed']} failed"
+    if c.get("conversations_abandoned"):
+        conversations += f", {c['conversations_abandoned']} abandoned"
     return [f"{turns} · {conversations}", ""]
 
 
@@ -128,6 +139,22 @@ def _errors(errors: Sequence[ErrorEntry]) -> list[str]:
     for e in errors:
         example = one_example(str(e.get("example", "")))
         out.append(f"| {cell(str(e.get('kind', '')))} | {e.get('count', 0)} | {code_span(example)} |")
+    return [*out, ""]
+
+
+def _scoped_errors(summary: Mapping[str, Any]) -> list[str]:
+    errors = scoped_errors(summary)
+    if not errors:
+        return []
+    out = [
+        "### Where turns failed",
+        "",
+        "| where | kind | count | first example there |",
+        "|---|---|---:|---|",
+    ]
+    for e in errors:
+        example = code_span(one_example(e.example))
+        out.append(f"| {e.scope} {cell(e.value)} | {cell(e.kind)} | {e.count} | {example} |")
     return [*out, ""]
 
 

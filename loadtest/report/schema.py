@@ -45,7 +45,10 @@ class ScopeEntry(TypedDict, total=False):
     scope under its summary key (`ttft_ms`): read them with `stats_of`."""
 
     counts: dict[str, int]
-    errors: dict[str, int]  # failed turns by kind; by_scenario only
+    # Failed turns by kind (by_scenario always, by_turn when a turn failed), and the first example of
+    # each kind in this scope: what a check expected and the start of the reply it got.
+    errors: dict[str, int]
+    examples: dict[str, str]
 
 
 class ErrorEntry(TypedDict):
@@ -166,6 +169,38 @@ def load_summary(path: Path) -> Summary:
         raise ConfigError(f'{file} has no "metrics": pass the summary.json a loadtest run wrote')
     summary: Summary = data
     return summary
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedError:
+    """Failed turns of one kind in one scenario or turn, with the first example there."""
+
+    scope: str  # catalog.SCENARIO or catalog.TURN
+    value: str
+    kind: str
+    count: int
+    example: str
+
+
+def scoped_errors(summary: Mapping[str, Any]) -> list[ScopedError]:
+    """The failures of `by_scenario`, then of `by_turn`, most frequent first within each: where a check
+    fails and what it saw. Empty for a summary written before scopes kept examples."""
+    out: list[ScopedError] = []
+    for scope, key in ((catalog.SCENARIO, "by_scenario"), (catalog.TURN, "by_turn")):
+        table = summary.get(key)
+        found = []
+        for value, entry in table.items() if isinstance(table, Mapping) else ():
+            if not isinstance(entry, Mapping):
+                continue
+            examples = entry.get("examples")
+            if not isinstance(examples, Mapping):
+                continue
+            for kind, count in (entry.get("errors") or {}).items():
+                found.append(
+                    ScopedError(scope, str(value), str(kind), int(count), str(examples.get(kind, "")))
+                )
+        out += sorted(found, key=lambda e: (-e.count, e.value, e.kind))
+    return out
 
 
 def number(value: object) -> float | None:

@@ -154,8 +154,7 @@ def run_verdict(summary: Mapping[str, Any]) -> RunVerdict:
 
 def one_example(text: str, limit: int = EXAMPLE_CHARS) -> str:
     """An error example on one line, cut to `limit` characters with an ellipsis that shows the cut."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[:limit] + "…"
+    return catalog.excerpt(text, limit)
 
 
 def console_lines(summary: Summary, run_dir: Path) -> list[str]:
@@ -176,7 +175,7 @@ def console_lines(summary: Summary, run_dir: Path) -> list[str]:
     lines.append(
         f"turns {c['turns']} (ok {c['turns_ok']}, failed {c['turns_failed']}, cut {c['turns_cut']}); "
         f"conversations {c['conversations_completed']}/{c['conversations_started']} completed "
-        f"({c['conversations_failed']} failed); "
+        f"({c['conversations_failed']} failed, {c.get('conversations_abandoned', 0)} abandoned); "
         f"{c['chunks']} chunks, {c['chars']} chars"
     )
     for err in summary["errors"]:
