@@ -3,8 +3,10 @@
 Each `Option` holds its flag, environment variable, default, parser (raw value -> typed value,
 raising a one-line `ConfigError` that names the fix), `--help` text and the README's wording.
 From `OPTIONS` come the arguments added to Locust's parser (`add_arguments`), the fields of
-`loadtest.settings.Settings` (`Option.read`), `loadtest options` and the README's option table
-(`markdown_table`, checked by a test). Adding an option = one entry here + one `Settings` field.
+`loadtest.settings.Settings` (`Option.read`), `loadtest options`, the README's option table
+(`markdown_table`, checked by a test) and the fields of the web UI's start form (`loadtest.webui_form`,
+with each option's `label` and `hint`), all in the order of `OPTIONS`. Adding an option = one entry
+here + one `Settings` field.
 
 Plain Python: no Locust, gevent or httpx, so `loadtest options` and the settings tests stay light.
 """
@@ -34,6 +36,8 @@ TRANSPORTS = ("gevent", "httpx")
 # Python's garbage collector during a run (see --gc); the first is the default.
 GC_MODES = ("auto", "on", "off")
 OPENAI_PATH = "/v1/chat/completions"
+# Where the web UI listens unless --web-host is given (Locust's own default is every interface).
+WEB_HOST = "127.0.0.1"
 # --threshold's environment variable holds several rules, `;`-separated (see thresholds.parse_all).
 THRESHOLDS_SEPARATOR = ";"
 
@@ -53,11 +57,18 @@ class Option(Generic[T]):
     arg: str = ""
     choices: tuple[str, ...] = ()
     kind: Kind = "value"
-    # argparse converts the value to a float, so Locust's web UI shows a number field.
+    # argparse converts the value to a float (and so does the web UI's form, see loadtest.webui_form).
     number: bool = False
     # The README's table: what the option does, and its default when the default alone says too little.
     meaning: str = ""
     shown_default: str | None = None
+    # The web UI's start form: the field's label as a person would write it, and one short line of help
+    # (label and hint share one line there, which cuts what does not fit).
+    label: str = ""
+    hint: str = ""
+    # Why the form leaves the option out (it is read once, when locust starts, or does nothing in the web
+    # UI); a start that posts another value is refused with this.
+    not_in_form: str = ""
 
     @property
     def dest(self) -> str:
@@ -208,6 +219,8 @@ NLX_DEPLOYMENT = Option[str | None](
     help="NLX deployment key (the path segment after the host). Default with the mock: demo",
     meaning="deployment key",
     shown_default="`demo` with the mock",
+    label="NLX deployment key",
+    hint="the path segment after the host; demo with the mock",
 )
 NLX_CHANNEL = Option[str | None](
     flag="--nlx-channel",
@@ -219,6 +232,8 @@ NLX_CHANNEL = Option[str | None](
     help="NLX channel key with its language suffix, e.g. web-en-US. Default with the mock: web-en-US",
     meaning="channel key with language suffix",
     shown_default="`web-en-US` with the mock",
+    label="NLX channel key",
+    hint="with its language suffix, e.g. web-en-US",
 )
 THINK_TIME = Option[Pacing](
     flag="--think-time",
@@ -230,6 +245,8 @@ THINK_TIME = Option[Pacing](
     help="How long a user waits before a turn and between conversations: 3, 2-8 (uniform), exp:5, "
     "or human[:read_wpm=240,type_cpm=200,floor=1,jitter=0.25,max=60]. Default 1-3",
     meaning="how long a user waits: `3`, `2-8`, `exp:5` or `human[:...]` (see [Pacing](#pacing))",
+    label="Think time",
+    hint="seconds before each turn: 3, 2-8, exp:5 or human",
 )
 ABANDON = Option[float](
     flag="--abandon",
@@ -239,6 +256,8 @@ ABANDON = Option[float](
     arg="SHARE",
     help="Share of conversations users leave early, after a random turn: 10% or 0.1. Default 0",
     meaning="share of conversations the user leaves early, as `10%` or `0.1`",
+    label="Abandon share",
+    hint="conversations left early, e.g. 10% or 0.1",
 )
 FALLBACK_PATTERN = Option[Check | None](
     flag="--fallback-pattern",
@@ -250,6 +269,8 @@ FALLBACK_PATTERN = Option[Check | None](
     help="A reply matching this regular expression (case-insensitive) fails its turn as 'assertion', "
     'e.g. "didn\'t (get|understand) that"',
     meaning="a reply matching this regular expression (case-insensitive) fails its turn as `assertion`",
+    label="Fallback pattern",
+    hint="a reply that matches this regular expression fails",
 )
 HISTORY = Option[str](
     flag="--history",
@@ -261,6 +282,8 @@ HISTORY = Option[str](
     meaning="`full`: each request carries system, user and assistant messages so far, the assistant "
     "replies exactly as reassembled from the stream; `last`: only the new user message (NLX keeps the "
     "state by conversation id)",
+    label="History",
+    hint="full: the whole conversation; last: the new message only",
 )
 CONVERSATIONS = Option[Path | None](
     flag="--conversations",
@@ -272,6 +295,8 @@ CONVERSATIONS = Option[Path | None](
     help="Conversation scripts, .yaml or .jsonl. Default: conversations.yaml beside the locustfile",
     meaning="conversation scripts, `.yaml` or `.jsonl`",
     shown_default="`conversations.yaml` beside the locustfile",
+    label="Conversations file",
+    hint=".yaml or .jsonl; empty: beside the locustfile",
 )
 REPORT_DIR = Option[Path](
     flag="--report-dir",
@@ -281,6 +306,8 @@ REPORT_DIR = Option[Path](
     arg="DIR",
     help="Folder for run output: {report-dir}/{run-id}/summary.json, report.html; {report-dir}/latest",
     meaning="run output folder",
+    label="Report folder",
+    hint="each run's summary.json and report.html",
 )
 CONNECT_TIMEOUT = Option[float](
     flag="--connect-timeout",
@@ -291,6 +318,8 @@ CONNECT_TIMEOUT = Option[float](
     arg="S",
     help="Seconds to wait for a connection. Default 10",
     meaning="connection timeout",
+    label="Connect timeout",
+    hint="seconds",
 )
 READ_TIMEOUT = Option[float](
     flag="--read-timeout",
@@ -301,6 +330,8 @@ READ_TIMEOUT = Option[float](
     arg="S",
     help="Seconds to wait for the first byte, and between two reads of a stream. Default 60",
     meaning="default of the two below",
+    label="Read timeout",
+    hint="seconds; the default of the two below",
 )
 FIRST_BYTE_TIMEOUT = Option[float | None](
     flag="--first-byte-timeout",
@@ -312,6 +343,8 @@ FIRST_BYTE_TIMEOUT = Option[float | None](
     help="Seconds to wait for the response headers. Default: --read-timeout",
     meaning="wait for the response headers",
     shown_default="read timeout",
+    label="First byte timeout",
+    hint="seconds to the response headers; empty: read timeout",
 )
 IDLE_TIMEOUT = Option[float | None](
     flag="--idle-timeout",
@@ -323,6 +356,8 @@ IDLE_TIMEOUT = Option[float | None](
     help="Seconds a stream may go without data between chunks. Default: --read-timeout",
     meaning="longest silence between two reads of a stream",
     shown_default="read timeout",
+    label="Idle timeout",
+    hint="seconds between two reads; empty: read timeout",
 )
 ON_TURN_ERROR = Option[str](
     flag="--on-turn-error",
@@ -332,6 +367,8 @@ ON_TURN_ERROR = Option[str](
     choices=("stop", "continue"),
     help="After a failed turn, stop the conversation (default) or go on with the next turn",
     meaning="after a failed turn, end the conversation or go on with the next turn",
+    label="After a failed turn",
+    hint="stop the conversation, or continue with the next turn",
 )
 INSECURE = Option[bool](
     flag="--insecure",
@@ -341,6 +378,8 @@ INSECURE = Option[bool](
     kind="store_true",
     help="Do not verify TLS certificates (verification is on by default)",
     meaning="skip TLS certificate verification (on by default)",
+    label="Skip TLS verification",
+    hint="do not verify the server's certificate",
 )
 GC = Option[str](
     flag="--gc",
@@ -357,6 +396,8 @@ GC = Option[str](
     "live than at the start it collects once and, if those were garbage in reference cycles, turns it "
     "back on with a warning. `on` leaves it on; `off` rests it until the test stops, then says how many "
     "objects it found in cycles",
+    label="Garbage collector",
+    hint="auto rests it and watches memory; on; off until the end",
 )
 TRANSPORT = Option[str](
     flag="--transport",
@@ -368,6 +409,8 @@ TRANSPORT = Option[str](
     "or httpx's own (httpcore)",
     meaning="what carries httpx's requests: `gevent`, HTTP/1.1 on gevent sockets parsed in C (about half "
     "the generator CPU per streamed turn); `httpx`, httpx's own transport (httpcore)",
+    label="HTTP transport",
+    hint="gevent (half the CPU per turn) or httpx",
 )
 MOCK_OPTIONS = Option[str](
     flag="--mock-options",
@@ -377,6 +420,8 @@ MOCK_OPTIONS = Option[str](
     arg='"..."',
     help='Options for the built-in mock started when no --host is given, e.g. "--ttft const:200ms"',
     meaning="options of the built-in mock (only without `--host`)",
+    label="Mock options",
+    not_in_form="--mock-options is read when locust starts: restart locust with the new --mock-options",
 )
 ARRIVAL_RATE = Option[ArrivalRate | None](
     flag="--arrival-rate",
@@ -387,6 +432,8 @@ ARRIVAL_RATE = Option[ArrivalRate | None](
     help="Open model: start this many conversations per second whatever the server does "
     "(5, poisson:5, constant:5); -u is then the most conversations at once",
     meaning="open model: conversations per second (`5`, `poisson:5`, `constant:5`)",
+    label="Arrival rate",
+    hint="open model: conversations per second, e.g. poisson:5",
 )
 STAGES = Option[tuple[Stage, ...] | None](
     flag="--stages",
@@ -397,6 +444,9 @@ STAGES = Option[tuple[Stage, ...] | None](
     help="With a locustfile that has a StagesShape (locustfiles/ramp.py): DURATION:USERS stages, "
     "e.g. 1m:10,5m:50,1m:0",
     meaning="with `locustfiles/ramp.py`: the ramp's stages",
+    label="Stages",
+    not_in_form="--stages is read when locust starts (with locustfiles/ramp.py): restart locust with the "
+    "new --stages",
 )
 MAX_QUEUE_WAIT = Option[float](
     flag="--max-queue-wait",
@@ -407,6 +457,8 @@ MAX_QUEUE_WAIT = Option[float](
     arg="S",
     help="Open model: an arrival that waits this many seconds for a free user is dropped. Default 10",
     meaning="open model: drop an arrival that waited this long for a free user",
+    label="Max queue wait",
+    hint="open model: seconds before a waiting arrival is dropped",
 )
 API = Option[str](
     flag="--api",
@@ -417,6 +469,8 @@ API = Option[str](
     help="nlx: NLX OpenAI Connect (deployment/channel URL, nlx:{conversationId}); "
     "openai: any OpenAI-compatible server (--path, --model, full history)",
     meaning="endpoint flavour",
+    label="API",
+    hint="nlx, or openai for any OpenAI-compatible server",
 )
 MODEL = Option[str | None](
     flag="--model",
@@ -426,6 +480,8 @@ MODEL = Option[str | None](
     arg="NAME",
     help="Model name sent with --api openai",
     meaning="model name with `--api openai`",
+    label="Model",
+    hint="the model name sent with API openai",
 )
 PATH = Option[str](
     flag="--path",
@@ -436,6 +492,8 @@ PATH = Option[str](
     help=f"Path appended to the host with --api openai. Default {OPENAI_PATH}",
     meaning="path with `--api openai`",
     shown_default="that",
+    label="Path",
+    hint="appended to the host with API openai",
 )
 THRESHOLD = Option[tuple[thresholds.Threshold, ...]](
     flag="--threshold",
@@ -448,6 +506,8 @@ THRESHOLD = Option[tuple[thresholds.Threshold, ...]](
     help="Pass/fail rule, repeatable: ttft.p95<800ms, turn.p99<=3s, error_rate<1%, "
     "conversation_success>=99%, ttft{turn=1}.p95<500ms. Also LOADTEST_THRESHOLDS, ';'-separated",
     meaning="pass/fail rule, repeatable (see [Thresholds](#thresholds-and-ci))",
+    label="Thresholds",
+    hint="pass/fail rules, ;-separated: ttft.p95<800ms;error_rate<1%",
 )
 THRESHOLD_ABORT = Option[bool](
     flag="--threshold-abort",
@@ -457,6 +517,8 @@ THRESHOLD_ABORT = Option[bool](
     kind="store_true",
     help="Stop the run early once a threshold fails after the warm-up",
     meaning="stop the run as soon as a threshold fails after the warm-up",
+    label="Stop at a failed threshold",
+    hint="once the warm-up is over",
 )
 THRESHOLD_WARMUP = Option[float](
     flag="--threshold-warmup",
@@ -467,6 +529,8 @@ THRESHOLD_WARMUP = Option[float](
     arg="S",
     help="Seconds before --threshold-abort may stop a run. Default 30",
     meaning="seconds before `--threshold-abort` may stop a run",
+    label="Threshold warm-up",
+    hint="seconds before a failed threshold may stop the run",
 )
 STRICT_CLIENT = Option[bool](
     flag="--strict-client",
@@ -477,6 +541,8 @@ STRICT_CLIENT = Option[bool](
     help="Fail the run (exit code 3) when the load generator itself was the bottleneck: "
     "event-loop lag p99 > 10 ms, CPU p90 > 90% of a core, or connection-pool wait p99 > 10 ms",
     meaning="fail the run (exit 3) when the load generator was the bottleneck",
+    label="Strict client",
+    hint="fail the run when the load generator was the bottleneck",
 )
 TURN_LOG = Option[bool](
     flag="--turn-log",
@@ -486,6 +552,8 @@ TURN_LOG = Option[bool](
     kind="store_true",
     help="Also write every turn to {report-dir}/{run-id}/turns-*.jsonl (one file per process)",
     meaning="also write every turn to `turns-{host}-{pid}.jsonl` in the run folder",
+    label="Turn log",
+    hint="also write every turn to turns-*.jsonl in the run folder",
 )
 NO_FAIL_FAST = Option[bool](
     flag="--no-fail-fast",
@@ -498,6 +566,8 @@ NO_FAIL_FAST = Option[bool](
     "(by default the run stops with exit code 2 and names the fix)",
     meaning="go on when every first turn is refused with the same 401, 403 or 404 "
     "(by default the run stops, exit 2)",
+    label="Go on when refused",
+    hint="every first turn gets the same 401, 403 or 404",
 )
 NO_PROGRESS = Option[bool](
     flag="--no-progress",
@@ -509,39 +579,49 @@ NO_PROGRESS = Option[bool](
     help="No progress line while a headless run goes (it is rewritten in place on a terminal, "
     "printed every 10 s otherwise)",
     meaning="no progress line while a headless run goes",
+    label="No progress line",
+    not_in_form="--no-progress is for headless runs: the web UI shows no progress line",
 )
 
+# The order of `loadtest options`, the README's table and the web UI's form: related options together.
 OPTIONS: tuple[Option[Any], ...] = (
+    # the target
+    API,
     NLX_DEPLOYMENT,
     NLX_CHANNEL,
-    THINK_TIME,
-    ABANDON,
-    FALLBACK_PATTERN,
-    HISTORY,
+    MODEL,
+    PATH,
+    INSECURE,
+    MOCK_OPTIONS,
+    # the conversations
     CONVERSATIONS,
-    REPORT_DIR,
+    HISTORY,
+    FALLBACK_PATTERN,
+    ON_TURN_ERROR,
+    ABANDON,
+    # pacing and load
+    THINK_TIME,
+    ARRIVAL_RATE,
+    MAX_QUEUE_WAIT,
+    STAGES,
+    # timeouts
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
     FIRST_BYTE_TIMEOUT,
     IDLE_TIMEOUT,
-    ON_TURN_ERROR,
-    INSECURE,
-    GC,
-    TRANSPORT,
-    MOCK_OPTIONS,
-    ARRIVAL_RATE,
-    STAGES,
-    MAX_QUEUE_WAIT,
-    API,
-    MODEL,
-    PATH,
+    # the verdict
     THRESHOLD,
     THRESHOLD_ABORT,
     THRESHOLD_WARMUP,
     STRICT_CLIENT,
     NO_FAIL_FAST,
+    # the output
+    REPORT_DIR,
     TURN_LOG,
     NO_PROGRESS,
+    # the load generator itself
+    TRANSPORT,
+    GC,
 )
 
 
@@ -549,10 +629,13 @@ OPTIONS: tuple[Option[Any], ...] = (
 
 
 def add_arguments(parser: Any) -> None:
-    """Add every option to a Locust (configargparse) parser, e.g. from `init_command_line_parser`."""
+    """Add every option to a Locust (configargparse) parser, e.g. from `init_command_line_parser`, and
+    make the web UI listen on loopback unless `--web-host` (or LOCUST_WEB_HOST, locust.conf) says
+    otherwise: the process holds the API key, and the web UI starts load with it."""
     # Not in an argument group: Locust's web UI leaves out grouped custom options (locust#2560).
     for option in OPTIONS:
         parser.add_argument(option.flag, **argument_kwargs(option))
+    parser.set_defaults(web_host=WEB_HOST)
 
 
 def argument_kwargs(option: Option[Any]) -> dict[str, Any]:

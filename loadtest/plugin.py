@@ -116,7 +116,11 @@ class Loadtest:
         self.environment = environment
         environment.loadtest = self
         if environment.web_ui is not None:
-            webui.install(environment.web_ui, lambda: webui.rows_from_metrics(self.metrics))
+            webui.install(
+                environment.web_ui,
+                lambda: webui.rows_from_metrics(self.metrics),
+                charts=lambda: webui.charts_from_metrics(self.metrics),
+            )
             webui_form.install(environment.web_ui, lambda: self.mock.url if self.mock is not None else None)
             warning = webui.exposure_warning(environment.parsed_options)
             if warning:

@@ -21,11 +21,11 @@ from tests.conftest import ROOT, locust_env
 DERIVED_FIELDS = {"host", "uses_mock", "api_key", "scenarios", "headless"}
 
 
-def locust_parser() -> Any:
-    """Locust's own parser with all of Locust's options, then ours (no config files read)."""
+def locust_parser(config_files: list[str] | None = None) -> Any:
+    """Locust's own parser with all of Locust's options, then ours (no config files read unless given)."""
     from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
 
-    parser = get_empty_argument_parser(add_help=False, default_config_files=[])
+    parser = get_empty_argument_parser(add_help=False, default_config_files=config_files or [])
     setup_parser_arguments(parser)
     add_arguments(parser)
     return parser
@@ -62,6 +62,17 @@ def test_locusts_parser_reads_our_env_vars() -> None:
     options = parser.parse_args(["--threshold", "ttft.p95<1s", "--threshold", "turn.p99<2s"], env_vars=env)
     assert options.think_time == "exp:5" and options.max_queue_wait == 4.0 and options.insecure is True
     assert options.threshold == ["ttft.p95<1s", "turn.p99<2s"]
+
+
+def test_the_web_ui_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    assert locust_parser().parse_args([]).web_host == "127.0.0.1"
+    assert locust_parser().parse_args(["--web-host", "*"]).web_host == "*"
+    assert locust_parser().parse_args([], env_vars={"LOCUST_WEB_HOST": "0.0.0.0"}).web_host == "0.0.0.0"
+    conf = tmp_path / "locust.conf"
+    conf.write_text("web-host = 10.1.2.3\n")
+    assert locust_parser([str(conf)]).parse_args([]).web_host == "10.1.2.3"
+    # A master binds its worker port where it is told, as before.
+    assert locust_parser().parse_args(["--master"]).master_bind_host == "*"
 
 
 def test_the_threshold_env_var_adds_rules(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@ real Locust master with a worker."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -23,7 +24,9 @@ from locust.event import Events
 
 from loadtest import catalog, webui
 from loadtest.metrics import Metrics
+from loadtest.report import charts
 from tests.conftest import FAST, LOCUST, TEST_KEY, Mock, free_port, locust_env
+from tests.test_webui_form import form_body
 
 MS = 1_000_000  # ns
 
@@ -114,7 +117,7 @@ def test_each_table_metric_has_its_rows_and_each_table_statistic_its_column() ->
         row = rows[webui.metric_label(metric), "all"]
         assert row["count"] == 1 and all(row[s.key] == i + 1 for s in catalog.TABLE_STATS)
     assert [key for key, _ in webui.COLUMNS[3:]] == [s.key for s in catalog.TABLE_STATS]
-    assert [title for _, title in webui.COLUMNS[3:]] == [f"{s.label} (ms)" for s in catalog.TABLE_STATS]
+    assert [title for _, title in webui.COLUMNS[3:]] == [s.label for s in catalog.TABLE_STATS]
 
 
 def test_empty_metrics_give_the_four_overall_rows() -> None:
@@ -127,19 +130,111 @@ def test_empty_metrics_give_the_four_overall_rows() -> None:
     ]
 
 
+# --- the tab's display -------------------------------------------------------------------------------
+
+
+def test_the_tab_shows_one_decimal_the_unit_beside_the_metric_and_conversations_in_seconds() -> None:
+    rows = [
+        {"metric": "Turn latency", "scope": "turn 1", "count": 12345,
+         "p50": 5.0, "p90": 812.25, "p95": 999.96, "p99": 1000.0, "p999": 1234.5, "max": 20000.0},
+        {"metric": "Conversation", "scope": "scenario booking", "count": 3,
+         "p50": 6500.0, "p90": 6549.0, "p95": 6551.0, "p99": 1234567.8, "p999": 1234567.8, "max": 1234567.8},
+        {"metric": "TTFT", "scope": "turn 2", "count": 0, **{k: "-" for k, _ in webui.ROW_PERCENTILES}},
+    ]  # fmt: skip
+    assert webui.tab_rows(rows) == [
+        {"metric": "Turn latency (ms)", "scope": "turn 1", "count": "12,345", "p50": "5.0",
+         "p90": "812.2", "p95": "1,000.0", "p99": "1,000.0", "p999": "1,234.5", "max": "20,000.0"},
+        {"metric": "Conversation (s)", "scope": "scenario booking", "count": "3",
+         "p50": "6.5", "p90": "6.5", "p95": "6.6", "p99": "1,234.6", "p999": "1,234.6", "max": "1,234.6"},
+        {"metric": "TTFT (ms)", "scope": "turn 2", "count": "0",
+         **{k: "-" for k, _ in webui.ROW_PERCENTILES}},
+    ]  # fmt: skip
+
+
+def test_the_tab_has_the_rows_of_the_json_endpoint_in_its_order() -> None:
+    metrics = filled_metrics()
+    metrics.record_scoped("conversation", 6_500 * MS, ("scenario=booking",))
+    rows = webui.rows_from_metrics(metrics)
+    shown = webui.tab_rows(rows)
+    assert [(r["metric"], r["scope"]) for r in shown] == [
+        (f"{r['metric']} ({'s' if r['metric'] == 'Conversation' else 'ms'})", r["scope"]) for r in rows
+    ]
+    conversation = next(r for r in rows if r["metric"] == "Conversation")
+    assert shown[rows.index(conversation)]["max"] == f"{conversation['max'] / 1000:,.1f}"
+
+
+def test_the_plots_are_the_reports_percentile_distributions_of_the_data_so_far() -> None:
+    assert webui.charts_from_metrics(Metrics()) == []
+    metrics = filled_metrics()
+    figures = webui.charts_from_metrics(metrics)
+    assert [(f["title"], f["detail"]) for f in figures] == [("TTFT", "n = 101"), ("Turn latency", "n = 100")]
+    ttft = figures[0]["spec"]
+    hist = metrics.hist("ttft")
+    report = charts.distribution_spec(
+        "loadtest-dist-ttft", "ms", [("TTFT", catalog.TTFT.color, charts.percentile_curve(hist.encode()))]
+    )
+    assert report is not None
+    assert {k: v for k, v in ttft.items() if k != "marks"} == report
+    row = {(r["metric"], r["scope"]): r for r in webui.rows_from_metrics(metrics)}["TTFT", "all"]
+    # Labelled where the curve reaches them (101 samples: not as far as p99.9), with the tab's values.
+    marks = {m["label"]: round(m["y"], 1) for m in ttft["marks"]}
+    assert marks == {"p50": row["p50"], "p90": row["p90"], "p99": row["p99"], "max": row["max"]}
+
+
+@pytest.mark.parametrize(
+    ("web_host", "login", "warned"),
+    [
+        ("127.0.0.1", False, False),
+        ("::1", False, False),
+        ("[::1]", False, False),
+        ("localhost", False, False),
+        ("", False, True),  # Locust's own default: every interface
+        ("*", False, True),
+        ("0.0.0.0", False, True),
+        ("192.168.1.20", False, True),
+        ("0.0.0.0", True, False),
+    ],
+)
+def test_a_web_ui_beyond_loopback_without_a_login_is_warned_about(
+    web_host: str, login: bool, warned: bool
+) -> None:
+    options = argparse.Namespace(web_host=web_host, web_port=8089, web_login=login)
+    warning = webui.exposure_warning(options)
+    assert (warning is not None) == warned
+    if warning is not None:
+        assert "port 8089" in warning and "without --web-login" in warning and "API key" in warning
+        assert "every interface" in warning if web_host in ("", "*") else web_host in warning
+
+
 # --- install(), on a stand-in for Locust's WebUI ------------------------------------------------------
 
 
-class FakeWebUI:
-    """What install() uses of Locust's WebUI: a Flask app whose blueprint "locust" serves /stats/requests
-    (one memoized response object, as Locust hands out), template_args and auth_required_if_enabled."""
+def full_row(label: str, count: int) -> dict[str, Any]:
+    return {
+        "metric": label,
+        "scope": "all",
+        "count": count,
+        **{k: float(count) for k, _ in webui.ROW_PERCENTILES},
+    }
 
-    def __init__(self, base_path: str | None = None) -> None:
+
+class FakeWebUI:
+    """What install() uses of Locust's WebUI: a Flask app whose blueprint "locust" serves its page and
+    /stats/requests (one memoized response object, as Locust hands out), template_args,
+    auth_required_if_enabled, and the environment's events and parsed options."""
+
+    def __init__(self, base_path: str | None = None, report_dir: Path | None = None) -> None:
         self.app = Flask("fake_locust")
         self.template_args: dict[str, Any] = {"extended_tabs": [{"key": "other", "title": "Other"}]}
+        self.environment = Environment(events=Events())
+        self.environment.parsed_options = argparse.Namespace(report_dir=str(report_dir or "reports"))
         self.stats_calls = 0
         cached: list[Response] = []
         blueprint = Blueprint("locust", __name__, url_prefix=base_path)
+
+        @blueprint.route("/")
+        def index() -> str:
+            return "<html><head><title>Locust</title></head><body></body></html>"
 
         @blueprint.route("/stats/requests")
         def request_stats() -> Response:
@@ -161,7 +256,7 @@ class CountingProvider:
 
     def __call__(self) -> list[dict[str, Any]]:
         self.calls += 1
-        return [{"metric": self.label, "scope": "all", "count": self.calls}]
+        return [full_row(self.label, self.calls)]
 
 
 def extended(stats: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +275,7 @@ def test_install_declares_the_tab_and_its_columns_beside_other_extensions() -> N
     assert [c["key"] for c in table["structure"]] == [
         "metric", "scope", "count", "p50", "p90", "p95", "p99", "p999", "max",
     ]  # fmt: skip
-    assert "p99.9 (ms)" in [c["title"] for c in table["structure"]]
+    assert "p99.9" in [c["title"] for c in table["structure"]]
 
 
 def test_rows_go_to_the_json_endpoint_and_into_locusts_stats_poll_once_per_cache_period() -> None:
@@ -190,14 +285,11 @@ def test_rows_go_to_the_json_endpoint_and_into_locusts_stats_poll_once_per_cache
     client = ui.app.test_client()
     first = client.get("/loadtest/stats")
     assert first.status_code == 200
-    assert first.get_json() == {"rows": [{"metric": "TTFT", "scope": "all", "count": 1}]}
+    assert first.get_json() == {"rows": [full_row("TTFT", 1)], "report": None}
     for _ in range(3):  # the same memoized response object each time: our entry is replaced, not added
         stats = client.get("/stats/requests").get_json()
         assert [e["key"] for e in stats["extended_stats"]] == ["other", webui.TAB_KEY]
-        assert extended(stats) == {
-            "other": [1],
-            webui.TAB_KEY: [{"metric": "TTFT", "scope": "all", "count": 1}],
-        }
+        assert extended(stats) == {"other": [1], webui.TAB_KEY: webui.tab_rows([full_row("TTFT", 1)])}
     assert provider.calls == 1 and ui.stats_calls == 3
     assert "extended_stats" not in client.get("/loadtest/stats").get_json()
 
@@ -219,7 +311,7 @@ def test_installing_twice_on_one_web_ui_replaces_the_provider_and_adds_nothing()
     assert len(ui.template_args["extended_tables"]) == 1
     client = ui.app.test_client()
     assert client.get("/loadtest/stats").get_json()["rows"][0]["metric"] == "second"
-    assert extended(client.get("/stats/requests").get_json())[webui.TAB_KEY][0]["metric"] == "second"
+    assert extended(client.get("/stats/requests").get_json())[webui.TAB_KEY][0]["metric"] == "second (ms)"
     other = FakeWebUI()  # another web UI gets its own tab
     webui.install(other, CountingProvider("third"))
     assert other.app.test_client().get("/loadtest/stats").get_json()["rows"][0]["metric"] == "third"
@@ -232,6 +324,72 @@ def test_the_json_endpoint_follows_the_web_base_path() -> None:
     assert client.get("/locust/loadtest/stats").status_code == 200
     assert client.get("/loadtest/stats").status_code == 404
     assert webui.TAB_KEY in extended(client.get("/locust/stats/requests").get_json())
+
+
+def test_the_page_loads_the_tabs_script_and_style_sheet_and_nothing_else_of_the_disk() -> None:
+    ui = FakeWebUI(base_path="/locust")
+    webui.install(ui, CountingProvider())
+    client = ui.app.test_client()
+    page = client.get("/locust/").get_data(as_text=True)
+    assert page.count("/locust/loadtest/assets/webui.js") == 1 and "/locust/loadtest/assets/webui.css" in page
+    assert page.index("webui.css") < page.index("</head>")
+    for name in ("webui.js", "webui.css", "report.js", "uPlot.iife.min.js", "uPlot.min.css"):
+        answer = client.get(f"/locust/loadtest/assets/{name}")
+        assert answer.status_code == 200 and answer.data == webui.ASSETS[name].read_bytes()
+    for name in ("report.css", "..%2Fsummary.py", "../../options.py", "webui.py", "uPlot.LICENSE"):
+        assert client.get(f"/locust/loadtest/assets/{name}").status_code == 404
+    assert "webui.js" not in client.get("/locust/stats/requests").get_data(as_text=True)
+
+
+def test_the_plots_are_served_to_the_page_and_reused_for_a_few_seconds() -> None:
+    ui = FakeWebUI()
+    calls: list[int] = []
+
+    def figures() -> list[dict[str, Any]]:
+        calls.append(1)
+        return [{"title": "TTFT", "detail": "n = 1", "spec": {"id": "loadtest-dist-ttft"}}]
+
+    webui.install(ui, CountingProvider())
+    client = ui.app.test_client()
+    assert client.get("/loadtest/charts").get_json() == {"charts": []}  # no plots given
+    webui.install(ui, CountingProvider(), charts=figures)
+    for _ in range(3):
+        assert client.get("/loadtest/charts").get_json()["charts"][0]["spec"]["id"] == "loadtest-dist-ttft"
+    assert len(calls) == 1
+    webui.install(ui, CountingProvider())  # installing again without plots keeps them
+    assert client.get("/loadtest/charts").get_json()["charts"] != []
+
+
+def test_the_latest_report_is_served_once_a_run_wrote_it_and_the_log_names_its_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reports = tmp_path / "reports"
+    ui = FakeWebUI(report_dir=reports)
+    webui.install(ui, CountingProvider())
+    client = ui.app.test_client()
+    assert client.get("/loadtest/report.html").status_code == 404
+    assert client.get("/loadtest/stats").get_json()["report"] is None
+    with caplog.at_level(logging.INFO, logger="loadtest"):
+        ui.environment.events.test_stop.fire()
+    assert "run output" not in caplog.text  # no run has written anything
+
+    run_dir = reports / "20260101-120000-abcd"
+    run_dir.mkdir(parents=True)
+    (run_dir / "report.html").write_text("<html>the report</html>")
+    (run_dir / "summary.json").write_text("{}")
+    (reports / "latest").symlink_to(run_dir.name)
+    answer = client.get("/loadtest/report.html")
+    assert answer.status_code == 200 and answer.data == b"<html>the report</html>"
+    assert answer.mimetype == "text/html"
+    assert client.get("/loadtest/stats").get_json()["report"] == {
+        "url": "/loadtest/report.html",
+        "run": "20260101-120000-abcd",
+        "folder": str(run_dir.resolve()),
+    }
+    with caplog.at_level(logging.INFO, logger="loadtest"):
+        ui.environment.events.test_stop.fire()
+        ui.environment.events.test_stop.fire()  # the same run again: said once
+    assert caplog.text.count(f"loadtest: run output in {run_dir}") == 1
 
 
 def test_a_failing_provider_leaves_locusts_stats_alone(caplog: pytest.LogCaptureFixture) -> None:
@@ -290,6 +448,7 @@ class WebLocust:
     def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
         self.proc = proc
         self.url = url
+        self.stderr = ""
 
     def until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -318,25 +477,27 @@ class WebLocust:
 
 
 @contextmanager
-def web_locust(cmd: list[str], cwd: Path) -> Iterator[WebLocust]:
+def web_locust(cmd: list[str], cwd: Path, web_host: str | None = "127.0.0.1") -> Iterator[WebLocust]:
+    """A `locust` web UI reached at 127.0.0.1, listening where `--web-host` says (None: not given); once
+    the block is left, its stderr is in `.stderr`."""
     port = free_port()
-    cmd = [*cmd, "--web-host", "127.0.0.1", "--web-port", str(port)]
+    cmd = [*cmd, "--web-port", str(port), *(["--web-host", web_host] if web_host is not None else [])]
     proc = subprocess.Popen(
         cmd, env=locust_env(NLX_API_KEY=TEST_KEY), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     locust = WebLocust(proc, f"http://127.0.0.1:{port}")
-    stderr = ""
     try:
         locust.until(locust.up, "web UI")
         yield locust
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            _, stderr = proc.communicate(timeout=60)
+            _, locust.stderr = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
+    stderr = locust.stderr
     assert "Traceback" not in stderr and "could not compute" not in stderr, stderr[-3000:]
 
 
@@ -372,7 +533,8 @@ def check_the_tab(locust: WebLocust, mock: Mock) -> None:
     stats = locust.get("/stats/requests").json()
     [entry] = [e for e in stats["extended_stats"] if e["key"] == webui.TAB_KEY]
     polled = {(r["metric"], r["scope"]): r for r in entry["data"]}
-    assert polled["TTFT", "all"]["count"] > 0 and set(polled) == set(rows)
+    assert int(polled["TTFT (ms)", "all"]["count"]) > 0
+    assert {(m.split(" (")[0], scope) for m, scope in polled} == set(rows)
     # Live: more samples show up while the test runs, past the row cache (and Locust's own).
     seen = ttft["count"]
     locust.until(lambda: locust.ttft_count() > seen, "growing TTFT count")
@@ -402,17 +564,18 @@ def test_the_tab_on_locusts_own_web_ui_moves_with_the_samples(monkeypatch: pytes
             [entry] = [e for e in stats["extended_stats"] if e["key"] == webui.TAB_KEY]
             return {(r["metric"], r["scope"]): r for r in entry["data"]}
 
-        assert polled()["TTFT", "all"]["count"] == 0
+        assert polled()["TTFT (ms)", "all"]["count"] == "0"
         for ttft_ms in (20, 30, 40):
             metrics.record_scoped("ttft", ttft_ms * MS, ("turn=1", "scenario=two_turns"))
         rows = polled()
-        assert rows["TTFT", "all"]["count"] == 3 and rows["TTFT", "all"]["p50"] == 30.0
-        assert rows["TTFT", "turn 1"]["max"] == 40.0
-        assert rows == {
-            (r["metric"], r["scope"]): r for r in client.get("/loadtest/stats").get_json()["rows"]
-        }
+        assert rows["TTFT (ms)", "all"]["count"] == "3" and rows["TTFT (ms)", "all"]["p50"] == "30.0"
+        assert rows["TTFT (ms)", "turn 1"]["max"] == "40.0"
+        served = client.get("/loadtest/stats").get_json()["rows"]
+        assert rows == {(r["metric"], r["scope"]): r for r in webui.tab_rows(served)}
         metrics.record_scoped("ttft", 50 * MS, ("turn=1", "scenario=two_turns"))
-        assert polled()["TTFT", "all"]["count"] == 4  # past Locust's memoized response
+        assert polled()["TTFT (ms)", "all"]["count"] == "4"  # past Locust's memoized response
+        page = client.get("/").get_data(as_text=True)
+        assert "/loadtest/assets/webui.js" in page  # Locust's real page gets the tab's script
     finally:
         runner.quit()
 
@@ -444,3 +607,83 @@ def test_the_tab_on_a_master_shows_the_workers_merged_data(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+# --- the start form and the key, on a real locust web UI ----------------------------------------------
+
+# Every page, answer and download of the web UI a browser or a script can fetch.
+WEB_UI_PATHS = (
+    "/",
+    "/loadtest/stats",
+    "/loadtest/report.html",
+    "/stats/requests",
+    "/stats/requests/csv",
+    "/stats/requests_full_history/csv",
+    "/stats/failures/csv",
+    "/exceptions",
+    "/exceptions/csv",
+    "/tasks",
+    "/logs",
+    "/stats/report",
+    "/stats/report?download=1",
+)
+# One of each kind: a number, a choice, a threshold, a conversations file that does not exist.
+BAD_FIELDS = (
+    ({"Read timeout": "soon"}, "--read-timeout 'soon' must be a number of seconds > 0"),
+    ({"History": "sometimes"}, "--history 'sometimes' is not known: use --history full or --history last"),
+    ({"Thresholds": "ttft.p95<fast"}, "ttft.p95<fast"),
+    ({"Conversations file": "missing.yaml"}, "missing.yaml: conversations file not found"),
+)
+
+
+def start_form(locust: WebLocust, host: str) -> dict[str, str]:
+    """The body the start form posts as it opens, for 2 users."""
+    page = locust.get("/").text
+    found = re.search(r"window\.templateArgs = (.*)$", page, re.MULTILINE)
+    assert found, page[-2000:]
+    fields = form_body(json.loads(found.group(1))["extra_options"])
+    return {"user_count": "2", "spawn_rate": "2", "host": host, **fields}
+
+
+def test_a_start_from_the_form_runs_with_its_values_and_no_answer_holds_the_key(
+    mock_server: Callable[..., Mock], tmp_path: Path
+) -> None:
+    mock = mock_server(*FAST)
+    cmd = [*locust_files(tmp_path), "--host", mock.url]  # --think-time 0 at start-up
+    with web_locust(cmd, tmp_path, web_host=None) as locust:
+        body = start_form(locust, mock.url)
+        assert body["Think time"] == "0" and body["First byte timeout"] == ""
+        for fields, message in BAD_FIELDS:
+            answer = httpx.post(locust.url + "/swarm", data={**body, **fields}, timeout=10).json()
+            assert answer["success"] is False and message in answer["message"], answer
+            assert "\n" not in answer["message"]
+        assert locust.get("/stats/requests").json()["state"] == "ready"
+
+        # Two turns, the second after 0.5 s of thinking: a conversation lasts 0.5 s and more; with the
+        # start-up think time it would take about 0.1 s.
+        answer = httpx.post(locust.url + "/swarm", data={**body, "Think time": "0.5"}, timeout=10).json()
+        assert answer["success"] is True, answer
+        key = ("Conversation", "scenario two_turns")
+        locust.until(lambda: locust.rows().get(key, {"count": 0})["count"] >= 3, "conversations")
+        assert locust.rows()[key]["p50"] >= 500.0
+        assert httpx.post(locust.url + "/stop", timeout=30).json()["success"] is True
+        locust.until(lambda: locust.get("/loadtest/stats").json()["report"] is not None, "the report link")
+        report = locust.get("/loadtest/report.html")
+        assert report.status_code == 200
+        assert report.content == (tmp_path / "reports" / "latest" / "report.html").read_bytes()
+        for path in WEB_UI_PATHS:
+            answer = locust.get(path)
+            assert TEST_KEY not in answer.text, path
+        logs = locust.get("/logs").json()["master"]
+        assert any(f"run output in {(tmp_path / 'reports').resolve()}" in line for line in logs), logs
+    # Without --web-host, on loopback only, and nothing to warn about.
+    port = locust.url.rsplit(":", 1)[1]
+    assert f"Starting web interface at http://127.0.0.1:{port}" in locust.stderr
+    assert "--web-login" not in locust.stderr
+
+
+def test_a_web_ui_open_beyond_loopback_without_a_login_warns_once(tmp_path: Path) -> None:
+    with web_locust(locust_files(tmp_path), tmp_path, web_host="0.0.0.0") as locust:
+        pass
+    assert locust.stderr.count("the web UI listens on 0.0.0.0") == 1, locust.stderr[-3000:]
+    assert "anyone who can reach that port can start load with this process's API key" in locust.stderr
