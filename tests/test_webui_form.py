@@ -278,11 +278,14 @@ def test_a_bad_value_gets_locusts_own_refusal_and_no_run(
 def test_a_start_stores_the_forms_values_for_the_run(locust_web_ui: Any) -> None:
     client = locust_web_ui.app.test_client()
     body = {"user_count": "1", "spawn_rate": "1", "host": MOCK_URL, **form_body(page_fields(client))}
-    # A cleared number field: Locust's own handler would have tried float("").
     body.update({"Think time": "0.5-1", "History": "last", "Connect timeout": "", "Turn log": "true"})
+    # A cleared number field under its dest, as a script posts it: Locust's own handler would convert it
+    # with the type of the value it replaces, float(""), and answer with a traceback.
+    body["read_timeout"] = ""
     answer = client.post("/swarm", data=body)
     assert answer.get_json()["success"] is True, answer.get_json()
     options = locust_web_ui.environment.parsed_options
     assert (options.think_time, options.history, options.connect_timeout) == ("0.5-1", "last", 10.0)
+    assert options.read_timeout == 60.0
     assert options.turn_log is True and options.num_users == 1
     assert page_fields(client)["Think time"]["default_value"] == "0.5-1"  # "New" shows the last run's
