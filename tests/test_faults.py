@@ -4,10 +4,12 @@ Locust run that loses nothing under every fault at once."""
 from __future__ import annotations
 
 import random
+import re
 import shlex
 import subprocess
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.mock import parse_config
 from loadtest.mock.command import main as mock_main
 from loadtest.mock.faults import ALIASES, BY_NAME, FAULT_KINDS, FAULTS, Fault, FaultPlan, parse_faults
+from loadtest.options import TRANSPORTS
 from tests.conftest import KEYED, NLX, Finish, LocustRun, background, start_background_mock, start_locust
+from tests.harness import wait_for
 from tests.mockthread import KEY, ThreadedMock, mock_in_thread
 
 FAST = ("--ttft", "uniform:5ms:15ms", "--itl", "uniform:1ms:3ms", "--chunks", "uniform:2:6")
@@ -121,14 +125,14 @@ def test_draws_follow_the_rates_with_at_most_one_fault_per_request() -> None:
 
 def test_every_fault_kind_has_a_client_kind_or_fails_no_turn() -> None:
     """Each fault names the failed-turn kind the client reports for it: a `Failure`, or the
-    `http_failure` of its status; only idle_close fails no turn."""
+    `http_failure` of its status; only idle_close and keepalive_timeout fail no turn."""
     assert list(FAULT_KINDS) == list(BY_NAME) == [fault.name for fault in FAULTS]
     for fault in FAULTS:
         if fault.status is not None:
             assert fault.name == fault.fails_as == http_failure(fault.status)
         elif fault.fails_as is not None:
             assert fault.fails_as in set(Failure) and fault.fails_as != Failure.CUT, fault
-    assert [fault.name for fault in FAULTS if fault.fails_as is None] == ["idle_close"]
+    assert [fault.name for fault in FAULTS if fault.fails_as is None] == ["idle_close", "keepalive_timeout"]
     assert set(ALIASES.values()) <= set(FAULT_KINDS) and not set(ALIASES) & set(FAULT_KINDS)
 
 
@@ -184,6 +188,90 @@ def test_idle_close_fails_no_turn_and_every_turn_gets_a_new_connection() -> None
     assert served["faults"] == {"idle_close": TURNS}
     assert served["connections"] == served["requests"] == TURNS
     assert served["history_messages"] == 0 + 1 + 2  # each turn carried the replies before it
+
+
+# --- keepalive_timeout: connections closed while idle, without a word ----------------------------
+
+KEEPALIVE_S = 0.2
+
+
+def closed_idle(mock: ThreadedMock, count: int) -> bool:
+    return bool(mock.stats()["faults"].get("keepalive_timeout") == count)
+
+
+def converse_with_pauses(mock: ThreadedMock, transport: str, turns: int = TURNS) -> list[TurnResult]:
+    """A conversation whose think time lasts until the mock has closed the connection the last turn
+    left idle (so, longer than its keep-alive timeout)."""
+    messages: list[dict[str, str]] = []
+    results = []
+    with make_client(read_timeout=10, transport=transport) as client:
+        for i in range(turns):
+            if i:
+                assert wait_for(partial(closed_idle, mock, i), 10), mock.stats()
+            messages.append({"role": "user", "content": f"turn {i}"})
+            body = {"model": "nlx:faulty", "messages": messages, "stream": True}
+            result = stream_turn(client, mock.url + CHANNEL_PATH, body, api_key=KEY)
+            if result.ok:
+                messages.append({"role": "assistant", "content": result.content})
+            results.append(result)
+    return results
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_connection_closed_while_idle_fails_no_turn(transport: str) -> None:
+    with mock_in_thread(*FAST, "--fault", f"keepalive_timeout={KEEPALIVE_S * 1000:g}ms") as mock:
+        results = converse_with_pauses(mock, transport)
+        served = mock.stats()
+    check_nothing_lost(results, served)
+    assert all(result.ok and result.done for result in results), [r.detail for r in results]
+    # Each pause outlasted the timeout: the mock closed the idle connection, the client noticed
+    # before reusing it and opened a new one.
+    assert served["connections"] == served["requests"] == TURNS
+    assert served["faults"]["keepalive_timeout"] >= TURNS - 1
+    assert served["history_messages"] == 0 + 1 + 2
+
+
+# What each transport's check of an idle connection is: when it says "still open", the turn goes out
+# on the closed connection.
+STALE_CHECK = {
+    "gevent": ("loadtest.transport._still_open", lambda sock: True),
+    "httpx": ("httpcore._sync.http11.HTTP11Connection.has_expired", lambda self: False),
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_without_the_check_before_reuse_the_closed_connection_fails_the_turn(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test above would pass without a stale connection in it: this shows it has one.
+    monkeypatch.setattr(*STALE_CHECK[transport])
+    with mock_in_thread(*FAST, "--fault", f"keepalive_timeout={KEEPALIVE_S * 1000:g}ms") as mock:
+        results = converse_with_pauses(mock, transport, turns=2)
+    assert results[0].ok
+    assert results[1].kind == "disconnect", results[1]
+
+
+def test_keepalive_timeout_takes_a_duration_beside_the_rates() -> None:
+    assert parse_faults(["keepalive_timeout=2s"]).keepalive_timeout_s == 2.0
+    plan = parse_faults(["http_429=10%,keepalive_timeout=250ms"])
+    assert plan.keepalive_timeout_s == 0.25 and plan.rates == {"http_429": 0.1}
+    assert parse_faults([]).keepalive_timeout_s is None
+    with pytest.raises(ValueError, match="takes a duration, not a rate"):
+        FaultPlan({"keepalive_timeout": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("keepalive_timeout=10%", "fault keepalive_timeout: bad duration '10%': write a positive time"),
+        ("keepalive_timeout=2", "bad duration '2'"),  # a bare number would be ms elsewhere, here a rate
+        ("keepalive_timeout=0s", "bad duration '0s'"),
+        ("keepalive_timeout=1s,keepalive_timeout=2s", "given twice"),
+    ],
+)
+def test_a_bad_keepalive_timeout_names_the_fix(spec: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        parse_faults([spec])
 
 
 # --- real run: several faults at once -----------------------------------------------------------

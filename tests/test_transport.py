@@ -6,6 +6,7 @@ import gzip
 import resource
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -182,13 +183,21 @@ def test_connection_close_and_expiry_open_new_connections(serve: Callable[[Handl
     assert server.connections == 2
 
 
-def test_a_connection_the_server_closed_while_idle_is_not_reused(serve: Callable[[Handler], Server]) -> None:
+@pytest.mark.parametrize("close", ["fin", "rst"])
+def test_a_connection_the_server_closed_while_idle_is_not_reused(
+    serve: Callable[[Handler], Server], close: str
+) -> None:
     closed = threading.Event()
 
     def answer_then_close(conn: socket.socket, head: bytes, n: int) -> bool:
-        # Keep-alive promised, then closed while idle, as servers do after their idle timeout.
+        # Keep-alive promised, then closed while idle, as servers do after their idle timeout (some
+        # load balancers with a reset).
         conn.sendall(stream_head() + chunked(CHUNK))
-        conn.shutdown(socket.SHUT_WR)
+        if close == "rst":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        else:
+            conn.shutdown(socket.SHUT_WR)
         closed.set()
         return False
 

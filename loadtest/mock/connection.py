@@ -1,10 +1,11 @@
-"""What faults do to a connection, below HTTP: reset it, abort it, or leave it silent."""
+"""What faults do to a connection, below HTTP: reset it, abort it, leave it silent, or close it idle."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -45,3 +46,36 @@ async def stall(request: web.Request, seconds: float) -> bool:
             return False
         await asyncio.sleep(min(_STALL_POLL_S, deadline - loop.time()))
     return True
+
+
+class IdleCloser:
+    """Closes a keep-alive connection once it has stayed idle for `seconds` after a response: a plain
+    FIN with no `Connection: close` beforehand, as servers and load balancers do at their idle timeout.
+
+    `busy` when a response starts and `idle` when it has ended; `on_close` is called for each close.
+    Only streamed responses say so, and the others take milliseconds: at worst one of them is cut
+    by a close falling due just as its request comes, as with any server that has an idle timeout.
+    """
+
+    def __init__(self, seconds: float, on_close: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self._on_close = on_close
+        self._timers: dict[asyncio.BaseTransport, asyncio.TimerHandle] = {}
+
+    def busy(self, transport: asyncio.BaseTransport | None) -> None:
+        timer = self._timers.pop(transport, None) if transport is not None else None
+        if timer is not None:
+            timer.cancel()
+
+    def idle(self, transport: asyncio.BaseTransport | None) -> None:
+        self.busy(transport)
+        if transport is None or transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[transport] = loop.call_later(self.seconds, self._close, transport)
+
+    def _close(self, transport: asyncio.BaseTransport) -> None:
+        del self._timers[transport]
+        if not transport.is_closing():
+            transport.close()
+            self._on_close()

@@ -2,20 +2,24 @@
 
     --fault http_429=10% --fault truncate=2%        one KIND=RATE per option, repeatable
     --faults "http_500=5%,stall=1%"                 several at once, comma-separated
+    --fault keepalive_timeout=2s                    on every connection: KIND=DURATION
 
 A RATE is a percentage (`5%`) or a fraction (`0.05`), as `loadtest.shares` reads every share. At most
-one fault is drawn per request, so the rates may add up to 100% at most.
+one fault is drawn per request, so the rates may add up to 100% at most. A fault of `Stage.IDLE` is
+not drawn: it takes a duration (`2s`, `500ms`) and acts on every connection between its requests.
 
 `FAULTS` is the one list of faults: what each does, when in the response it happens, and the kind of
 failed turn the client reports for it (a `catalog.Failure`, or `http_failure(status)`). Adding a fault
 is one entry here plus what the server does for it (`loadtest/mock/answers.py` for a fault that
-replaces the response, `loadtest/mock/stream.py` for one inside the stream).
+replaces the response, `loadtest/mock/stream.py` for one inside the stream or between requests, with
+`loadtest/mock/connection.py` for what happens below HTTP).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -32,6 +36,7 @@ class Stage(Enum):
     MID_STREAM = "mid_stream"  # a few content chunks, then an event of the fault's own ends the stream
     EVENT = "event"  # one event of the fault's own in place of every content chunk
     STREAM = "stream"  # changes how a complete stream is sent
+    IDLE = "idle"  # acts on every connection between its requests; given a duration, not a rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +103,23 @@ FAULTS: Final[tuple[Fault, ...]] = (
         Stage.STREAM,
         None,
     ),
+    # A server's or load balancer's idle timeout, as most have one (60-75 s): the client must notice the
+    # close before it reuses the connection, so nothing fails.
+    Fault(
+        "keepalive_timeout",
+        "close a keep-alive connection left idle for the given time after its response, with no "
+        "Connection: close (KIND=DURATION, such as keepalive_timeout=2s)",
+        Stage.IDLE,
+        None,
+    ),
 )
 BY_NAME: Final[Mapping[str, Fault]] = {fault.name: fault for fault in FAULTS}
 # Kind -> what the mock does, for `--help` and error messages.
 FAULT_KINDS: Final[Mapping[str, str]] = {fault.name: fault.does for fault in FAULTS}
 # Answered with this status and a JSON `{"error": ...}` body instead of a stream.
 HTTP_FAULTS: Final[Mapping[str, int]] = {f.name: f.status for f in FAULTS if f.status is not None}
+# Faults drawn per request at a rate; the others take a duration.
+RATE_FAULTS: Final = frozenset(f.name for f in FAULTS if f.stage is not Stage.IDLE)
 # Faults that answer before any stream starts: the request leaves no turn in the mock's state.
 NO_STREAM_FAULTS: Final = frozenset(f.name for f in FAULTS if f.stage is Stage.ANSWER)
 MID_STREAM_FAULTS: Final = frozenset(f.name for f in FAULTS if f.stage is Stage.MID_STREAM)
@@ -116,14 +132,18 @@ ALIASES: Final[Mapping[str, str]] = {"cut": "truncate", "disconnect": "truncate"
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """The fault rates of one mock; `draw` picks at most one fault for a request."""
+    """The faults of one mock: the rates `draw` picks at most one fault from for a request, and
+    `keepalive_timeout_s`, after which an idle connection is closed without notice (None: never)."""
 
     rates: Mapping[str, float] = field(default_factory=dict)
+    keepalive_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         for kind, rate in self.rates.items():
             if kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {kind!r}: use one of {', '.join(FAULT_KINDS)}")
+            if kind not in RATE_FAULTS:
+                raise ValueError(f"fault {kind} takes a duration, not a rate")
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"fault {kind}: rate {rate} is not between 0 and 100%")
         total = math.fsum(self.rates.values())
@@ -131,13 +151,18 @@ class FaultPlan:
             raise ValueError(
                 f"fault rates add up to {total:.4g} (more than 100%): at most one fault is drawn per request"
             )
+        if self.keepalive_timeout_s is not None and not self.keepalive_timeout_s > 0:
+            raise ValueError(f"fault keepalive_timeout: {self.keepalive_timeout_s} s is not a positive time")
 
     def __bool__(self) -> bool:
+        return self._draws() or self.keepalive_timeout_s is not None
+
+    def _draws(self) -> bool:
         return any(rate > 0 for rate in self.rates.values())
 
     def draw(self, rng: random.Random) -> str | None:
         """One fault kind, or None; kind K comes with probability rates[K]."""
-        if not self:
+        if not self._draws():
             return None
         point = rng.random()
         for kind, rate in self.rates.items():
@@ -148,8 +173,10 @@ class FaultPlan:
 
 
 def parse_faults(specs: Iterable[str]) -> FaultPlan:
-    """Build a plan from `KIND=RATE` items, each item possibly a comma-separated list of them."""
+    """Build a plan from `KIND=RATE` (or `KIND=DURATION`) items, each item possibly a comma-separated
+    list of them."""
     rates: dict[str, float] = {}
+    durations: dict[str, float] = {}
     for spec in specs:
         for item in spec.split(","):
             item = item.strip()
@@ -161,10 +188,24 @@ def parse_faults(specs: Iterable[str]) -> FaultPlan:
                 raise ValueError(f"bad fault {item!r}: use KIND=RATE, such as http_429=10%")
             if kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {kind!r}: use one of {', '.join(FAULT_KINDS)}")
-            if kind in rates:
+            if kind in rates or kind in durations:
                 raise ValueError(f"fault {kind} is given twice")
+            if BY_NAME[kind].stage is Stage.IDLE:
+                durations[kind] = _parse_duration(kind, rate_text.strip())
+                continue
             try:
                 rates[kind] = parse_share(rate_text)
             except ShareError as exc:
                 raise ValueError(f"fault {kind}: bad rate {exc}") from None
-    return FaultPlan(rates)
+    return FaultPlan(rates, keepalive_timeout_s=durations.get("keepalive_timeout"))
+
+
+_DURATION = re.compile(r"^([0-9]*\.?[0-9]+)(ms|s)$")
+
+
+def _parse_duration(kind: str, text: str) -> float:
+    """Seconds from `2s` or `500ms`; a unit is required, since a bare number reads as a rate elsewhere."""
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"fault {kind}: bad duration {text!r}: write a positive time such as 2s or 500ms")
+    return float(match.group(1)) * (1e-3 if match.group(2) == "ms" else 1.0)

@@ -53,6 +53,11 @@ class Streamer:
         self.state = state
         self.rng = random.Random(config.seed)
         self._ticker: Ticker | None = None
+        seconds = config.faults.keepalive_timeout_s
+        self._idle = connection.IdleCloser(seconds, self._closed_idle) if seconds is not None else None
+
+    def _closed_idle(self) -> None:
+        self.state.faults["keepalive_timeout"] += 1
 
     def _deadlines(self, start: float, pieces: list[str], fault: str | None) -> tuple[list[str], list[float]]:
         """The pieces to send and their deadlines; a mid-stream fault takes the place of the next chunk,
@@ -110,6 +115,8 @@ class Streamer:
             response.force_close()  # sends Connection: close, and closes once the response is written
         state.status[200] += 1
         state.turns += 1
+        if self._idle is not None:
+            self._idle.busy(request.transport)
         try:
             await response.prepare(request)
             await response.write(event({"role": "assistant", "content": ""}, None))
@@ -133,6 +140,9 @@ class Streamer:
             await response.write_eof()
         except ConnectionResetError:
             pass  # The client went away; what was written before is already counted.
+        finally:
+            if self._idle is not None:
+                self._idle.idle(request.transport)
         return response
 
     async def _write_on_schedule(
