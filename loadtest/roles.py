@@ -90,6 +90,8 @@ class Reporting:
         )
         for warning in run.warnings:
             logger.warning("loadtest: %s", warning)
+        # Also for the web UI's LOGS tab, which refreshes only while a test runs.
+        logger.info("loadtest: run %s writes its output to %s", run.id, settings.report_dir / run.id)
         self.watchers = [UserSampler(run, lambda: int(lt.runner.user_count or 0), lt.recorder)]
         if settings.threshold_abort and settings.thresholds:
             self.watchers.append(
