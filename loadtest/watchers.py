@@ -45,6 +45,24 @@ class Watcher:
         raise NotImplementedError
 
 
+class StoppingWatcher(Watcher):
+    """Checks the run every `interval_s` and, the first time `check` says it must not go on (and has
+    stopped it), watches no more."""
+
+    interval_s = 1.0
+
+    def check(self) -> bool:
+        """Whether the run may go on."""
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(self.interval_s)
+            if not self.check():
+                self._greenlet = None
+                return
+
+
 class UserSampler(Watcher):
     """Once a second: the most users active in each interval (as this process sees them), and the
     settling of intervals every worker has reported."""
@@ -67,8 +85,10 @@ class UserSampler(Watcher):
             gevent.sleep(1.0)
 
 
-class ThresholdWatcher(Watcher):
+class ThresholdWatcher(StoppingWatcher):
     """`--threshold-abort`: after the warm-up, stop the run at the first threshold that fails."""
+
+    interval_s = ABORT_CHECK_SECONDS
 
     def __init__(
         self,
@@ -98,13 +118,6 @@ class ThresholdWatcher(Watcher):
                 gevent.spawn(self.stop_run)
                 return False
         return True
-
-    def _loop(self) -> None:
-        while True:
-            gevent.sleep(ABORT_CHECK_SECONDS)
-            if not self.check():
-                self._greenlet = None
-                return
 
 
 # Fail fast: a run whose first turns are all refused alike stops after this many of them, or after
@@ -147,9 +160,11 @@ def refusal(metrics: Metrics, elapsed_s: float, api: str = "nlx") -> str | None:
     return f"all {failed} turns so far were refused with {fixes[kinds[0]]}; --no-fail-fast goes on regardless"
 
 
-class RefusalWatcher(Watcher):
+class RefusalWatcher(StoppingWatcher):
     """Fail fast: stop the run when its first turns are all refused alike (a wrong key, deployment,
     channel or path), instead of sending refused requests for the whole of -t."""
+
+    interval_s = REFUSAL_CHECK_SECONDS
 
     def __init__(
         self, run: Run, metrics: Callable[[], Metrics], api: str, stop_run: Callable[[], None]
@@ -173,10 +188,3 @@ class RefusalWatcher(Watcher):
         logger.error("loadtest: %s: stopping the run", line)
         gevent.spawn(self.stop_run)
         return False
-
-    def _loop(self) -> None:
-        while True:
-            gevent.sleep(REFUSAL_CHECK_SECONDS)
-            if not self.check():
-                self._greenlet = None
-                return
