@@ -37,7 +37,7 @@ _sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
 STARTUP_S = 10.0
 READ_SIZE = 64 * 1024
 # The pieces a bandwidth limit sends, in seconds of transfer each: small enough to stream evenly.
-_PACE_S = 0.001
+_PACE_S = 0.005
 
 How = Literal["reset", "blackhole"]
 
@@ -305,12 +305,14 @@ class _Link:
             if rate is None:
                 writer.write(data)
             else:
+                # Each piece goes when the bytes before it have had their time on the link: a late
+                # wake-up sends the pieces that fell due meanwhile at once, so lateness never adds up.
+                free_at = max(free_at, loop.time())
                 step = max(1, int(rate * _PACE_S))
                 for start in range(0, len(data), step):
-                    await _sleep_until(loop, free_at)
-                    piece = data[start : start + step]
-                    writer.write(piece)
-                    free_at = max(free_at, loop.time()) + len(piece) / rate
+                    await _sleep_until(loop, free_at + start / rate)
+                    writer.write(data[start : start + step])
+                free_at += len(data) / rate
             if down:
                 self.proxy.bytes_down += len(data)
             await writer.drain()
