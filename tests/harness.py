@@ -109,7 +109,12 @@ def run_in_process(
         options = parse(events, argv)
         logging.getLogger().setLevel(options.loglevel.upper())
         environment = Environment(
-            user_classes=[ChatUser], events=events, host=options.host, parsed_options=options
+            user_classes=[ChatUser],
+            events=events,
+            host=options.host,
+            parsed_options=options,
+            stop_timeout=options.stop_timeout,
+            reset_stats=options.reset_stats,
         )
         runner = environment.create_local_runner()
         try:
