@@ -1,6 +1,6 @@
 """`loadtest` command: `loadtest mock ...` runs the mock server, `loadtest report SUMMARY` re-renders,
 `loadtest compare BASELINE NEW` compares two runs, `loadtest calibrate` measures the generator's own
-added latency."""
+added latency, `loadtest conversations check FILE` checks a conversations file."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ commands:
                         (--markdown: the README's option table)
   calibrate [OPTIONS]   how much latency the load generator itself adds, measured against the mock
                         (loadtest calibrate --help)
+  conversations check FILE [--render N]
+                        check a conversations file without a run, and show what its conversations
+                        send (loadtest conversations check --help)
 
 To run a load test: locust -f locustfiles/chat.py (see README.md)."""
 
@@ -47,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         return _options(rest)
     if command == "calibrate":
         return _calibrate(rest)
+    if command == "conversations":
+        return _conversations(rest)
     print(
-        f"loadtest: error: unknown command {command!r}: use mock, report, compare, options or calibrate",
+        f"loadtest: error: unknown command {command!r}: use mock, report, compare, options, calibrate or "
+        "conversations",
         file=sys.stderr,
     )
     return EXIT_BAD_INPUT
@@ -248,6 +254,66 @@ def _calibrate(argv: list[str]) -> int:
         return EXIT_TOO_MUCH_OVERHEAD
     print("\n".join(calibrate.report_lines(result)))
     return EXIT_TOO_MUCH_OVERHEAD if result.too_much else 0
+
+
+CHECK_HELP = """Check a conversations file (YAML or JSONL) as a run would at start, without running: one
+line saying what it holds, or one line saying what is wrong and where (file:line). With --render N,
+then N conversations as they would be sent: picked by weight, variables drawn.
+
+exit codes: 0 the file is good, 2 it is not (or bad arguments)."""
+
+
+def _conversations(argv: list[str]) -> int:
+    parser = _Parser(prog="loadtest conversations", description="Work with conversations files.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="check")
+    check = actions.add_parser(
+        "check",
+        help="check a file, and show rendered conversations",
+        description=CHECK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("file", type=Path, help="the conversations file (.yaml, .yml or .jsonl)")
+    check.add_argument(
+        "--render", type=int, default=0, metavar="N", help="print N conversations as they would be sent"
+    )
+    check.add_argument("--seed", type=int, default=None, help="draw the same conversations each time")
+    ns = parser.parse_args(argv)
+    if ns.render < 0:
+        check.error(f"--render {ns.render}: give a number of conversations, 0 or more")
+    return _check_conversations(ns.file, ns.render, ns.seed)
+
+
+def _check_conversations(path: Path, render: int, seed: int | None) -> int:
+    import random
+
+    from loadtest.conversation import Outline, choose, load_scenarios, sample, scenario_outline
+    from loadtest.errors import ConfigError
+
+    try:
+        scenarios = load_scenarios(path) if render else ()
+        outline = tuple(Outline.of(s) for s in scenarios) if render else scenario_outline(path)
+    except ConfigError as exc:
+        print(f"loadtest conversations check: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    transcripts = sum(o.transcripts for o in outline)
+    print(
+        f"{path}: ok: {_count(len(outline), 'scenario')}, {_count(sum(o.turns for o in outline), 'turn')}, "
+        f"{_count(transcripts, 'transcript')}"
+    )
+    rng = random.Random(seed)
+    for number in range(1, render + 1):
+        scenario = choose(scenarios, rng)
+        print(f"\n--- conversation {number}: {scenario.name}")
+        for message in sample(scenario, rng):
+            lines = message["content"].split("\n")
+            print(f"{message['role']}: {lines[0]}")
+            for line in lines[1:]:
+                print(f"  {line}")
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 from loadtest import nlx, thresholds
 from loadtest.arrivals import ArrivalRate
 from loadtest.checks import Check
-from loadtest.conversation import History, Scenario, load_scenarios
+from loadtest.conversation import History, Outline, Scenario, load_scenarios, scenario_outline
 from loadtest.errors import ConfigError
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
 from loadtest.options import (
@@ -62,7 +63,8 @@ class Settings:
     fallback: Check | None
     history: History
     conversations_path: Path
-    scenarios: tuple[Scenario, ...]
+    # Checked whole at start, kept as names and sizes: a master needs no more (see `scenarios`).
+    outline: tuple[Outline, ...]
     # the load
     arrival_rate: ArrivalRate | None
     max_queue_wait: float
@@ -89,6 +91,12 @@ class Settings:
     transport: str
     gc: str
     mock_options: str
+
+    @cached_property
+    def scenarios(self) -> tuple[Scenario, ...]:
+        """The scenarios users play, read on first use (once per process and file: see
+        `conversation.preload`, which load-generating processes call before their users start)."""
+        return load_scenarios(self.conversations_path)
 
     @property
     def url(self) -> str:
@@ -119,9 +127,9 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
     )
     values: dict[str, Any] = {option.field: option.read(options) for option in OPTIONS}
     conversations = conversations_path(options)
-    scenarios = tuple(load_scenarios(conversations))
+    outline = scenario_outline(conversations)
     # A scope the file cannot fill would fail with "no data" only after the whole run.
-    thresholds.check_scopes(values["thresholds"], scenarios, source=str(conversations))
+    thresholds.check_scopes(values["thresholds"], _scope_stand_ins(outline), source=str(conversations))
     read_timeout = values["read_timeout"]
     values.update(
         endpoint,
@@ -129,11 +137,17 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
         uses_mock=uses_mock,
         headless=bool(getattr(options, "headless", False)),
         conversations_path=conversations,
-        scenarios=scenarios,
+        outline=outline,
         first_byte_timeout=values["first_byte_timeout"] or read_timeout,
         idle_timeout=values["idle_timeout"] or read_timeout,
     )
     return Settings(**values)
+
+
+def _scope_stand_ins(outline: tuple[Outline, ...]) -> list[Scenario]:
+    """Scenarios as `thresholds.check_scopes` reads them (names, and script lengths through their
+    longest script), made from the outline: nothing more of the file is kept here."""
+    return [Scenario(o.name, (("",) * o.longest,), o.weight) for o in outline]
 
 
 def _nlx_endpoint(options: Any, uses_mock: bool) -> dict[str, Any]:

@@ -8,16 +8,22 @@ message is sent.
     {{date: +1..+30}}                  a date that many days from today, as YYYY-MM-DD
     {{date: +1..+30 | %d %B}}          the same with a strftime format; one offset (+3, 0, -1) also works
     {{city}}                           one value of a named list (`variables: {city: [Paris, Lyon]}`)
+    {{order = number: 10000-99999}}    any of the above, drawn once and named for the rest of the
+                                       conversation (it is written here too)
+    {{order}}                          the value named `order` earlier in the conversation
+    {{{{                               a literal `{{` (a `}}` outside a variable needs no escape)
 
 Templates are compiled when the conversations file is loaded, so an unknown variable or a malformed
-one stops the run at start; `render` only draws from the random generator it is given.
+one stops the run at start; `render` only draws from the random generator it is given. The messages
+of one conversation compile together (`compile_script`), since a value named in one turn can be used
+in the turns after it, never before.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -26,8 +32,11 @@ from loadtest.errors import ConfigError
 
 KINDS = ("choice", "number", "date")
 DATE_FORMAT = "%Y-%m-%d"
+ESCAPE = "{{{{"  # writes a literal "{{"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Where a message names a value, found before compiling so that a use ahead of it says where it is.
+_DEFINITION = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
 _NUMBER_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-|\.\.)\s*(-?\d+)\s*$")
 _DAYS = re.compile(r"^\s*([+-]?\d+)\s*(?:\.\.\s*([+-]?\d+)\s*)?$")
 
@@ -69,11 +78,29 @@ Variable = Choice | Number | Date
 
 
 @dataclass(frozen=True, slots=True)
+class Define:
+    """A variable drawn once per conversation and named: `{{order = number: 10000-99999}}`."""
+
+    name: str
+    variable: Variable
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """The value a `Define` drew earlier in the same conversation: `{{order}}`."""
+
+    name: str
+
+
+Part = str | Variable | Define | Reuse
+
+
+@dataclass(frozen=True, slots=True)
 class Template:
     """A message as written (`source`) and compiled: literal text and variables, in order."""
 
     source: str
-    parts: tuple[str | Variable, ...]
+    parts: tuple[Part, ...]
 
     @classmethod
     def literal(cls, text: str) -> Template:
@@ -84,32 +111,152 @@ class Template:
     def is_literal(self) -> bool:
         return all(isinstance(part, str) for part in self.parts)
 
-    def render(self, rng: random.Random, *, today: date | None = None) -> str:
-        """The message with every variable drawn anew; dates count from `today` (default: the local date)."""
-        if self.is_literal:
-            return self.source
+    @property
+    def defines(self) -> tuple[str, ...]:
+        """The names of the values this message draws for the rest of its conversation."""
+        return tuple(part.name for part in self.parts if isinstance(part, Define))
+
+    @property
+    def uses_values(self) -> bool:
+        """Whether rendering needs the conversation's named values (it names or reuses one)."""
+        return any(isinstance(part, Define | Reuse) for part in self.parts)
+
+    def render(
+        self, rng: random.Random, *, today: date | None = None, values: MutableMapping[str, str] | None = None
+    ) -> str:
+        """The message with every variable drawn anew; dates count from `today` (default: the local date).
+
+        `values` holds the conversation's named values: a `{{name = ...}}` stores its draw there and a
+        `{{name}}` reads it (KeyError when the conversation has not drawn it)."""
+        first = self.parts[0]
+        if len(self.parts) == 1 and isinstance(first, str):
+            return first
         day = today or date.today()
-        return "".join(part if isinstance(part, str) else part.draw(rng, day) for part in self.parts)
+        named = {} if values is None else values
+        return "".join(_draw(part, rng, day, named) for part in self.parts)
+
+
+def _draw(part: Part, rng: random.Random, day: date, values: MutableMapping[str, str]) -> str:
+    if isinstance(part, str):
+        return part
+    if isinstance(part, Reuse):
+        return values[part.name]
+    if isinstance(part, Define):
+        value = values[part.name] = part.variable.draw(rng, day)
+        return value
+    return part.draw(rng, day)
+
+
+class MessageError(ConfigError):
+    """A message of a script that does not compile; `index` is its place in the script (0: the first)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def compile_script(
+    texts: Sequence[str], named: Mapping[str, Sequence[str]] | None = None
+) -> tuple[Template, ...]:
+    """Compile the messages of one conversation, in order: a value named in one (`{{order = ...}}`) is
+    known in the ones after it. MessageError says which message is wrong and why."""
+    later: dict[str, int] = {}
+    for index, text in enumerate(texts):
+        for name in _DEFINITION.findall(text):
+            later.setdefault(name, index)
+    scope = _Scope(named or {}, later)
+    templates = []
+    for index, text in enumerate(texts):
+        scope.index = index
+        try:
+            templates.append(_compile(text, scope))
+        except ConfigError as exc:
+            raise MessageError(index, str(exc)) from None
+    return tuple(templates)
 
 
 def compile_template(text: str, named: Mapping[str, Sequence[str]] | None = None) -> Template:
-    """Compile a message; ConfigError (without file and line: the caller knows them) when malformed."""
-    named = named or {}
-    parts: list[str | Variable] = []
+    """Compile one message on its own; ConfigError (without file and line: the caller knows them) when
+    malformed. A value it names can be used later in the same message only."""
+    return _compile(text, _Scope(named or {}, {}))
+
+
+class _Scope:
+    """What a name can stand for while a conversation's messages compile: a named list, or a value
+    named by an earlier message (or earlier in this one)."""
+
+    def __init__(self, named: Mapping[str, Sequence[str]], later: Mapping[str, int]) -> None:
+        self.named = named
+        # The first message naming each value, found before compiling: a use ahead of it says where.
+        self.later = later
+        self.defined: dict[str, int] = {}
+        self.index = 0
+
+    def part(self, inner: str) -> Part:
+        head, colon, _ = inner.partition(":")
+        if "=" in head:
+            name, _, rest = inner.partition("=")
+            return self._define(inner, name.strip(), rest)
+        name = inner.strip()
+        if colon or name in self.named:
+            return _variable(inner, self.named)
+        if name in self.defined:
+            return Reuse(name)
+        if name in self.later:
+            raise ConfigError(
+                f"{{{{{name}}}}} is used before turn {self.later[name] + 1} names it: name the value where "
+                f"it is first used, {{{{{name} = ...}}}}"
+            )
+        return _variable(inner, self.named)
+
+    def _define(self, inner: str, name: str, rest: str) -> Define:
+        if not _NAME.match(name):
+            raise ConfigError(f"{{{{{inner}}}}}: a value's name must be a word of letters, digits and '_'")
+        if name in KINDS:
+            raise ConfigError(f"{{{{{inner}}}}}: {name!r} is a variable kind: name the value otherwise")
+        if name in self.named:
+            raise ConfigError(
+                f"{{{{{inner}}}}}: {name!r} is a list under 'variables:': name the value otherwise"
+            )
+        if name in self.defined:
+            raise ConfigError(
+                f"{{{{{inner}}}}}: {name!r} is named already (turn {self.defined[name] + 1}): reuse it "
+                f"with {{{{{name}}}}}"
+            )
+        if not rest.strip():
+            raise ConfigError(f"{{{{{inner}}}}} names nothing: use {{{{{name} = number: 10000-99999}}}}")
+        variable = _variable(rest.strip(), self.named)
+        self.defined[name] = self.index
+        return Define(name, variable)
+
+
+def _compile(text: str, scope: _Scope) -> Template:
+    parts: list[Part] = []
+    literal: list[str] = []  # text since the last variable, escapes resolved
     pos = 0
     while (start := text.find("{{", pos)) != -1:
+        literal.append(text[pos:start])
+        if text.startswith(ESCAPE, start):
+            literal.append("{{")
+            pos = start + len(ESCAPE)
+            continue
         end = text.find("}}", start + 2)
         if end == -1:
-            raise ConfigError(f"unclosed '{{{{' in {_excerpt(text[start:])}: close it with '}}}}'")
+            raise ConfigError(
+                f"unclosed '{{{{' in {_excerpt(text[start:])}: close it with '}}}}', or write '{ESCAPE}' "
+                "for a literal '{{'"
+            )
         inner = text[start + 2 : end]
         if "{{" in inner:
             raise ConfigError(f"'{{{{' inside a variable in {_excerpt(text[start : end + 2])}")
-        if start > pos:
-            parts.append(text[pos:start])
-        parts.append(_variable(inner, named))
+        if any(literal):
+            parts.append("".join(literal))
+        literal = []
+        parts.append(scope.part(inner))
         pos = end + 2
-    if pos < len(text):
-        parts.append(text[pos:])
+    literal.append(text[pos:])
+    if any(literal) or not parts:
+        parts.append("".join(literal))
     return Template(text, tuple(parts))
 
 
@@ -142,8 +289,8 @@ def _variable(inner: str, named: Mapping[str, Sequence[str]]) -> Variable:
             raise ConfigError(f"{{{{{inner}}}}} needs arguments, like {_EXAMPLES[kind]}")
         known = ", ".join(sorted(named)) or "none"
         raise ConfigError(
-            f"unknown variable {{{{{inner}}}}}: define it under 'variables:' (defined: {known}) "
-            "or use choice:, number:, date:"
+            f"unknown variable {{{{{inner}}}}}: define it under 'variables:' (defined: {known}), name it in "
+            f"an earlier turn ({{{{{kind or 'name'} = number: 1-9}}}}) or use choice:, number:, date:"
         )
     if kind == "choice":
         options = tuple(option.strip() for option in args.split("|"))

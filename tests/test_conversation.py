@@ -1,17 +1,39 @@
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import random
 import re
+import time
+import tracemalloc
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import gevent
+import orjson
 import pytest
 
+from loadtest import conversation
 from loadtest.checks import Expectation
-from loadtest.conversation import Conversation, Scenario, Turn, choose, load_scenarios
+from loadtest.conversation import (
+    Conversation,
+    Outline,
+    Scenario,
+    Turn,
+    choose,
+    forget_loaded,
+    load_scenarios,
+    sample,
+    scenario_outline,
+)
 from loadtest.errors import ConfigError
 from loadtest.mock.text import reply_text
+from tests.conftest import FAST, NLX, TEST_KEY
+from tests.harness import Run
+from tests.mockthread import ThreadedMock
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "locustfiles"
@@ -78,7 +100,7 @@ def test_jsonl_format(tmp_path: Path) -> None:
     )
     assert a == Scenario.of("a", ["hi", "bye"], weight=2.0)
     assert tuple(turn.text for turn in a.pick(random.Random(0))) == ("hi", "bye")
-    assert b.system == "sys"
+    assert b.system is not None and b.system.source == "sys"
 
 
 def test_yaml_turns_with_variables_and_expectations(tmp_path: Path) -> None:
@@ -124,7 +146,7 @@ def test_jsonl_variables_line_applies_to_the_whole_file(tmp_path: Path) -> None:
         ('{"name": "a", "turns": ["hi"]}\n{not json\n', "c.jsonl:2: not valid JSON"),
         (
             '{"name": "a", "turns": ["hi"], "weight": -1}\n',
-            "c.jsonl:1: scenario 'a' weight must be a number > 0",
+            "c.jsonl:1: scenario 'a' weight must be a finite number > 0",
         ),
         ('{"name": "a", "turns": ["hi"], "wieght": 1}\n', "c.jsonl:1: unknown key 'wieght'"),
         (
@@ -196,7 +218,7 @@ def test_yaml_errors_base_file_is_valid(tmp_path: Path) -> None:
         ("city: [Paris]", "city: Paris", "c.yaml:2: variable 'city' must be a non-empty list"),
         ("city: [Paris]", "date: [Paris]", "c.yaml:2: variable name 'date' is taken"),
         ("      - hello", "      - 42", "c.yaml:6: scenario 's' turn 1 must be a non-empty string"),
-        ("  - name: s", "  - name: s\n    weight: zero", "c.yaml:5: scenario 's' weight must be a number"),
+        ("  - name: s", "  - name: s\n    weight: zero", "c.yaml:5: scenario 's' weight must be a finite"),
         ("variables:", "scenario: []\nvariables:", "c.yaml:1: unknown key 'scenario'"),
         ("  city: [Paris]", "  - city", "c.yaml:1: 'variables' must map names to lists"),
     ],
@@ -244,20 +266,21 @@ def test_transcripts_are_grouped_and_replay_only_user_turns(tmp_path: Path) -> N
     assert (replay.name, replay.weight, replay.system) == ("replay", 2.0, None)
     assert (billing.name, billing.weight) == ("billing", 3.0)
     assert scripted.name == "scripted"
-    assert [[t.text for t in script] for script in replay.scripts] == [
-        ["a1 {{not a variable}}", "a2"],
-        ["c1"],
-    ]
-    assert [[t.text for t in script] for script in billing.scripts] == [["b1"], ["d1", "d2"], ["e1"]]
+    # a transcript is held as its user messages, plain strings
+    assert replay.scripts == (("a1 {{not a variable}}", "a2"), ("c1",))
+    assert billing.scripts == (("b1",), ("d1", "d2"), ("e1",))
     # transcripts are sent as written: braces are not variables
-    assert replay.scripts[0][0].render(random.Random(0)) == "a1 {{not a variable}}"
-    assert all(t.expect is None for s in replay.scripts for t in s)
+    rng = random.Random(0)
+    played = {tuple(t.render(rng) for t in replay.pick(rng)) for _ in range(50)}
+    assert played == {("a1 {{not a variable}}", "a2"), ("c1",)}
+    assert all(t.expect is None for _ in range(20) for t in replay.pick(rng))
 
 
 def test_transcript_group_settings_line(tmp_path: Path) -> None:
     text = '{"scenario": "billing", "weight": 0.5, "system": "sys"}\n' + TRANSCRIPTS
     billing = {s.name: s for s in _load(tmp_path, "c.jsonl", text)}["billing"]
-    assert (billing.weight, billing.system, len(billing.scripts)) == (0.5, "sys", 3)
+    assert (billing.weight, len(billing.scripts)) == (0.5, 3)
+    assert billing.system is not None and billing.system.render(random.Random(0)) == "sys"
 
 
 def test_scripts_of_a_scenario_are_picked_uniformly(tmp_path: Path) -> None:
@@ -300,7 +323,7 @@ def test_scripts_of_a_scenario_are_picked_uniformly(tmp_path: Path) -> None:
             '{"scenario": "g", "weight": 2, "name": "x"}\n',
             "c.jsonl:1: a line with 'scenario' is a transcript",
         ),
-        ('{"scenario": "g", "weight": -2}\n', "c.jsonl:1: scenario 'g' weight must be a number > 0"),
+        ('{"scenario": "g", "weight": -2}\n', "c.jsonl:1: scenario 'g' weight must be a finite number > 0"),
         ('{"scenario": "g", "system": 1}\n', "c.jsonl:1: scenario 'g' 'system' must be a string"),
         (
             '{"scenario": "g", "weight": 1}\n{"scenario": "g", "weight": 2}\n',
@@ -348,3 +371,411 @@ def test_weighted_choice_follows_weights() -> None:
     rng = random.Random(1)
     counts = Counter(choose(scenarios, rng).name for _ in range(8000))
     assert 0.72 < counts["a"] / 8000 < 0.78
+
+
+# -- values named for the rest of a conversation, escapes, system messages ------------------------------
+
+VALUES = """\
+variables:
+  city: [Paris, Lyon]
+scenarios:
+  - name: order
+    system: "Customer in {{city}}, ref {{number: 1-9}}"
+    turns:
+      - "Order {{order = number: 10000-99999}} to {{city}}"
+      - "Still {{order}}, literal {{{{order}}"
+      - user: "Again {{order}} and {{order}}"
+"""
+
+
+def test_a_named_value_is_reused_in_later_turns_and_drawn_anew_per_conversation(tmp_path: Path) -> None:
+    (scenario,) = _load(tmp_path, "c.yaml", VALUES)
+    rng = random.Random(3)
+    orders = set()
+    for _ in range(30):
+        first, second, third = (turn.render(rng) for turn in scenario.pick(rng))
+        order = re.fullmatch(r"Order (\d{5}) to (Paris|Lyon)", first)
+        assert order is not None
+        assert second == f"Still {order[1]}, literal {{{{order}}}}"
+        assert third == f"Again {order[1]} and {order[1]}"
+        orders.add(order[1])
+    assert len(orders) > 20
+
+
+def test_system_messages_are_templates(tmp_path: Path) -> None:
+    (scenario,) = _load(tmp_path, "c.yaml", VALUES)
+    systems = {Conversation(scenario, "c", rng=random.Random(i)).messages[0]["content"] for i in range(40)}
+    assert all(re.fullmatch(r"Customer in (Paris|Lyon), ref [1-9]", s) for s in systems)
+    assert len(systems) > 5
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            '"Order {{order = ',
+            '"Order {{order}} {{order = ',
+            "c.yaml:7: scenario 'order' turn 1: {{order}} is used",
+        ),
+        ("Still {{order}}", "Still {{ordr}}", "c.yaml:8: scenario 'order' turn 2: unknown variable {{ordr}}"),
+        ("Again {{order}}", "Again {{order = city}}", "c.yaml:9: scenario 'order' turn 3: {{order = city}}"),
+        ("{{order = number", "{{city = number", "c.yaml:7: scenario 'order' turn 1: {{city = number"),
+        (
+            "ref {{number: 1-9}}",
+            "ref {{numbr: 1-9}}",
+            "c.yaml:5: scenario 'order' system: unknown variable kind",
+        ),
+        (
+            "ref {{number: 1-9}}",
+            "ref {{ref = number: 1-9}}",
+            "c.yaml:5: scenario 'order' system: {{ref = ...}}",
+        ),
+        (
+            "ref {{number: 1-9}}",
+            "ref {{order}}",
+            "c.yaml:5: scenario 'order' system: unknown variable {{order}}",
+        ),
+        ("ref {{number: 1-9}}", "ref {{number: 1-9", "c.yaml:5: scenario 'order' system: unclosed"),
+    ],
+)
+def test_named_values_and_system_errors_name_the_line(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    assert expected in _error(tmp_path, "c.yaml", VALUES.replace(old, new))
+
+
+def test_a_use_before_the_definition_says_where_the_definition_is(tmp_path: Path) -> None:
+    text = VALUES.replace("Order {{order = number: 10000-99999}}", "Order {{order}}").replace(
+        "Again {{order}}", "Again {{order = number: 1-9}}"
+    )
+    message = _error(tmp_path, "c.yaml", text)
+    assert message.startswith(
+        f"{tmp_path / 'c.yaml'}:7: scenario 'order' turn 1: {{{{order}}}} is used before"
+    )
+    assert "turn 3 names it" in message
+
+
+def test_history_last_sends_the_system_message_with_the_first_turn_only() -> None:
+    conv = Conversation(Scenario.of("s", ["a", "b"], system="sys"), "cid", "last")
+    assert conv.request_messages("a") == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "a"},
+    ]
+    conv.add_reply("r")
+    assert conv.request_messages("b") == [{"role": "user", "content": "b"}]
+
+
+def test_history_last_without_a_system_message_sends_only_the_user_message() -> None:
+    conv = Conversation(Scenario.of("s", ["a"]), "cid", "last")
+    assert conv.request_messages("a") == [{"role": "user", "content": "a"}]
+
+
+def test_sample_is_what_a_conversation_sends(tmp_path: Path) -> None:
+    (scenario,) = _load(tmp_path, "c.yaml", VALUES)
+    messages = sample(scenario, random.Random(1))
+    assert [m["role"] for m in messages] == ["system", "user", "user", "user"]
+    assert not any("{{order" in m["content"] and "literal" not in m["content"] for m in messages)
+
+
+# -- validation -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [".inf", "-.inf", ".nan", ".NaN"])
+def test_a_weight_must_be_finite(tmp_path: Path, weight: str) -> None:
+    text = f"scenarios:\n  - name: a\n    weight: {weight}\n    turns: [hi]\n"
+    assert "c.yaml:3: scenario 'a' weight must be a finite number > 0" in _error(tmp_path, "c.yaml", text)
+
+
+def test_jsonl_weights_beyond_a_double_are_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, "c.jsonl", '{"name": "a", "weight": 1e999, "turns": ["hi"]}\n')
+    assert message.startswith(f"{tmp_path / 'c.jsonl'}:1: not valid JSON")
+
+
+@pytest.mark.parametrize("name", ["c.yaml", "c.jsonl"])
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path, name: str) -> None:
+    good = (
+        'scenarios:\n  - name: a\n    turns: ["caf\xe9"]\n'
+        if name == "c.yaml"
+        else '# comment\n{"name": "b", "turns": ["x"]}\n{"name": "a", "turns": ["caf\xe9"]}\n'
+    )
+    path = tmp_path / name
+    path.write_bytes(good.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_scenarios(path)
+    assert str(info.value) == f"{path}:3: not UTF-8 (byte 0xE9): save the file as UTF-8"
+
+
+def test_a_key_given_twice_in_yaml_names_both_lines(tmp_path: Path) -> None:
+    text = "scenarios:\n  - name: a\n    turns: [one]\n    weight: 2\n    turns: [two]\n"
+    message = _error(tmp_path, "c.yaml", text)
+    assert message == f"{tmp_path / 'c.yaml'}:5: key 'turns' is given twice (first at line 3): keep one"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"name": "a", "turns": ["one"], "turns": ["two"]}',
+        '{"scenario": "g", "messages": [{"role": "user", "content": "x"}], "messages": []}',
+        '{"name": "a", "turns": [{"user": "x", "expect": {"contains": "a", "contains": "b"}}]}',
+    ],
+)
+def test_a_key_given_twice_in_jsonl_is_refused(tmp_path: Path, line: str) -> None:
+    assert "c.jsonl:2: key " in _error(tmp_path, "c.jsonl", "# first\n" + line + "\n")
+
+
+def test_duplicate_scenario_names_give_both_lines(tmp_path: Path) -> None:
+    text = (
+        "scenarios:\n  - name: a\n    turns: [x]\n  - name: b\n    turns: [y]\n  - name: a\n    turns: [z]\n"
+    )
+    assert _error(tmp_path, "c.yaml", text) == (
+        f"{tmp_path / 'c.yaml'}:6: scenario name 'a' is used twice (first at line 2): names must be unique"
+    )
+    assert "c.jsonl:3: scenario name 'replay' is used twice (first at line 1)" in _error(
+        tmp_path,
+        "c.jsonl",
+        '{"messages": [{"role": "user", "content": "a"}]}\n\n{"name": "replay", "turns": ["x"]}\n',
+    )
+
+
+def test_a_bom_is_accepted_in_jsonl_as_in_yaml(tmp_path: Path) -> None:
+    bom = "\ufeff"
+    (yaml_scenario,) = _load(tmp_path, "c.yaml", bom + "scenarios:\n  - name: a\n    turns: [hi]\n")
+    (jsonl_scenario,) = _load(tmp_path, "c.jsonl", bom + '{"name": "a", "turns": ["hi"]}\n')
+    assert yaml_scenario == jsonl_scenario
+
+
+@pytest.mark.parametrize("name", ["C.YAML", "c.Yml", "C.JSONL"])
+def test_extensions_in_any_case(tmp_path: Path, name: str) -> None:
+    text = '{"name": "a", "turns": ["hi"]}\n'
+    (scenario,) = _load(tmp_path, name, text if name.lower().endswith("jsonl") else f"[{text}]")
+    assert scenario.name == "a"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "      - hello",
+            "      - yes",
+            "c.yaml:6: scenario 's' turn 1 must be a non-empty string: YAML reads yes as the boolean true: "
+            'quote it, "yes"',
+        ),
+        (
+            "      - hello",
+            "      - 58213",
+            "c.yaml:6: scenario 's' turn 1 must be a non-empty string: YAML reads 58213 as the number 58213: "
+            "quote it",
+        ),
+        ("      - hello", "      - [FR, DE, NO]", "c.yaml:6: scenario 's' turn 1 must be a non-empty string"),
+        (
+            'user: "to {{city}}"',
+            "user: off",
+            "c.yaml:7: scenario 's' turn 2 must be a non-empty string: YAML reads off as the boolean false",
+        ),
+        (
+            "city: [Paris]",
+            "city: [FR, DE, NO]",
+            "c.yaml:2: variable 'city': YAML reads NO as the boolean false: quote it, \"NO\"",
+        ),
+        (
+            "city: [Paris]",
+            "city: [7:30, 8]",
+            "c.yaml:2: variable 'city': YAML reads 7:30 as the number 450: quote it",
+        ),
+        ("city: [Paris]", "city: [Paris, ~]", "c.yaml:2: variable 'city': YAML reads ~ as null"),
+        (
+            "contains: x",
+            "contains: [x, yes]",
+            "c.yaml:9: scenario 's' turn 2: expect.contains: YAML reads yes as the boolean true",
+        ),
+        (
+            "  - name: s",
+            "  - name: no",
+            "c.yaml:4: 'name' must be a non-empty string: YAML reads no as the boolean false",
+        ),
+        (
+            "  - name: s",
+            "  - name: s\n    system: 1.5",
+            "c.yaml:5: scenario 's' 'system' must be a string: YAML reads 1.5",
+        ),
+    ],
+)
+def test_yaml_11_surprises_say_quote_it(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert expected in _error(tmp_path, "c.yaml", YAML_ERRORS.replace(old, new))
+
+
+def test_turns_as_a_flow_list_of_yaml_11_words(tmp_path: Path) -> None:
+    text = "scenarios:\n  - name: s\n    turns: [FR, DE, NO]\n"
+    assert (
+        "c.yaml:3: scenario 's' turn 3 must be a non-empty string: YAML reads NO as the boolean false: "
+        'quote it, "NO"' in _error(tmp_path, "c.yaml", text)
+    )
+
+
+def test_numbers_that_read_back_as_written_are_list_values(tmp_path: Path) -> None:
+    (scenario,) = _load(tmp_path, "c.yaml", YAML_ERRORS.replace("city: [Paris]", "city: [75, 1.5, '07']"))
+    rng = random.Random(0)
+    assert {scenario.pick(rng)[1].render(rng) for _ in range(60)} == {"to 75", "to 1.5", "to 07"}
+
+
+# -- loaded once, held compactly, loaded without stopping the event loop ----------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    forget_loaded()
+    yield
+    forget_loaded()
+
+
+def _transcripts_file(path: Path, count: int) -> Path:
+    """`count` transcripts of 3 user turns, about 600 bytes a line; one user message in five is "thanks"."""
+    reply = {"role": "assistant", "content": "Certainly, let me look into that for you. " * 3}
+    with path.open("wb") as file:
+        for i in range(count):
+            messages = []
+            for turn in range(3):
+                user = (
+                    "thanks" if (i + turn) % 5 == 0 else f"Question {turn} of conversation {i}: where is it?"
+                )
+                messages += [{"role": "user", "content": user}, reply]
+            file.write(orjson.dumps({"id": f"t{i}", "scenario": f"g{i % 3}", "messages": messages}) + b"\n")
+    return path
+
+
+def test_a_file_is_read_once_while_it_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("scenarios:\n  - name: a\n    turns: [hi]\n")
+    reads = _count_reads(monkeypatch)
+    first = load_scenarios(path)
+    assert load_scenarios(str(path)) is first
+    assert load_scenarios(tmp_path / "." / "c.yaml") is first
+    assert scenario_outline(path) == (Outline("a", 1.0, 0, 1, 1),)
+    assert len(reads) == 1
+    path.write_text("scenarios:\n  - name: b\n    turns: [hi, there]\n")
+    assert [s.name for s in load_scenarios(path)] == ["b"]
+    assert len(reads) == 2
+
+
+def test_an_outline_checks_everything_and_keeps_only_sizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"scenario": "billing", "weight": 5}\n' + TRANSCRIPTS + "\n")
+    reads = _count_reads(monkeypatch)
+    assert scenario_outline(path) == (
+        Outline("billing", 5.0, 3, 4, 2),
+        Outline("replay", 2.0, 2, 3, 2),
+        Outline("scripted", 1.0, 0, 1, 1),
+    )
+    assert reads == [False]
+    # the scenarios themselves were not kept: the users' process reads them
+    assert len(load_scenarios(path)) == 3
+    assert reads == [False, True]
+    broken = TRANSCRIPTS.replace('"content": "e1"', '"content": 7')
+    path.write_text(broken + "\n# longer now\n")
+    with pytest.raises(ConfigError, match=r"c\.jsonl:6: transcript '5' message 1: a user 'content'"):
+        scenario_outline(path)
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    reads: list[bool] = []
+    read = conversation._read
+
+    def counted(path: Path, *, keep: bool) -> list[Any]:
+        reads.append(keep)
+        return read(path, keep=keep)
+
+    monkeypatch.setattr(conversation, "_read", counted)
+    return reads
+
+
+def test_transcripts_are_held_in_about_their_size(tmp_path: Path) -> None:
+    path = _transcripts_file(tmp_path / "t.jsonl", 2000)
+    tracemalloc.start()
+    try:
+        scenarios = load_scenarios(path)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(len(s.scripts) for s in scenarios) == 2000
+    assert held < 2 * path.stat().st_size
+    # a message repeated across transcripts is held once
+    thanks = [turn for s in scenarios for script in s.scripts for turn in script if turn == "thanks"]
+    assert len(thanks) > 100 and all(turn is thanks[0] for turn in thanks)
+
+
+def test_preload_keeps_the_event_loop_running(tmp_path: Path) -> None:
+    path = _transcripts_file(tmp_path / "big.jsonl", 20_000)
+    ticks: list[float] = []
+
+    def tick() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            gevent.sleep(0.01)
+
+    ticker = gevent.spawn(tick)
+    gevent.sleep(0)
+    started = time.perf_counter()
+    conversation.preload(path)
+    ended = time.perf_counter()
+    ticker.kill()
+    during = [t for t in ticks if started <= t <= ended]
+    # Loading in the event loop's own thread would allow no tick at all until it ends.
+    assert len(during) >= 5, (len(during), ended - started)
+    gaps = [b - a for a, b in itertools.pairwise([started, *during, ended])]
+    assert max(gaps) < (ended - started) / 2
+    assert sum(len(s.scripts) for s in load_scenarios(path)) == 20_000
+
+
+def test_overlapping_preloads_read_the_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _transcripts_file(tmp_path / "t.jsonl", 300)
+    reads = _count_reads(monkeypatch)
+    gevent.joinall([gevent.spawn(conversation.preload, path) for _ in range(3)], raise_error=True)
+    assert reads == [True]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_leaves_the_garbage_collector_as_it_was(tmp_path: Path, enabled: bool) -> None:
+    # loadtest's --gc rests the collector during a run: a load must not turn it back on, nor off.
+    path = _transcripts_file(tmp_path / "t.jsonl", 10)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"name": "a"}\n')
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        load_scenarios(path)
+        with pytest.raises(ConfigError):
+            load_scenarios(broken)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_preload_raises_the_files_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("scenarios:\n  - name: a\n    turns: []\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: scenario 'a' needs 'turns'"):
+        conversation.preload(path)
+
+
+# -- conversation_ms (loadtest.plugin): from the first request, not from the pause before it -------------
+
+
+def test_conversation_time_starts_at_the_first_request(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run], tmp_path: Path
+) -> None:
+    mock = thread_mock(*FAST)
+    conversations = tmp_path / "one.yaml"
+    conversations.write_text("scenarios:\n  - name: one\n    turns: [hi]\n")
+    pause = "human:floor=0.5,jitter=0,type_cpm=100000,read_wpm=100000"
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 3 -r 3 --think-time {pause} --conversations {conversations}",
+        until=lambda env: int(env.loadtest.metrics.counts["conversations_completed"]) >= 3,
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    one = run.summary()["by_scenario"]["one"]
+    assert one["conversation_ms"]["count"] >= 3
+    # Each conversation waited 0.5 s before its one turn: that pause is not in its time.
+    assert one["conversation_ms"]["max"] < 400
+    assert one["conversation_ms"]["min"] >= one["turn_ms"]["min"]

@@ -13,7 +13,9 @@ from pathlib import Path
 import configargparse
 import pytest
 
+from loadtest import settings as settings_module
 from loadtest.arrivals import ArrivalRate
+from loadtest.conversation import Outline, Scenario, forget_loaded
 from loadtest.errors import ConfigError
 from loadtest.options import add_arguments
 from loadtest.pacing import Exponential, Uniform
@@ -348,6 +350,31 @@ def test_a_transcript_file_allows_turns_up_to_its_longest_transcript(tmp_path: P
     assert "the longest has 4" in config_error(
         *NLX, "--conversations", str(path), "--threshold", "ttft{turn=5}.p95<1s"
     )
+
+
+def test_settings_keep_the_outline_and_read_the_scenarios_on_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.jsonl"
+    lines = [
+        json.dumps({"scenario": "g", "messages": [{"role": "user", "content": f"m{i}"}]}) for i in range(3)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    forget_loaded()
+    loads: list[Path] = []
+    load = settings_module.load_scenarios
+
+    def counted(at: Path) -> tuple[Scenario, ...]:
+        loads.append(at)
+        return load(at)
+
+    monkeypatch.setattr(settings_module, "load_scenarios", counted)
+    got = settings(*NLX, "--conversations", str(path))
+    # A master builds its settings this way and never plays: it holds names and sizes only.
+    assert got.outline == (Outline("g", 3.0, 3, 3, 1),)
+    assert loads == []
+    assert [s.name for s in got.scenarios] == ["g"] and got.scenarios is got.scenarios
+    assert loads == [path]
 
 
 def test_a_semicolon_in_a_quoted_name_survives_loadtest_thresholds(tmp_path: Path) -> None:

@@ -6,7 +6,18 @@ from datetime import date, timedelta
 import pytest
 
 from loadtest.errors import ConfigError
-from loadtest.variables import Choice, Date, Number, Template, check_list, compile_template
+from loadtest.variables import (
+    Choice,
+    Date,
+    Define,
+    MessageError,
+    Number,
+    Reuse,
+    Template,
+    check_list,
+    compile_script,
+    compile_template,
+)
 
 TODAY = date(2026, 2, 27)
 NAMED = {"city": ("Paris", "Lyon", "Nice")}
@@ -154,3 +165,99 @@ def test_named_lists(name: str, values: list[object], expected: tuple[str, ...])
 def test_bad_named_lists(name: object, values: object, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected.replace("{", r"\{").replace("}", r"\}")):
         check_list(name, values)
+
+
+# -- values named for the rest of a conversation ----------------------------------------------------------
+
+
+def test_a_named_value_is_drawn_once_and_reused() -> None:
+    first, second = compile_script(["order {{order = number: 10000-99999}}", "{{order}} again, {{order}}"])
+    assert first.parts == ("order ", Define("order", Number(10000, 99999)))
+    assert second.parts == (Reuse("order"), " again, ", Reuse("order"))
+    assert first.defines == ("order",) and second.defines == ()
+    assert first.uses_values and second.uses_values and not compile_template("{{number: 1-2}}").uses_values
+    rng = random.Random(1)
+    drawn = set()
+    for _ in range(20):
+        values: dict[str, str] = {}
+        sent = first.render(rng, values=values)
+        assert second.render(rng, values=values) == f"{values['order']} again, {values['order']}"
+        assert sent == f"order {values['order']}"
+        drawn.add(values["order"])
+    assert len(drawn) > 15
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{pick = choice: a | b}}", {"a", "b"}),
+        ("{{town = city}}", {"Paris", "Lyon", "Nice"}),
+        ("{{day = date: +1 | %d}}", {"28"}),
+        ("{{n = number: 4-4}}", {"4"}),
+    ],
+)
+def test_every_kind_can_be_named(text: str, expected: set[str]) -> None:
+    (template,) = compile_script([text + " {{" + text[2:].split("=")[0].strip() + "}}"], NAMED)
+    rng = random.Random(0)
+    renders = {template.render(rng, today=TODAY) for _ in range(200)}
+    assert {r.split(" ")[0] for r in renders} == expected
+    assert all(r.split(" ")[0] == r.split(" ")[1] for r in renders)
+
+
+def test_a_value_named_in_a_message_is_known_later_in_it() -> None:
+    template = compile_template("{{x = number: 5-5}} and {{x}}")
+    assert template.render(random.Random(0)) == "5 and 5"
+
+
+@pytest.mark.parametrize(
+    ("texts", "index", "expected"),
+    [
+        (["{{order}}", "{{order = number: 1-9}}"], 0, "{{order}} is used before turn 2 names it"),
+        (
+            ["{{x = number: 1-9}}", "{{x = number: 1-9}}"],
+            1,
+            "'x' is named already (turn 1): reuse it with {{x}}",
+        ),
+        (["{{city = number: 1-9}}"], 0, "'city' is a list under 'variables:'"),
+        (["{{number = number: 1-9}}"], 0, "'number' is a variable kind"),
+        (["{{my order = number: 1-9}}"], 0, "a value's name must be a word"),
+        (["{{x = }}"], 0, "{{x = }} names nothing: use {{x = number: 10000-99999}}"),
+        (["a", "{{x = number: 9-1}}"], 1, "the range must go low-high"),
+        (["a", "{{x = colour}}"], 1, "unknown variable {{colour}}"),
+        (["{{x}}"], 0, "unknown variable {{x}}: define it under 'variables:' (defined: city), name it in an"),
+    ],
+)
+def test_named_value_errors_say_which_message(texts: list[str], index: int, expected: str) -> None:
+    with pytest.raises(MessageError) as info:
+        compile_script(texts, NAMED)
+    assert info.value.index == index
+    assert expected in str(info.value)
+
+
+# -- escapes ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("{{{{", "{{"),
+        ("a {{{{literal}} b", "a {{literal}} b"),
+        ("{{{{{{{{", "{{{{"),
+        ("{{{{ {{number: 3-3}} }}", "{{ 3 }}"),
+        ("}} alone", "}} alone"),
+    ],
+)
+def test_four_braces_write_two(text: str, sent: str) -> None:
+    template = compile_template(text)
+    assert template.render(random.Random(0)) == sent
+    assert template.source == text
+
+
+def test_an_escape_alone_is_literal_text() -> None:
+    template = compile_template("say {{{{hi}}")
+    assert template.is_literal and template.parts == ("say {{hi}}",)
+
+
+def test_an_unclosed_brace_names_the_escape() -> None:
+    with pytest.raises(ConfigError, match=r"write '\{\{\{\{' for a literal '\{\{'"):
+        compile_template("a {{ b")
