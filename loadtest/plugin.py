@@ -252,7 +252,6 @@ class NLXChatUser(User):
         turns = scenario.pick(self.rng)
         conv = Conversation(scenario, nlx.new_conversation_id(), settings.history)
         lt.recorder.conversation_started(scenario.name)
-        t_start = intended_ns
         failed = False
         stop_after = abandon_after(self.rng, settings.abandon, len(turns))
         previous_reply: str | None = None
@@ -262,6 +261,8 @@ class NLXChatUser(User):
             # The intended start counts from the previous turn's end (or the arrival), so a late
             # wake-up of this greenlet shows as lateness, not as a shorter pause.
             intended_ns = (intended_ns if index == 1 else time.perf_counter_ns()) + int(pause_s * 1e9)
+            if index == 1:
+                t_start = intended_ns  # conversation_ms runs from the first request, not the pause before it
             _sleep_until(intended_ns)
             result = self._turn(settings, conv, text, scenario.name, index, intended_ns)
             if result.ok:
