@@ -135,6 +135,7 @@ class Loadtest:
         try:
             if not environment.host:
                 self._start_mock()
+            self._role().load_conversations()
             settings = self.refresh_settings()
             if not self.uses_mock:
                 check_reachable(settings.host, settings.connect_timeout)

@@ -21,11 +21,13 @@ import gevent
 import gevent.event
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import advice, progress
+from loadtest import advice, conversation, progress
+from loadtest.errors import LoadtestError
 from loadtest.handshake import FINAL_GRACE_S, MasterLink, WorkerLink
 from loadtest.output import RunOutput
 from loadtest.report.schema import Summary
 from loadtest.run import Run
+from loadtest.settings import conversations_path
 from loadtest.shapes import StagesShape
 from loadtest.verdict import EXIT_FAILED_TURNS, StoppedBy
 from loadtest.watchers import RefusalWatcher, ThresholdWatcher, UserSampler, Watcher
@@ -197,6 +199,11 @@ class Role:
         """At start-up: the mock if needed, and every option checked."""
         self.lt.prepare()
 
+    def load_conversations(self) -> None:
+        """Read the conversations file once, off the event loop (heartbeats go on while a large file
+        parses). A process that sends nothing keeps only its outline: names and sizes."""
+        conversation.preload(conversations_path(self.lt.environment.parsed_options), outline=True)
+
     def on_test_start(self) -> None:
         raise NotImplementedError
 
@@ -291,6 +298,9 @@ class LocalRole(_Reporter):
         super().__init__(lt, lambda run: 1)
         self.generation = Generation(lt)
 
+    def load_conversations(self) -> None:
+        conversation.preload(conversations_path(self.lt.environment.parsed_options))
+
     def on_test_start(self) -> None:
         self.lt.recorder.reset()
         self.catch_sigterm()
@@ -340,12 +350,26 @@ class WorkerRole(Role):
         self.link = WorkerLink(lt.runner, lt.recorder, lt.health)
 
     def on_init(self) -> None:
-        """Nothing to check: the host and the options come from the master with each test."""
+        """Nothing to check: the host and the options come from the master with each test. The
+        conversations file this worker's own options name is read now, before any test, when there
+        is one: the master's options usually name the same file, which is then read already."""
+        try:
+            self.load_conversations()
+        except LoadtestError as exc:
+            logger.debug("loadtest: conversations not read before the test: %s", exc)
+
+    def load_conversations(self) -> None:
+        conversation.preload(conversations_path(self.lt.environment.parsed_options))
 
     def on_test_start(self) -> None:
         config = self.link.run_config()
         self.lt.uses_mock = bool(config.get("uses_mock"))
         self.lt.forget_settings()
+        try:
+            # Before the users start (and before --gc rests the collector, which the load restores).
+            self.load_conversations()
+        except LoadtestError as exc:
+            logger.error("loadtest: %s", exc)
         self.lt.recorder.reset()
         self.generation.start(config.get("run_id"), int(config.get("processes") or 1))
 
