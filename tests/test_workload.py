@@ -58,8 +58,14 @@ def test_answer_checks_fail_turns_as_assertion_per_scenario(
     )
     [error] = summary["errors"]
     assert error["kind"] == "assertion" and "does not contain 'no-such-word-xyz'" in error["example"]
-    # a fast wrong answer is a failure, not a latency sample
-    assert summary["metrics"]["ttft_ms"]["count"] == passes["counts"]["turns_ok"]
+    assert '; the reply: "' in error["example"]  # what came, beside what was expected
+    assert "does not contain" in fails["examples"]["assertion"]
+    # A wrong answer is a failed turn, but the server answered it in its time: its latency counts.
+    assert (
+        summary["metrics"]["ttft_ms"]["count"]
+        == passes["counts"]["turns_ok"] + fails["counts"]["turns_failed"]
+    )
+    assert fails["ttft_ms"]["count"] == fails["counts"]["turns_failed"]
 
 
 def test_fallback_pattern_marks_fallback_replies(
