@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 import httpx
@@ -46,7 +47,7 @@ from loadtest.gcgovernor import GcGovernor
 from loadtest.health import HealthMonitor
 from loadtest.metrics import Metrics
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
-from loadtest.mock.launch import MockProcess, start_mock
+from loadtest.mock.launch import MockAddress, MockProcess, for_workers, is_loopback, start_mock
 from loadtest.openmodel import ArrivalQueue
 from loadtest.options import MOCK_OPTIONS, add_arguments
 from loadtest.pacing import abandon_after
@@ -181,12 +182,25 @@ class Loadtest:
 
     def _start_mock(self) -> None:
         # Settings need a host, which the mock gives: its own options are read before them.
+        options = self.environment.parsed_options
         env = dict(os.environ)
         env.setdefault(API_KEY_ENV, DEFAULT_API_KEY)
-        self.mock = start_mock(MOCK_OPTIONS.read(self.environment.parsed_options), env=env)
+        address = MockAddress()
+        if getattr(options, "master", False) and not getattr(options, "processes", None):
+            # Workers of a master may run on other machines and get the mock's URL with each spawn.
+            # Served beyond loopback only because the master is (Locust's --master-bind-host, every
+            # interface by default): that is the user's request to serve other machines; --processes
+            # workers are this machine's own.
+            address = for_workers(str(options.master_bind_host))
+        self.mock = start_mock(MOCK_OPTIONS.read(options), env=env, address=address)
         self.uses_mock = True
         self.environment.host = self.mock.url
         logger.info("loadtest: no --host given, running against the built-in mock at %s", self.mock.url)
+        if address.advertise is not None and is_loopback(urlsplit(self.mock.url).hostname or ""):
+            logger.warning(
+                "loadtest: the built-in mock's URL names a loopback address, which workers on other "
+                "machines cannot reach: start the master with --master-bind-host ADDRESS_THEY_REACH"
+            )
 
 
 def register(events: Any) -> Loadtest:

@@ -141,7 +141,9 @@ def _reasons(summary: Mapping[str, Any], strict_client: bool) -> list[Reason]:
         why = "; ".join(health.get("reasons") or [])
         reasons.append(_reason(ReasonKind.STRICT_CLIENT, f"the client was the bottleneck: {why}"))
     planned = number(run.get("planned_duration_s"))
-    if planned is not None and stopped_by in (StoppedBy.SIGNAL, StoppedBy.UI, StoppedBy.WORKERS_LOST):
+    took = number(run.get("duration_s"))
+    cut_short = planned is not None and (took is None or took < planned)
+    if cut_short and stopped_by in (StoppedBy.SIGNAL, StoppedBy.UI, StoppedBy.WORKERS_LOST):
         reasons.append(_reason(ReasonKind.INTERRUPTED, interrupted_text(run)))
     lost = [
         f"{entry.get('id')} (lost after {_seconds(number(entry.get('lost_after_s')))})"

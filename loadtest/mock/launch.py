@@ -3,6 +3,9 @@
 The child's stderr comes through a pipe: when it cannot start, its one error line (`ERROR_PREFIX`)
 becomes the ConfigError raised here, so the program that started it says it once, in its own words;
 once it runs, a thread passes whatever it writes there on to this process's stderr.
+
+The mock listens on loopback unless told otherwise (`MockAddress`): a Locust master bound beyond
+loopback asks for more, since its workers may be on other machines (`for_workers`).
 """
 
 from __future__ import annotations
@@ -10,15 +13,62 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
+from urllib.parse import urlsplit
 
 from loadtest.errors import ConfigError, LoadtestError
 from loadtest.mock.contract import ERROR_PREFIX, READY_PREFIX
+
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
+# Locust's --master-bind-host values that mean every interface (`*` is its default).
+_EVERY_INTERFACE = ("*", "", "0.0.0.0", "::")
+# Connecting a UDP socket to this address (TEST-NET-2, RFC 5737) picks the route to it, and so the
+# source address of the default route; nothing is sent.
+_ROUTE_PROBE = ("198.51.100.1", 9)
+
+
+@dataclass(frozen=True)
+class MockAddress:
+    """Where the mock listens, and the host its URL names for clients (None: its own choice)."""
+
+    listen: str = LOOPBACK
+    advertise: str | None = None
+
+
+def for_workers(master_bind_host: str) -> MockAddress:
+    """Where a Locust master's mock serves its workers, which may run on other machines: it listens
+    where the master does (`--master-bind-host`), and its URL names that address; bound to every
+    interface, this machine's address on its default route, where other machines most likely reach
+    it (`--master-bind-host ADDRESS` picks another)."""
+    if master_bind_host in _EVERY_INTERFACE:
+        return MockAddress(ALL_INTERFACES, outward_address())
+    return MockAddress(master_bind_host, master_bind_host)
+
+
+def outward_address() -> str:
+    """This machine's IPv4 address on its default route; without one, its host name's address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(_ROUTE_PROBE)
+            address: str = probe.getsockname()[0]
+            return address
+        except OSError:
+            pass
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return LOOPBACK
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host in ("::1", "[::1]")
 
 
 @dataclass
@@ -42,15 +92,23 @@ class MockProcess:
             self.process.stdout.close()
 
 
-def start_mock(args: Sequence[str] | str = (), *, env: Mapping[str, str] | None = None) -> MockProcess:
-    """Run `python -m loadtest.mock --port 0 ARGS` and wait until it says where it listens.
+def start_mock(
+    args: Sequence[str] | str = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    address: MockAddress | None = None,
+) -> MockProcess:
+    """Run `python -m loadtest.mock --host ADDRESS --port 0 ARGS` and wait until it says where it
+    listens; its URL names `address.advertise` when given, unless ARGS pick the host themselves.
 
     ConfigError with the mock's own message when it refuses its options or address; LoadtestError
     when it fails otherwise (what it printed goes to stderr first).
     """
+    address = address or MockAddress()
     argv = shlex.split(args) if isinstance(args, str) else list(args)
+    own_host = any(arg == "--host" or arg.startswith("--host=") for arg in argv)
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.mock", "--host", "127.0.0.1", "--port", "0", *argv],
+        [sys.executable, "-m", "loadtest.mock", "--host", address.listen, "--port", "0", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -63,7 +121,17 @@ def start_mock(args: Sequence[str] | str = (), *, env: Mapping[str, str] | None 
         raise _start_failure(process, line)
     relay = threading.Thread(target=_relay, args=(process.stderr,), name="loadtest-mock-stderr", daemon=True)
     relay.start()
-    return MockProcess(url=line[len(READY_PREFIX) :].strip(), process=process, stderr_relay=relay)
+    url = line[len(READY_PREFIX) :].strip()
+    if address.advertise is not None and not own_host:
+        url = with_host(url, address.advertise)
+    return MockProcess(url=url, process=process, stderr_relay=relay)
+
+
+def with_host(url: str, host: str) -> str:
+    """`url` with its host replaced (an IPv6 address in brackets), port and path kept."""
+    parts = urlsplit(url)
+    name = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return parts._replace(netloc=f"{name}:{parts.port}" if parts.port else name).geturl()
 
 
 def _relay(stream: IO[str]) -> None:
