@@ -129,10 +129,13 @@ COUNTERS = (
     Counter("turns_ok", "turns ok", (TURN, SCENARIO), timeline=True),
     Counter("turns_failed", "turns failed", (TURN, SCENARIO), timeline=True),
     Counter("turns_cut", "turns cut by the end of the run", (TURN, SCENARIO)),
+    # Succeeded within the --goodput bounds (every success without bounds): see loadtest.goodput.
+    Counter("turns_good", "good turns (within the --goodput bounds)", (TURN, SCENARIO)),
     Counter("conversations_started", "conversations started", (SCENARIO,)),
     Counter("conversations_completed", "conversations completed", (SCENARIO,)),
     Counter("conversations_failed", "conversations failed", (SCENARIO,)),
     Counter("conversations_abandoned", "conversations abandoned", (SCENARIO,)),
+    Counter("conversations_good", "good conversations (completed, every turn good)", (SCENARIO,)),
     Counter("chunks", "content chunks", timeline=True),
     Counter("chars", "characters of content"),
     Counter("turns_late", "turns started over 10 ms late"),

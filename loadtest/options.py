@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from loadtest import thresholds
+from loadtest import capacity, goodput, thresholds
 from loadtest.arrivals import ArrivalRate
 from loadtest.checks import Check, fallback_check
 from loadtest.conversation import HISTORY_MODES
 from loadtest.errors import ConfigError
 from loadtest.pacing import Pacing, parse_abandon, parse_think_time
+from loadtest.shares import ShareError, parse_share
 from loadtest.stages import Stage, parse_stages
 
 T = TypeVar("T")
@@ -69,6 +70,8 @@ class Option(Generic[T]):
     # Why the form leaves the option out (it is read once, when locust starts, or does nothing in the web
     # UI); a start that posts another value is refused with this.
     not_in_form: str = ""
+    # A repeatable option's environment variable (and each value) may hold several items, separated so.
+    separator: str = ""
 
     @property
     def dest(self) -> str:
@@ -190,6 +193,36 @@ def _fallback(value: Any) -> Check | None:
 
 def _thresholds(value: list[str]) -> tuple[thresholds.Threshold, ...]:
     return tuple(thresholds.parse_all(value))
+
+
+def _share(flag: str) -> Callable[[Any], float]:
+    """A share above 0: `5%` or `0.05`."""
+
+    def parse(value: Any) -> float:
+        try:
+            share = parse_share(value)
+        except ShareError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        if not share > 0:
+            raise ConfigError(f"{flag} {value!r} must be above 0, e.g. 5%")
+        return share
+
+    return parse
+
+
+def _optional_positive(flag: str) -> Callable[[Any], float | None]:
+    def parse(value: Any) -> float | None:
+        if value in (None, ""):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if isinstance(value, bool) or not number > 0:
+            raise ConfigError(f"{flag} {value!r} must be a number above 0, e.g. {flag} 100")
+        return number
+
+    return parse
 
 
 def report_dir(value: Any) -> Path:
@@ -502,12 +535,29 @@ THRESHOLD = Option[tuple[thresholds.Threshold, ...]](
     parse=_thresholds,
     setting="thresholds",
     kind="append",
+    separator=THRESHOLDS_SEPARATOR,
     arg="EXPR",
     help="Pass/fail rule, repeatable: ttft.p95<800ms, turn.p99<=3s, error_rate<1%, "
     "conversation_success>=99%, ttft{turn=1}.p95<500ms. Also LOADTEST_THRESHOLDS, ';'-separated",
     meaning="pass/fail rule, repeatable (see [Thresholds](#thresholds-and-ci))",
     label="Thresholds",
     hint="pass/fail rules, ;-separated: ttft.p95<800ms;error_rate<1%",
+)
+GOODPUT = Option[goodput.Goodput](
+    flag="--goodput",
+    env_var="LOADTEST_GOODPUT",
+    default=None,
+    parse=goodput.parse,
+    kind="append",
+    separator=",",
+    arg="BOUNDS",
+    help="Latency bounds of a good turn, repeatable or comma-separated: ttft<800ms,turn<3s "
+    "(also itl<100ms, conversation<2m). Goodput is the share of turns (and conversations) that "
+    "succeeded within them; thresholds take it: goodput>=95%, conversation_goodput>=90%. Also "
+    "LOADTEST_GOODPUT",
+    meaning="latency bounds of a good turn, as `ttft<800ms,turn<3s`, repeatable (see [Goodput](#goodput))",
+    label="Goodput bounds",
+    hint="a good turn's latency bounds: ttft<800ms,turn<3s",
 )
 THRESHOLD_ABORT = Option[bool](
     flag="--threshold-abort",
@@ -583,6 +633,79 @@ NO_PROGRESS = Option[bool](
     not_in_form="--no-progress is for headless runs: the web UI shows no progress line",
 )
 
+SEARCH_USERS = Option[capacity.LoadRange | None](
+    flag="--search-users",
+    env_var="LOADTEST_SEARCH_USERS",
+    default=None,
+    parse=capacity.parse_users,
+    arg="LOW:HIGH",
+    help="Capacity search (with locustfiles/capacity.py): step the concurrent conversations from LOW, "
+    "doubling until a step fails the --threshold rules, then bisect, e.g. 10:400",
+    meaning="capacity search over concurrent conversations, with `locustfiles/capacity.py` (see "
+    "[Capacity search](#capacity-search))",
+    label="Search users",
+    hint="capacity search: concurrent conversations, e.g. 10:400",
+)
+SEARCH_RATE = Option[capacity.LoadRange | None](
+    flag="--search-rate",
+    env_var="LOADTEST_SEARCH_RATE",
+    default=None,
+    parse=capacity.parse_rate,
+    arg="LOW:HIGH",
+    help="Capacity search (with locustfiles/capacity.py) over conversation arrivals per second (open "
+    "model; -u is the most conversations at once), e.g. 0.5:20 or constant:0.5:20",
+    meaning="capacity search over arrivals per second (open model, `-u` the most at once)",
+    label="Search rate",
+    hint="capacity search: conversations per second, e.g. 0.5:20",
+)
+SEARCH_RESOLUTION = Option[float](
+    flag="--search-resolution",
+    env_var="LOADTEST_SEARCH_RESOLUTION",
+    default="5%",
+    parse=_share("--search-resolution"),
+    arg="SHARE",
+    help="A capacity search stops bisecting when the lowest failing load is within this share above "
+    "the highest passing one. Default 5%",
+    meaning="a search stops when the failing load is within this share above the passing one",
+    label="Search resolution",
+    hint="stop when passing and failing loads are this close",
+)
+STEP_TIME = Option[float](
+    flag="--step-time",
+    env_var="LOADTEST_STEP_TIME",
+    default="60s",
+    parse=capacity.parse_step_seconds("--step-time"),
+    arg="T",
+    help="How long each load of a capacity search runs, warm-up included: 60s, 2m. Default 60s",
+    meaning="how long each load of a capacity search runs, warm-up included",
+    label="Step time",
+    hint="how long each load of a search runs, e.g. 60s",
+)
+STEP_WARMUP = Option[float](
+    flag="--step-warmup",
+    env_var="LOADTEST_STEP_WARMUP",
+    default="10s",
+    parse=capacity.parse_step_seconds("--step-warmup"),
+    arg="T",
+    help="The first part of each step of a capacity search, not measured: 10s. Default 10s",
+    meaning="the first part of each step, not measured (keep it >= 3 s with workers, who report every 3 s)",
+    label="Step warm-up",
+    hint="the start of each step, not measured, e.g. 10s",
+)
+MIN_CAPACITY = Option[float | None](
+    flag="--min-capacity",
+    env_var="LOADTEST_MIN_CAPACITY",
+    default=None,
+    parse=_optional_positive("--min-capacity"),
+    number=True,
+    arg="N",
+    help="Fail the run (exit code 3) when the capacity a search finds is below N (users, or "
+    "conversations per second)",
+    meaning="fail the run (exit 3) when the capacity found is below N",
+    label="Minimum capacity",
+    hint="fail (exit 3) when the capacity found is below this",
+)
+
 # The order of `loadtest options`, the README's table and the web UI's form: related options together.
 OPTIONS: tuple[Option[Any], ...] = (
     # the target
@@ -604,6 +727,13 @@ OPTIONS: tuple[Option[Any], ...] = (
     ARRIVAL_RATE,
     MAX_QUEUE_WAIT,
     STAGES,
+    # the capacity search
+    SEARCH_USERS,
+    SEARCH_RATE,
+    SEARCH_RESOLUTION,
+    STEP_TIME,
+    STEP_WARMUP,
+    MIN_CAPACITY,
     # timeouts
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
@@ -611,6 +741,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     IDLE_TIMEOUT,
     # the verdict
     THRESHOLD,
+    GOODPUT,
     THRESHOLD_ABORT,
     THRESHOLD_WARMUP,
     STRICT_CLIENT,
@@ -672,8 +803,8 @@ def _markdown_row(option: Option[Any]) -> str:
         f"`{option.flag} {shown_arg}`" if shown_arg and option.kind != "store_true" else f"`{option.flag}`"
     )
     env = f"`{option.env_var}`"
-    if option.kind == "append":
-        env += f" (`{THRESHOLDS_SEPARATOR}`-separated)"
+    if option.separator:
+        env += f" (`{option.separator}`-separated)"
     cells = (usage, env, _shown_default(option), option.meaning)
     return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
 

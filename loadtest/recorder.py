@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import socket
 import time
+import weakref
 from pathlib import Path
 from typing import Any
+
+import gevent
 
 from loadtest.arrivals import LATE_NS
 from loadtest.catalog import SCENARIO, TURN, Failure, excerpt
 from loadtest.client import TurnResult
+from loadtest.goodput import Goodput
 from loadtest.metrics import Metrics, interval_of
 from loadtest.report.turns import TurnLog
 
@@ -26,13 +30,20 @@ class TurnRecorder:
     """Records turns and conversations into the current `Metrics` of this process.
 
     `reset()` starts afresh (a new test, or the end of a warm-up); `stop_recording()` ignores turns
-    from then on (a benchmark that must not count the turns Locust's stop burst delays).
+    from then on (a benchmark that must not count the turns Locust's stop burst delays). `goodput`
+    holds the bounds of `--goodput` that good turns and conversations are counted by.
     """
 
     def __init__(self) -> None:
         self.metrics = Metrics()
         self.turn_log: TurnLog | None = None
         self.recording = True
+        self.goodput = Goodput()
+        # Whether every turn so far of the conversation running in a greenlet was good. A user plays
+        # one conversation at a time in its own greenlet, from conversation_started through its turns
+        # to conversation_ended, so the greenlet is the conversation; a user killed mid-conversation
+        # takes its entry with it.
+        self._all_good: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
     def reset(self) -> None:
         self.metrics = Metrics()
@@ -60,13 +71,18 @@ class TurnRecorder:
 
     def conversation_started(self, scenario: str) -> None:
         self.metrics.count_scoped("conversations_started", (_scope(SCENARIO, scenario),))
+        self._all_good[gevent.getcurrent()] = True
 
     def conversation_ended(self, scenario: str, outcome: str, duration_ns: int) -> None:
-        """`outcome` is completed, failed or abandoned; only a completed one is timed."""
+        """`outcome` is completed, failed or abandoned; only a completed one is timed, and counted as
+        good when every turn was and it met the conversation bound."""
         scopes = (_scope(SCENARIO, scenario),)
+        all_good = self._all_good.pop(gevent.getcurrent(), False)
         self.metrics.count_scoped(f"conversations_{outcome}", scopes)
         if outcome == "completed":
             self.metrics.record_scoped("conversation", duration_ns, scopes)
+            if all_good and self.goodput.conversation_good(duration_ns):
+                self.metrics.count_scoped("conversations_good", scopes)
 
     def turn(
         self,
@@ -102,6 +118,12 @@ class TurnRecorder:
             m.count_at("turns_ok", interval)
         else:
             self._failed_or_cut(result, scopes, interval)
+        good = result.ok and self.goodput.turn_good(result.ttft_ns, result.latency_ns, result.itl_ns)
+        if good:
+            m.count_scoped("turns_good", scopes)
+        conversation = gevent.getcurrent()
+        if not good and conversation in self._all_good:
+            self._all_good[conversation] = False
         if result.ok or result.kind == Failure.ASSERTION:
             # Latency figures describe turns the server answered: a reply that failed a check is a
             # content failure, not a slow one. HTTP and stream failures are counted by kind only.
@@ -152,4 +174,3 @@ class TurnRecorder:
 
 def _scope(scope: str, value: str | int) -> str:
     return f"{scope}={value}"
-

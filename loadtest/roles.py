@@ -5,7 +5,8 @@
 - `MasterRole`: generates nothing; merges what workers ship and writes the outputs.
 
 Generating load (`Generation`) and writing the outputs (`Reporting`) are the two halves the roles
-are made of.
+are made of. A capacity search (`loadtest.search`) is run by the reporting half, which tells the
+generating processes its arrival rates: directly on a local process, by message to workers.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import gevent
 import gevent.event
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import advice, conversation, progress
+from loadtest import advice, capacity, conversation, goodput, progress, verdict
+from loadtest.arrivals import ArrivalRate
 from loadtest.errors import LoadtestError
 from loadtest.handshake import FINAL_GRACE_S, MasterLink, WorkerLink
 from loadtest.output import RunOutput
 from loadtest.report.schema import Summary
 from loadtest.run import Run
-from loadtest.settings import conversations_path
+from loadtest.search import RATE_MESSAGE, CapacitySearch, CapacityShape, SteppedArrivals
+from loadtest.settings import Settings, conversations_path
 from loadtest.shapes import StagesShape
-from loadtest.verdict import EXIT_FAILED_TURNS, StoppedBy
+from loadtest.verdict import EXIT_BAD_INPUT, EXIT_FAILED_TURNS, StoppedBy
 from loadtest.watchers import RefusalWatcher, ThresholdWatcher, UserSampler, Watcher
 
 if TYPE_CHECKING:
@@ -50,9 +53,21 @@ class Generation:
         settings = lt.current_settings()
         lt.health.start()
         lt.gc.rest(settings.gc)
+        lt.recorder.goodput = settings.goodput
         if settings.turn_log and run_id:
             lt.recorder.open_turn_log(settings.report_dir / run_id)
-        lt.arrivals.start(settings.arrival_rate, settings.max_queue_wait, processes)
+        rate = settings.arrival_rate
+        if settings.search_rate is not None:
+            # A rate search changes the rate between steps: it starts at the bottom of its range.
+            if not isinstance(lt.arrivals, SteppedArrivals):
+                lt.arrivals = SteppedArrivals(lt.recorder)
+            rate = ArrivalRate(settings.search_rate.low, settings.search_rate.process)
+        lt.arrivals.start(rate, settings.max_queue_wait, processes)
+
+    def set_rate(self, rate: ArrivalRate, processes: int) -> None:
+        """A rate search's next step."""
+        if isinstance(self.lt.arrivals, SteppedArrivals):
+            self.lt.arrivals.set_rate(rate, processes)
 
     def stop(self) -> None:
         lt = self.lt
@@ -66,10 +81,18 @@ class Reporting:
     """The output half (local and master processes): the run's identity, its watchers, and at the
     end summary.json, the reports, the console table and the exit code."""
 
-    def __init__(self, lt: Loadtest, count_workers: Callable[[Run], int]) -> None:
+    def __init__(
+        self,
+        lt: Loadtest,
+        count_workers: Callable[[Run], int],
+        set_rate: Callable[[ArrivalRate], None],
+    ) -> None:
         self.lt = lt
         self.count_workers = count_workers
+        # How a rate search's steps reach the processes that generate the load.
+        self.set_rate = set_rate
         self.run: Run | None = None
+        self.search: CapacitySearch | None = None
         self.output = RunOutput(lt.recorder, lt.health)
         self.watchers: list[Watcher] = []
         # The signal that is ending the run, when loadtest saw it first (Ctrl-C).
@@ -107,30 +130,79 @@ class Reporting:
             users = lambda: int(lt.runner.user_count or 0)  # noqa: E731
             snapshots = progress.snapshots(lt.recorder, lt.health, run, users)
             self.watchers.append(progress.ProgressLine(snapshots, sys.stderr))
+        self.search = self._search(run, settings)
+        if self.search is not None:
+            self.watchers.append(self.search)
         for watcher in self.watchers:
             watcher.start()
         return run
+
+    def _search(self, run: Run, settings: Settings) -> CapacitySearch | None:
+        """The capacity search the options ask for, handed to the locustfile's shape."""
+        shape = self.lt.environment.shape_class
+        if not isinstance(shape, CapacityShape):
+            return None
+        users = locust_users(self.lt.environment)
+        try:
+            plan = capacity.plan(settings, users)
+        except LoadtestError as exc:
+            # The web UI may have changed the options since start-up.
+            logger.error("loadtest: %s: stopping the run", exc)
+            gevent.spawn(self._abort)
+            return None
+        if plan is None:
+            return None
+        lt = self.lt
+        search = CapacitySearch(
+            run,
+            plan,
+            settings.thresholds,
+            lambda: (lt.recorder.metrics, lt.health),
+            users=users or 0,
+            user_count=lambda: int(lt.runner.user_count or 0),
+            set_rate=self.set_rate,
+        )
+        shape.begin(search)
+        return search
 
     def stop_watching(self) -> None:
         for watcher in self.watchers:
             watcher.stop()
         self.watchers = []
+        shape = self.lt.environment.shape_class
+        if isinstance(shape, CapacityShape):
+            # The next test (the web UI's) starts a search of its own.
+            shape.begin(None)
 
     def summary(self) -> Summary:
         lt = self.lt
         assert self.run is not None
-        return self.output.summary(
+        settings = lt.current_settings()
+        exit_code_on_error = int(
+            getattr(lt.environment.parsed_options, "exit_code_on_error", None) or EXIT_FAILED_TURNS.code
+        )
+        summary = self.output.summary(
             self.run,
-            lt.current_settings(),
+            settings,
             host=lt.environment.host,
             uses_mock=lt.uses_mock,
             users=int(getattr(lt.runner, "target_user_count", None) or 0),
             workers=self.count_workers(self.run),
             options=lt.environment.parsed_options,
-            exit_code_on_error=int(
-                getattr(lt.environment.parsed_options, "exit_code_on_error", None) or EXIT_FAILED_TURNS.code
-            ),
+            exit_code_on_error=exit_code_on_error,
         )
+        summary["goodput"] = dict(goodput.section(summary, settings.goodput.exprs))
+        if self.search is not None:
+            section = self.search.section()
+            summary["capacity"] = section
+            # The SLO is judged per step: the thresholds a search reports are those of its answer.
+            outcomes = capacity.slo_outcomes(section)
+            if outcomes is not None:
+                summary["thresholds"] = outcomes
+            verdict.apply(
+                summary, strict_client=settings.strict_client, exit_code_on_error=exit_code_on_error
+            )
+        return summary
 
     def reset(self) -> None:
         """Locust's RESET: the figures start afresh, and the summary says when."""
@@ -153,6 +225,7 @@ class Reporting:
         run.stop(ended_by or self._ended_by(run, settings.headless))
         summary = self.summary()
         self.run = None
+        self.search = None
         self.output.write(summary, settings)
         self.lt.environment.process_exit_code = summary["exit_code"]
         if not settings.headless:
@@ -227,9 +300,14 @@ class Role:
 class _Reporter(Role):
     """A role that writes the outputs (local, master)."""
 
-    def __init__(self, lt: Loadtest, count_workers: Callable[[Run], int]) -> None:
+    def __init__(
+        self,
+        lt: Loadtest,
+        count_workers: Callable[[Run], int],
+        set_rate: Callable[[ArrivalRate], None],
+    ) -> None:
         super().__init__(lt)
-        self.reporting = Reporting(lt, count_workers)
+        self.reporting = Reporting(lt, count_workers, set_rate)
 
     def on_spawning_complete(self, user_count: int) -> None:
         if self.reporting.run is not None:
@@ -248,6 +326,32 @@ class _Reporter(Role):
         # gives SIGTERM: a clean shutdown from the main greenlet; the run remembers which it was.
         gevent.signal_handler(signal.SIGINT, self._on_sigint)
         super().on_init()
+        self._check_search()
+
+    def _check_search(self) -> None:
+        """A capacity search needs its locustfile, and that locustfile a search: bad input stops the
+        process here with one line and exit code 2, as `Loadtest.prepare` does."""
+        environment = self.lt.environment
+        shape = environment.shape_class
+        try:
+            users = locust_users(environment)
+            plan = capacity.plan(self.lt.current_settings(), users)
+            if plan is not None and not isinstance(shape, CapacityShape):
+                raise LoadtestError(
+                    f"{plan.flag} runs a capacity search, which needs its load shape: "
+                    "use locust -f locustfiles/capacity.py"
+                )
+            if plan is None and isinstance(shape, CapacityShape):
+                raise LoadtestError(
+                    "this locustfile searches for capacity: pass --search-users LOW:HIGH (or --search-rate "
+                    "LOW:HIGH with -u) and the SLO as --threshold, e.g. --threshold 'ttft.p95<800ms'"
+                )
+        except LoadtestError as exc:
+            self.lt.close()
+            print(f"loadtest: error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT.code)
+        if plan is not None and isinstance(shape, CapacityShape):
+            shape.prepare(plan, users or 0)
 
     def _on_sigint(self) -> None:
         self.reporting.signal = "SIGINT"
@@ -295,8 +399,8 @@ class _Reporter(Role):
 
 class LocalRole(_Reporter):
     def __init__(self, lt: Loadtest) -> None:
-        super().__init__(lt, lambda run: 1)
         self.generation = Generation(lt)
+        super().__init__(lt, lambda run: 1, lambda rate: self.generation.set_rate(rate, 1))
 
     def load_conversations(self) -> None:
         conversation.preload(conversations_path(self.lt.environment.parsed_options))
@@ -315,8 +419,12 @@ class LocalRole(_Reporter):
 
 class MasterRole(_Reporter):
     def __init__(self, lt: Loadtest) -> None:
-        super().__init__(lt, lambda run: len(run.workers))
+        super().__init__(lt, lambda run: len(run.workers), self._send_rate)
         self.link = MasterLink(lt.runner, lt.recorder, lt.health)
+
+    def _send_rate(self, rate: ArrivalRate) -> None:
+        # The whole run's rate: each worker takes its share, as of --arrival-rate.
+        self.lt.runner.send_message(RATE_MESSAGE, {"rate": rate.rate, "process": rate.process})
 
     def on_test_start(self) -> None:
         self.lt.recorder.reset()
@@ -348,6 +456,13 @@ class WorkerRole(Role):
         super().__init__(lt)
         self.generation = Generation(lt)
         self.link = WorkerLink(lt.runner, lt.recorder, lt.health)
+        # The processes sharing the load of the current test.
+        self.processes = 1
+        lt.runner.register_message(RATE_MESSAGE, self._on_rate_message)
+
+    def _on_rate_message(self, environment: Any, msg: Any, **_: Any) -> None:
+        rate = ArrivalRate(float(msg.data["rate"]), str(msg.data["process"]))
+        self.generation.set_rate(rate, self.processes)
 
     def on_init(self) -> None:
         """Nothing to check: the host and the options come from the master with each test. The
@@ -371,7 +486,8 @@ class WorkerRole(Role):
         except LoadtestError as exc:
             logger.error("loadtest: %s", exc)
         self.lt.recorder.reset()
-        self.generation.start(config.get("run_id"), int(config.get("processes") or 1))
+        self.processes = int(config.get("processes") or 1)
+        self.generation.start(config.get("run_id"), self.processes)
 
     def on_test_stop(self) -> None:
         self.generation.stop()
@@ -387,6 +503,12 @@ def planned_seconds(environment: Any) -> float | None:
     if isinstance(shape, StagesShape):
         planned.append(float(sum(stage.seconds for stage in shape.stages())))
     return min(planned) if planned else None
+
+
+def locust_users(environment: Any) -> int | None:
+    """Locust's -u, when given."""
+    users = getattr(environment.parsed_options, "num_users", None)
+    return int(users) if users else None
 
 
 def role_for(lt: Loadtest, runner: Any) -> Role:

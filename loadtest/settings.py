@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 
 from loadtest import nlx, thresholds
 from loadtest.arrivals import ArrivalRate
+from loadtest.capacity import LoadRange
 from loadtest.checks import Check
 from loadtest.conversation import History, Outline, Scenario, load_scenarios, scenario_outline
 from loadtest.errors import ConfigError
+from loadtest.goodput import Goodput
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
 from loadtest.options import (
     API,
@@ -69,10 +71,18 @@ class Settings:
     arrival_rate: ArrivalRate | None
     max_queue_wait: float
     stages: tuple[Stage, ...] | None
+    # the capacity search (loadtest.capacity.plan checks how they go together)
+    search_users: LoadRange | None
+    search_rate: LoadRange | None
+    search_resolution: float
+    step_time: float
+    step_warmup: float
+    min_capacity: float | None
     # the run's output and verdict
     report_dir: Path
     turn_log: bool
     thresholds: tuple[thresholds.Threshold, ...]
+    goodput: Goodput
     threshold_abort: bool
     threshold_warmup: float
     strict_client: bool

@@ -3,7 +3,7 @@ code comes from it.
 
 - `pass`: every threshold held (or, without thresholds, no turn failed).
 - `fail`: a reason below; each reason gets its own line in the console and summary.md and its own
-  failing JUnit case.
+  failing JUnit case. A capacity search below `--min-capacity` is one.
 - `incomplete`: the run was cut before its planned end (a signal, the web UI's Stop) or the data of a
   worker was lost.
 - `empty`: no turn finished, so there is nothing to judge.
@@ -51,6 +51,7 @@ class ReasonKind(StrEnum):
     THRESHOLD = "threshold"
     FAILED_TURNS = "failed_turns"  # only when no threshold was set
     STRICT_CLIENT = "strict_client"
+    MIN_CAPACITY = "min_capacity"  # a capacity search found less than --min-capacity
     REFUSED = "refused"
     INTERRUPTED = "interrupted"
     WORKERS_LOST = "workers_lost"
@@ -58,8 +59,16 @@ class ReasonKind(StrEnum):
 
 
 FAILING = frozenset(
-    {ReasonKind.THRESHOLD, ReasonKind.FAILED_TURNS, ReasonKind.STRICT_CLIENT, ReasonKind.REFUSED}
+    {
+        ReasonKind.THRESHOLD,
+        ReasonKind.FAILED_TURNS,
+        ReasonKind.STRICT_CLIENT,
+        ReasonKind.MIN_CAPACITY,
+        ReasonKind.REFUSED,
+    }
 )
+# The reasons that fail a run with EXIT_FAIL.
+FAILING_WITH_EXIT_FAIL = frozenset({ReasonKind.THRESHOLD, ReasonKind.STRICT_CLIENT, ReasonKind.MIN_CAPACITY})
 INCOMPLETE = frozenset({ReasonKind.INTERRUPTED, ReasonKind.WORKERS_LOST})
 
 
@@ -81,7 +90,10 @@ EXIT_BAD_INPUT = ExitCode(
     "or every first turn was refused with the same 401, 403 or 404 (`--no-fail-fast` turns that off)",
 )
 EXIT_FAIL = ExitCode(
-    3, "fail", "a threshold failed, or `--strict-client` found the client was the bottleneck"
+    3,
+    "fail",
+    "a threshold failed, `--strict-client` found the client was the bottleneck, or a capacity search "
+    "found less than `--min-capacity`",
 )
 EXIT_REGRESSION = ExitCode(4, "regression", "`loadtest compare` found a regression")
 EXIT_INCOMPLETE = ExitCode(
@@ -110,13 +122,22 @@ def judge(
         return Judgement(Verdict.EMPTY, reasons, EXIT_INCOMPLETE.code)
     if ReasonKind.REFUSED in kinds:
         return Judgement(Verdict.FAIL, reasons, EXIT_BAD_INPUT.code)
-    if kinds & {ReasonKind.THRESHOLD, ReasonKind.STRICT_CLIENT}:
+    if kinds & FAILING_WITH_EXIT_FAIL:
         return Judgement(Verdict.FAIL, reasons, EXIT_FAIL.code)
     if ReasonKind.FAILED_TURNS in kinds:
         return Judgement(Verdict.FAIL, reasons, exit_code_on_error)
     if kinds & INCOMPLETE:
         return Judgement(Verdict.INCOMPLETE, reasons, EXIT_INCOMPLETE.code)
     return Judgement(Verdict.PASS, reasons, EXIT_PASS.code)
+
+
+def apply(summary: Any, *, strict_client: bool = False, exit_code_on_error: int = 1) -> Judgement:
+    """Judge `summary` and write the judgement into it: `verdict`, `reasons`, `exit_code`."""
+    judgement = judge(summary, strict_client=strict_client, exit_code_on_error=exit_code_on_error)
+    summary["verdict"] = judgement.verdict.value
+    summary["reasons"] = judgement.reasons
+    summary["exit_code"] = judgement.exit_code
+    return judgement
 
 
 def _reasons(summary: Mapping[str, Any], strict_client: bool) -> list[Reason]:
@@ -136,6 +157,9 @@ def _reasons(summary: Mapping[str, Any], strict_client: bool) -> list[Reason]:
     failed = int(count_of(summary, "turns_failed") or 0)
     if failed and not thresholds and stopped_by != StoppedBy.REFUSED:
         reasons.append(_reason(ReasonKind.FAILED_TURNS, _failed_text(summary, failed, finished)))
+    short = _short_of_capacity(summary.get("capacity"))
+    if short:
+        reasons.append(_reason(ReasonKind.MIN_CAPACITY, short))
     health: Mapping[str, Any] = summary.get("client_health") or {}
     if strict_client and health.get("bottleneck"):
         why = "; ".join(health.get("reasons") or [])
@@ -162,6 +186,23 @@ def _reasons(summary: Mapping[str, Any], strict_client: bool) -> list[Reason]:
     return reasons
 
 
+def _short_of_capacity(capacity: Any) -> str | None:
+    """Why a capacity search falls short of `--min-capacity`, or None when it does not (or was not
+    held to one)."""
+    if not isinstance(capacity, Mapping):
+        return None
+    minimum = number(capacity.get("min_capacity"))
+    if minimum is None:
+        return None
+    found = number(capacity.get("max_passing"))
+    if found is not None and found >= minimum:
+        return None
+    unit = str(capacity.get("unit") or "")
+    if found is None:
+        return f"no load of the search held the thresholds: --min-capacity {minimum:g} {unit} not reached"
+    return f"capacity {found:g} {unit} is below --min-capacity {minimum:g}"
+
+
 def interrupted_text(run: Mapping[str, Any]) -> str:
     """`stopped by SIGINT after 5.1 s of 60 s planned`."""
     return (
@@ -183,6 +224,8 @@ def stopped_text(run: Mapping[str, Any]) -> str | None:
         return f"stopped after {took} by --threshold-abort: {run.get('aborted_by_threshold')}"
     if stopped_by == StoppedBy.REFUSED:
         return f"stopped after {took}: every first turn was refused"
+    if stopped_by == StoppedBy.CAPACITY_SEARCH:
+        return f"ran {took}: the capacity search ended"
     if planned is not None:
         return interrupted_text(run)
     return f"stopped by {_stopper(run)} after {took}"

@@ -2,9 +2,9 @@
 latest run's report.html.
 
 Locust's own tables show percentiles of its rounded response-time buckets; this tab shows TTFT, turn
-latency and inter-chunk gaps from our HDR histograms, as the summary does. It refreshes with Locust's
-stats poll while a test runs. On a master the provider reads the merged worker data, so the tab moves
-with each worker report (every 3 s).
+latency and inter-chunk gaps from our HDR histograms, as the summary does, and the goodput so far. It
+refreshes with Locust's stats poll while a test runs. On a master the provider reads the merged worker
+data, so the tab moves with each worker report (every 3 s).
 
 Locust's extension points, as used here: `extended_tabs` and `extended_tables` in `web_ui.template_args`
 declare the tab and its columns, and an `after_request` hook adds `extended_stats` (the rows, under the
@@ -31,11 +31,12 @@ from typing import Any
 from flask import Response, jsonify, request, send_file
 from markupsafe import Markup
 
-from loadtest import catalog
+from loadtest import catalog, goodput
 from loadtest.metrics import Histogram, Metrics, scoped
 from loadtest.options import REPORT_DIR
 from loadtest.report import charts
 from loadtest.report.html import HEADLINE_METRICS
+from loadtest.report.schema import CONVERSATION_GOODPUT, GOODPUT
 from loadtest.report.summary import LATEST
 
 logger = logging.getLogger("loadtest")
@@ -171,6 +172,18 @@ def _tab_row(row: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def goodput_line(metrics: Metrics, bounds: goodput.Goodput) -> str:
+    """The goodput so far, as the console says it at the end: `goodput 97.10% of turns, 90.00% of
+    conversations within ttft<800ms, turn<3s`."""
+    counts = metrics.summary_counts()
+    section = {
+        "bounds": bounds.exprs,
+        "good_turn_rate": GOODPUT.of(counts),
+        "good_conversation_rate": CONVERSATION_GOODPUT.of(counts),
+    }
+    return goodput.describe(section) or ""
+
+
 def exposure_warning(options: Any) -> str | None:
     """One line when the web UI listens beyond loopback without Locust's --web-login: anyone who reaches
     the port can start load with this process's API key. None otherwise."""
@@ -238,7 +251,14 @@ class _Tab:
         return self.web_ui.environment.parsed_options
 
     def stats_view(self) -> Response:
-        return jsonify(rows=self.rows(), report=self.latest())
+        return jsonify(rows=self.rows(), report=self.latest(), goodput=self.goodput())
+
+    def goodput(self) -> str | None:
+        """The goodput so far, from the figures of the loadtest of this web UI's environment."""
+        lt = getattr(self.web_ui.environment, "loadtest", None)
+        if lt is None:
+            return None
+        return goodput_line(lt.metrics, lt.recorder.goodput)
 
     def charts_view(self) -> Response:
         now = time.monotonic()

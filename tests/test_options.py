@@ -18,7 +18,7 @@ from tests.conftest import ROOT, locust_env
 
 # Settings fields that no single option gives: the host (Locust's), what the endpoint and the mock
 # decide together (the key), the scripts loaded from --conversations, and Locust's own --headless.
-DERIVED_FIELDS = {"host", "uses_mock", "api_key", "scenarios", "headless"}
+DERIVED_FIELDS = {"host", "uses_mock", "api_key", "outline", "headless"}
 
 
 def locust_parser(config_files: list[str] | None = None) -> Any:

@@ -338,14 +338,15 @@ def test_tables_follow_the_catalog_and_its_number_format() -> None:
 
     groups, head = page.head("by-turn")
     turn_metrics = catalog.scoped_metrics(catalog.TURN)
-    assert head == ["turn", "all", "ok", "failed", "cut", *[s.label for s in catalog.BREAKDOWN_STATS] * 2]
+    counts = ["all", "ok", "failed", "cut", "good"]
+    assert head == ["turn", *counts, *[s.label for s in catalog.BREAKDOWN_STATS] * 2]
     assert [m.label for m in turn_metrics] == groups[-len(turn_metrics) :]
     assert [row[0] for row in page.rows("by-turn")] == ["1", "2", "3"]
     first = summary["by_turn"]["1"]
-    assert page.rows("by-turn")[0][1:5] == [
+    assert page.rows("by-turn")[0][1:6] == [
         str(first["counts"][k]) for k in catalog.scoped_counts(catalog.TURN)
     ]
-    assert page.rows("by-turn")[0][5] == format_number(first["ttft_ms"]["p50"])
+    assert page.rows("by-turn")[0][6] == format_number(first["ttft_ms"]["p50"])
 
     _, head = page.head("by-scenario")
     assert len(head) == 1 + len(catalog.scoped_counts(catalog.SCENARIO)) + 3 * len(catalog.BREAKDOWN_STATS)

@@ -37,6 +37,7 @@ def summary_of(
     checks: tuple[str, ...] = (),
     strict_client: bool = False,
     warnings: tuple[str, ...] = (),
+    capacity: dict[str, Any] | None = None,
     **run: Any,
 ) -> dict[str, Any]:
     """A summary as a run writes it: counts, `checks` (thresholds) evaluated, then judged by
@@ -73,6 +74,8 @@ def summary_of(
             "reasons": ["event-loop lag p99 30 ms"],
         },
     }
+    if capacity is not None:
+        summary["capacity"] = capacity
     outcomes = thresholds.evaluate(thresholds.parse_all(checks), summary)
     summary["thresholds"] = [o.to_json() for o in outcomes]
     judged = verdict.judge(summary, strict_client=strict_client)
@@ -106,6 +109,20 @@ CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
         ["interrupted"],
     ),
     "workers lost": (summary_of(workers_without_final_report=["w2"]), "incomplete", ["workers_lost"]),
+    "min capacity": (
+        summary_of(
+            checks=("ttft.p95<5s",),
+            stopped_by="capacity_search",
+            capacity={
+                "unit": "concurrent conversations",
+                "max_passing": 180,
+                "min_capacity": 200,
+                "steps": [],
+            },
+        ),
+        "fail",
+        ["min_capacity"],
+    ),
     "empty": (summary_of(ok=0, checks=("ttft.p95<5s",)), "empty", ["empty", "threshold"]),
 }
 
@@ -196,8 +213,14 @@ def test_console_says_how_the_run_ended_then_warns_then_names_the_files(case: st
     ended = verdict.stopped_text(summary["run"])
     # An interrupted run says so in its reason: not a second time.
     said = ended in {text for _, text in reasons_of(summary)}
-    assert lines[at:-2] == ([] if said else [ended]) + [f"warning: {w}" for w in summary["warnings"]]
-    assert lines[-2:] == [f"summary: {tmp_path / 'summary.json'}", f"report:  {tmp_path / 'report.html'}"]
+    # A capacity search's answer is the last line of all.
+    searched = 1 if "capacity" in summary else 0
+    assert lines[at : -2 - searched] == ([] if said else [ended]) + [
+        f"warning: {w}" for w in summary["warnings"]
+    ]
+    files = [f"summary: {tmp_path / 'summary.json'}", f"report:  {tmp_path / 'report.html'}"]
+    assert lines[-2 - searched : len(lines) - searched] == files
+    assert lines[-1].startswith("capacity: ") == bool(searched)
 
 
 def test_console_of_an_interrupted_run(tmp_path: Path) -> None:
@@ -250,6 +273,7 @@ HEADLINE_OF = {
     "threshold and interrupted": "The threshold failed",
     "interrupted": "The run was cut before its planned end",
     "workers lost": "The data of a worker was lost",
+    "min capacity": "The capacity found is below --min-capacity",
     "empty": "No turn finished: there is nothing to judge",  # though its threshold failed too
 }
 

@@ -46,7 +46,7 @@ def test_a_master_runner_gets_the_master_role_which_counts_its_workers(loadtest:
     run = Run(workers={"w1", "w2"})
     assert role.reporting.count_workers(run) == 2
     assert role.reporting.count_workers(Run()) == 0  # a master that no worker reached
-    local = Reporting(loadtest, lambda run: 1)
+    local = Reporting(loadtest, lambda run: 1, lambda rate: None)
     assert local.count_workers(run) == 1
 
 

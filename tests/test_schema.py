@@ -12,8 +12,10 @@ from loadtest.errors import ConfigError
 from loadtest.metrics import Metrics, interval_of
 from loadtest.report import build_summary
 from loadtest.report.schema import (
+    CONVERSATION_GOODPUT,
     CONVERSATION_SUCCESS,
     ERROR_RATE,
+    GOODPUT,
     RATES,
     SCHEMA,
     ErrorEntry,
@@ -122,8 +124,15 @@ def test_rates_are_kept_for_the_scopes_of_their_counters() -> None:
     assert CONVERSATION_SUCCESS.scopes == (catalog.SCENARIO,)
     counters = {c.key for c in catalog.COUNTERS}
     for rate in RATES:
-        assert {rate.part, rate.rest} <= counters
+        assert set(rate.counters) <= counters
     assert CONVERSATION_SUCCESS.of({"conversations_completed": 3, "conversations_failed": 1}) == 0.75
+    # Goodput: good turns of all finished ones (a failed turn is never good), per turn and scenario.
+    assert GOODPUT.scopes == (catalog.TURN, catalog.SCENARIO)
+    assert CONVERSATION_GOODPUT.scopes == (catalog.SCENARIO,)
+    assert GOODPUT.of({"turns_good": 3, "turns_ok": 4, "turns_failed": 1}) == 0.6
+    assert GOODPUT.of({"turns_good": 0, "turns_ok": 0, "turns_failed": 0}) is None
+    counts = {"conversations_good": 1, "conversations_completed": 3, "conversations_failed": 1}
+    assert CONVERSATION_GOODPUT.of(counts) == 0.25
 
 
 @pytest.mark.parametrize(

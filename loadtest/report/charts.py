@@ -280,3 +280,116 @@ def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
+
+
+# -- a capacity search: latency against load ------------------------------------------------------------
+
+# The SLO bound drawn across a chart, and the marks of passing and failing steps.
+SLO_COLOR = "#b45309"
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A threshold drawn across a chart of `capacity.steps`: `label` at `limit` (ms, or a fraction)."""
+
+    label: str
+    stat: str  # the step statistic it bounds (p95), or "" for a rate
+    limit: float
+
+
+def steps_by_load(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A search's steps in order of load (a bisection visits them out of order), one per load."""
+    by_load: dict[float, Mapping[str, Any]] = {}
+    for step in steps:
+        load = _number(step.get("load"))
+        if load is not None:
+            by_load[load] = step
+    return [by_load[load] for load in sorted(by_load)]
+
+
+def load_spec(
+    chart_id: str, steps: Sequence[Mapping[str, Any]], metric: Metric, x_label: str, bounds: Sequence[Bound]
+) -> dict[str, Any] | None:
+    """p50, p95 and p99 of `metric` per step against the load, each bound of the SLO on it drawn
+    across, and the steps marked passing or failing on the statistic the first bound judges (p95
+    without one). None without steps."""
+    ordered = steps_by_load(steps)
+    if not ordered:
+        return None
+    x = [float(_number(s.get("load")) or 0.0) for s in ordered]
+    stats = catalog.BREAKDOWN_STATS
+    series = [
+        _series(stat.label, shade, width=2.0 if stat is stats[-1] else 1.75)
+        for stat, shade in zip(stats, metric.shades, strict=True)
+    ]
+    data: list[list[Any]] = [x]
+    for stat in stats:
+        data.append([_step_stat(s, metric, stat.key) for s in ordered])
+    for bound in bounds:
+        series.append(_series(bound.label, SLO_COLOR, width=1.5, dash=True))
+        data.append([bound.limit] * len(x))
+    judged = next((b.stat for b in bounds if b.stat), "p95")
+    _marked(series, data, ordered, lambda s: _step_stat(s, metric, judged))
+    return {
+        "id": chart_id,
+        "kind": "load",
+        "unit": "ms",
+        "height": 280,
+        "x_label": x_label,
+        "series": series,
+        "axes": [{"scale": "y", "label": metric.unit}],
+        "data": data,
+    }
+
+
+def goodput_load_spec(
+    chart_id: str, steps: Sequence[Mapping[str, Any]], x_label: str
+) -> dict[str, Any] | None:
+    """Goodput (good turns of the finished ones) and the error rate per step against the load, in %,
+    with the steps marked passing or failing on the goodput."""
+    ordered = steps_by_load(steps)
+    if not ordered:
+        return None
+    x = [float(_number(s.get("load")) or 0.0) for s in ordered]
+    series = [
+        _series("goodput", COLORS["ok"], width=2.0),
+        _series("error rate", COLORS["failed"], width=1.75),
+    ]
+    data: list[list[Any]] = [x, [_percent(s.get("goodput")) for s in ordered]]
+    data.append([_percent(s.get("error_rate")) for s in ordered])
+    _marked(series, data, ordered, lambda s: _percent(s.get("goodput")))
+    return {
+        "id": chart_id,
+        "kind": "load",
+        "unit": "%",
+        "height": 240,
+        "x_label": x_label,
+        "series": series,
+        "axes": [{"scale": "y", "label": "%"}],
+        "data": data,
+    }
+
+
+def _marked(
+    series: list[dict[str, Any]],
+    data: list[list[Any]],
+    steps: Sequence[Mapping[str, Any]],
+    value: Any,
+) -> None:
+    """Two series of points only: the passing steps and the failing ones, at `value(step)`."""
+    for label, color, passed in (
+        ("passing step", COLORS["ok"], True),
+        ("failing step", COLORS["failed"], False),
+    ):
+        series.append({**_series(label, color, width=2.0), "points_only": True})
+        data.append([value(s) if bool(s.get("passed")) is passed else None for s in steps])
+
+
+def _step_stat(step: Mapping[str, Any], metric: Metric, stat: str) -> float | None:
+    stats = step.get(metric.summary_key)
+    return _number(stats.get(stat)) if isinstance(stats, Mapping) else None
+
+
+def _percent(value: Any) -> float | None:
+    share = _number(value)
+    return None if share is None else round(share * 100, 3)

@@ -8,8 +8,8 @@ The rule (`rule()` says it in words, and every report prints it): the new run re
 - the error rate, failed / (ok + failed) turns, rose by more than max(tolerance x baseline rate,
   0.5 percentage points).
 
-Everything else (the other statistics and `compared` metrics, throughput) is shown but not judged: it
-moves with the load shape and with a handful of samples.
+Everything else (the other statistics and `compared` metrics, throughput, goodput) is shown but not
+judged: it moves with the load shape and with a handful of samples, and goodput with its bounds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from loadtest import catalog
 from loadtest.errors import ConfigError
 from loadtest.report.markdown import cell, code_span
 from loadtest.report.schema import (
+    CONVERSATION_GOODPUT,
+    GOODPUT,
     count_of,
     duration_s,
     error_rate,
@@ -80,7 +82,7 @@ def rule(tolerance: float | None) -> str:
     stats = one_of(_STAT_LABELS[s] for s in GATED_STATS)
     shown = [label for key, label in METRICS if key not in GATED_METRICS]
     shown += [label for key, label in STATS if key not in GATED_STATS]
-    shown_text = one_of([*shown, "throughput"], "and")
+    shown_text = one_of([*shown, "throughput", "goodput"], "and")
     return (
         f"A regression is the new run worse than the baseline by more than {tol}: {stats} of "
         f"{gated} above the baseline's by more than {tol} (or missing where the baseline "
@@ -163,6 +165,9 @@ class Comparison:
     error_rate: Delta
     throughput: Delta
     turns: Delta
+    # Good turns and conversations (`--goodput`), shown, not judged.
+    goodput: Delta = Delta("goodput", "", None, None)
+    conversation_goodput: Delta = Delta("conversation_goodput", "", None, None)
 
     @property
     def checks(self) -> tuple[Delta, ...]:
@@ -199,6 +204,10 @@ def compare(baseline: Mapping[str, Any], new: Mapping[str, Any], tolerance: floa
         error_rate=Delta("error_rate", "", rate_before, rate_after, rate_limit, gated=True),
         throughput=Delta("throughput", "", throughput(baseline), throughput(new)),
         turns=Delta("turns", "", count_of(baseline, "turns"), count_of(new, "turns")),
+        goodput=Delta("goodput", "", GOODPUT.of(baseline), GOODPUT.of(new)),
+        conversation_goodput=Delta(
+            "conversation_goodput", "", CONVERSATION_GOODPUT.of(baseline), CONVERSATION_GOODPUT.of(new)
+        ),
     )
 
 
@@ -253,6 +262,11 @@ def render_markdown(comparison: Comparison, baseline: Mapping[str, Any], new: Ma
         f"| throughput (turns/s) | {_num(t.baseline)} | {_num(t.new)} | {format_change(t.change, 2)} | "
         f"{format_ratio(t.ratio)} | |"
     )
+    for g, label in ((c.goodput, "goodput (turns)"), (c.conversation_goodput, "goodput (conversations)")):
+        out.append(
+            f"| {label} | {_percent(g.baseline, 2)} | {_percent(g.new, 2)} | {format_pp(g.change)} | "
+            f"{format_ratio(g.ratio)} | |"
+        )
     n = c.turns
     out.append(f"| turns | {_num(n.baseline, 0)} | {_num(n.new, 0)} | {format_change(n.change, 0)} | | |")
     out += ["", f"<sub>{cell(rule(c.tolerance))} ✅/❌ mark the judged statistics.</sub>", ""]

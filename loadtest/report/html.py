@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from loadtest import catalog
+from loadtest import capacity, catalog
 from loadtest.catalog import format_number
 from loadtest.errors import ConfigError
 from loadtest.report import charts
@@ -96,6 +96,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
         verdict=_verdict(summary, verdict),
         warnings=verdict.warnings,
         tiles=_tiles(summary),
+        capacity=_capacity(summary, specs),
         thresholds=[_threshold(t) for t in _thresholds_of(summary)],
         facts=_facts(run),
         settings=_settings(run),
@@ -214,6 +215,7 @@ HEADLINES = {
     ReasonKind.THRESHOLD: "A threshold failed",
     ReasonKind.FAILED_TURNS: "Turns failed, and no threshold says how many may",
     ReasonKind.STRICT_CLIENT: "The load generator was the bottleneck (--strict-client)",
+    ReasonKind.MIN_CAPACITY: "The capacity found is below --min-capacity",
     ReasonKind.REFUSED: "Every first turn was refused",
     ReasonKind.INTERRUPTED: "The run was cut before its planned end",
     ReasonKind.WORKERS_LOST: "The data of a worker was lost",
@@ -296,6 +298,7 @@ def _tiles(summary: Mapping[str, Any]) -> list[Tile]:
             bad=bool(rate),
         ),
         Tile("Throughput", None if tput is None else f"{tput:,.2f}", "turns/s", "completed turns"),
+        _goodput_tile(summary.get("goodput")),
     ]
     for m in HEADLINE_METRICS:
         stats = _mapping(metrics.get(m.summary_key))
@@ -311,6 +314,96 @@ def _tiles(summary: Mapping[str, Any]) -> list[Tile]:
         )
     )
     return tiles
+
+
+def _goodput_tile(section: Any) -> Tile:
+    good = _mapping(section)
+    rate = _float(good.get("good_turn_rate"))
+    conversations = _float(good.get("good_conversation_rate"))
+    bounds = ", ".join(str(b) for b in good.get("bounds") or []) or "no --goodput bounds"
+    detail = f"of turns · {_pct(conversations, 1)} of conversations · {bounds}"
+    if not good:
+        detail = "not in this summary"
+    return Tile("Goodput", None if rate is None else f"{rate * 100:.2f}", "%", detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """The "Latency against load" card of a capacity search."""
+
+    answer: str  # the console's line, without its `capacity: `
+    figures: list[Figure]
+    steps: Table
+    note: str
+
+
+def _capacity(summary: Mapping[str, Any], specs: list[dict[str, Any]]) -> Capacity | None:
+    section = _mapping(summary.get("capacity"))
+    if not section:
+        return None
+    steps = [_mapping(s) for s in section.get("steps") or []]
+    unit = str(section.get("unit") or "load")
+    rules = _bounds(section)
+    figures = []
+    for m in HEADLINE_METRICS:
+        chart_id = f"load-{m.key}"
+        spec = charts.load_spec(chart_id, steps, m, unit, rules.get(m.key, []))
+        detail = " · ".join(s.label for s in catalog.BREAKDOWN_STATS) + f", {m.unit}; the SLO dashed"
+        figures.append(_figure(chart_id, _capital(m.label), detail, spec, specs, "No step finished."))
+    spec = charts.goodput_load_spec("load-goodput", steps, unit)
+    figures.append(_figure("load-goodput", "Goodput and errors", "% of finished turns", spec, specs, ""))
+    note = (
+        f"Each step ran {_num(_float(section.get('step_s')), 0)} s, measured after "
+        f"{_num(_float(section.get('warmup_s')), 0)} s of warm-up; steps in the order they ran."
+    )
+    return Capacity(
+        capacity.console_line(section).removeprefix("capacity: "), figures, _step_table(steps, unit), note
+    )
+
+
+def _bounds(section: Mapping[str, Any]) -> dict[str, list[charts.Bound]]:
+    """The unscoped latency thresholds of the search's steps, by metric: the SLO lines of its charts."""
+    found: dict[str, list[charts.Bound]] = {}
+    steps = section.get("steps") or []
+    outcomes = _mapping(steps[0]).get("thresholds") if steps else []
+    for outcome in outcomes or []:
+        try:
+            th = parse_threshold(str(_mapping(outcome).get("expr", "")))
+        except ConfigError:
+            continue
+        if th.scope is None and not th.is_rate and th.stat is not None:
+            found.setdefault(th.metric, []).append(charts.Bound(f"SLO {th.expr}", th.stat, th.limit))
+    return found
+
+
+def _step_table(steps: list[Mapping[str, Any]], unit: str) -> Table:
+    stats = catalog.BREAKDOWN_STATS
+    metrics = HEADLINE_METRICS
+    head = [unit, "measured", "turns", "error rate", "goodput"]
+    groups: list[tuple[str, int]] = [("", 5)]
+    for m in metrics:
+        head += [s.label for s in stats]
+        groups.append((f"{m.label} (ms)", len(stats)))
+    head += ["client", "result"]
+    groups.append(("", 2))
+    rows = []
+    for step in steps:
+        client = _mapping(step.get("client"))
+        cells: list[str | None] = [
+            _duration(_float(step.get("duration_s")) or 0.0),
+            f"{_int(step.get('turns')):,}",
+            _pct(_float(step.get("error_rate")), 2),
+            _pct(_float(step.get("goodput")), 2),
+        ]
+        for m in metrics:
+            values = _mapping(step.get(m.summary_key))
+            cells += [_ms(values.get(s.key)) for s in stats]
+        cells += [
+            "bottleneck" if client.get("bottleneck") else "kept up",
+            "pass" if step.get("passed") else "FAIL",
+        ]
+        rows.append(Row(capacity.format_load(step.get("load")), cells))
+    return Table(head, rows, groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -677,6 +770,10 @@ def _count_deltas(c: Comparison, baseline: Mapping[str, Any], new: Mapping[str, 
             format_ratio(t.ratio),
         ),
     ]
+    for g, label in ((c.goodput, "goodput (turns)"), (c.conversation_goodput, "goodput (conversations)")):
+        rows.append(
+            DeltaRow(label, _pct(g.baseline, 2), _pct(g.new, 2), format_pp(g.change), format_ratio(g.ratio))
+        )
     b_counts, n_counts = _mapping(baseline.get("counts")), _mapping(new.get("counts"))
     labels = {counter.key: counter.label for counter in catalog.COUNTERS}
     for key in COMPARED_COUNTS:

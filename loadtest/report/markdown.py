@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loadtest import catalog
+from loadtest import capacity, catalog, goodput
 from loadtest.report.schema import (
     ErrorEntry,
     ScopeEntry,
@@ -32,11 +32,13 @@ _MARKUP_START = re.compile(r"<(?=[A-Za-z/!?])|&(?=[A-Za-z#])")
 
 
 def render_markdown(summary: Summary) -> str:
-    """The verdict with its reasons, how the run ended and the warnings; then thresholds, latency,
-    counts, errors and run facts of `summary` as Markdown."""
+    """The verdict with its reasons, how the run ended and the warnings; then a capacity search's
+    answer and steps, thresholds, latency, counts and goodput, errors and run facts of `summary` as
+    Markdown."""
     thresholds = summary.get("thresholds") or []
     metrics = summary.get("metrics") or {}
     out = _verdict(run_verdict(summary))
+    out += _capacity(summary.get("capacity"))
 
     out += ["### Thresholds", ""]
     if thresholds:
@@ -60,6 +62,9 @@ def render_markdown(summary: Summary) -> str:
     out.append("")
 
     out += _counts(summary.get("counts") or {})
+    good = goodput.describe(summary.get("goodput"))
+    if good:
+        out += [f"**Goodput**: {prose(good.removeprefix('goodput '))}", ""]
     out += _breakdown("By turn", catalog.TURN, summary.get("by_turn"))
     out += _breakdown("By scenario", catalog.SCENARIO, summary.get("by_scenario"))
     out += _errors(summary.get("errors") or [])
@@ -109,6 +114,53 @@ def _counts(c: Mapping[str, Any]) -> list[str]:
     if c.get("conversations_abandoned"):
         conversations += f", {c['conversations_abandoned']} abandoned"
     return [f"{turns} · {conversations}", ""]
+
+
+# A capacity step's columns: its latency statistics, after load, turns, error rate and goodput.
+STEP_STATS = catalog.BREAKDOWN_STATS
+STEP_METRICS = (catalog.TTFT, catalog.TURN_LATENCY)
+
+
+def _capacity(section: Any) -> list[str]:
+    """The answer of a capacity search in one line, then a row per step in the order they ran."""
+    if not isinstance(section, Mapping):
+        return []
+    out = ["### Capacity", "", prose(capacity.console_line(section).removeprefix("capacity: ")), ""]
+    steps = [s for s in section.get("steps") or [] if isinstance(s, Mapping)]
+    if not steps:
+        return out
+    stats = " | ".join(f"{m.short} {s.label}" for m in STEP_METRICS for s in STEP_STATS)
+    unit = cell(str(section.get("unit") or "load"))
+    out += [
+        f"| {unit} | turns | error rate | goodput | {stats} | client | result |",
+        "|" + "---:|" * (4 + len(STEP_METRICS) * len(STEP_STATS)) + "---|---|",
+    ]
+    for step in steps:
+        cells = [_ms(number(_stats(step, m).get(s.key))) for m in STEP_METRICS for s in STEP_STATS]
+        client = "bottleneck" if _client(step).get("bottleneck") else "ok"
+        result = "✅ pass" if step.get("passed") else "❌ fail"
+        out.append(
+            f"| {capacity.format_load(step.get('load'))} | {step.get('turns', 0)} | "
+            f"{_share(step.get('error_rate'))} | {_share(step.get('goodput'))} | "
+            + " | ".join(cells)
+            + f" | {client} | {result} |"
+        )
+    return [*out, ""]
+
+
+def _stats(step: Mapping[str, Any], metric: catalog.Metric) -> Mapping[str, Any]:
+    found = step.get(metric.summary_key)
+    return found if isinstance(found, Mapping) else {}
+
+
+def _client(step: Mapping[str, Any]) -> Mapping[str, Any]:
+    found = step.get("client")
+    return found if isinstance(found, Mapping) else {}
+
+
+def _share(value: Any) -> str:
+    share = number(value)
+    return "-" if share is None else f"{share * 100:.2f}%"
 
 
 def _breakdown(title: str, scope: str, table: Mapping[str, ScopeEntry] | None) -> list[str]:

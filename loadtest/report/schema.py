@@ -140,6 +140,10 @@ class Summary(TypedDict, total=False):
     # Options that had no effect, latency-only thresholds while turns failed...: one line each.
     warnings: list[str]
     client_health: dict[str, Any]
+    # Good turns and conversations (`loadtest.goodput.section`), and a capacity search's answer and
+    # steps (`loadtest.capacity.section`).
+    goodput: dict[str, Any]
+    capacity: dict[str, Any]
 
 
 def load_summary(path: Path) -> Summary:
@@ -235,38 +239,59 @@ def count_of(source: Mapping[str, object], key: str) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """A share worked out from two counters: part / (part + rest)."""
+    """A share worked out from counters: part / the sum of `whole`."""
 
     key: str  # as thresholds name it: error_rate<1%
     meaning: str
     part: str  # catalog.Counter keys
-    rest: str
+    whole: tuple[str, ...]
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        return (self.part, *self.whole)
 
     @property
     def scopes(self) -> tuple[str, ...]:
-        """The scopes both counters are kept for, so the rate can be read per turn or scenario."""
+        """The scopes all its counters are kept for, so the rate can be read per turn or scenario."""
         kept = {c.key: c.scopes for c in catalog.COUNTERS}
-        return tuple(s for s in catalog.SCOPES if s in kept[self.part] and s in kept[self.rest])
+        return tuple(s for s in catalog.SCOPES if all(s in kept[key] for key in self.counters))
 
     def of(self, source: Mapping[str, object]) -> float | None:
         """The rate in `source` (a summary, a by_turn/by_scenario entry or counts); None without
         counts or with a zero denominator."""
-        part, rest = count_of(source, self.part), count_of(source, self.rest)
-        if part is None or rest is None or part + rest <= 0:
+        part = count_of(source, self.part)
+        whole = [count_of(source, key) for key in self.whole]
+        if part is None or None in whole:
             return None
-        return part / (part + rest)
+        total = sum(n for n in whole if n is not None)
+        return part / total if total > 0 else None
 
 
 ERROR_RATE = Rate(
-    "error_rate", "failed turns / (ok + failed turns); cut turns are left out", "turns_failed", "turns_ok"
+    "error_rate",
+    "failed turns / (ok + failed turns); cut turns are left out",
+    "turns_failed",
+    ("turns_failed", "turns_ok"),
 )
 CONVERSATION_SUCCESS = Rate(
     "conversation_success",
     "completed / (completed + failed conversations)",
     "conversations_completed",
-    "conversations_failed",
+    ("conversations_completed", "conversations_failed"),
 )
-RATES = (ERROR_RATE, CONVERSATION_SUCCESS)
+GOODPUT = Rate(
+    "goodput",
+    "good turns (succeeded within the --goodput bounds) / (ok + failed turns)",
+    "turns_good",
+    ("turns_ok", "turns_failed"),
+)
+CONVERSATION_GOODPUT = Rate(
+    "conversation_goodput",
+    "good conversations (completed, every turn good) / (completed + failed conversations)",
+    "conversations_good",
+    ("conversations_completed", "conversations_failed"),
+)
+RATES = (ERROR_RATE, CONVERSATION_SUCCESS, GOODPUT, CONVERSATION_GOODPUT)
 RATE_BY_KEY = {r.key: r for r in RATES}
 
 
@@ -293,14 +318,20 @@ def duration_s(run: Mapping[str, object]) -> float | None:
 def throughput(summary: Mapping[str, object]) -> float | None:
     """Completed turns per second over the time the figures cover (since a RESET, when there was one);
     None without a duration."""
-    ok = count_of(summary, "turns_ok")
+    return per_second(summary, "turns_ok")
+
+
+def per_second(summary: Mapping[str, object], counter: str) -> float | None:
+    """A count of `summary` per second of the time its figures cover (since a RESET, when there was
+    one); None without the count or a duration."""
+    count = count_of(summary, counter)
     run = summary.get("run")
     seconds = None
     if isinstance(run, Mapping):
         seconds = number(run.get("measured_s")) or duration_s(cast(Mapping[str, object], run))
-    if ok is None or not seconds:
+    if count is None or not seconds:
         return None
-    return ok / seconds
+    return count / seconds
 
 
 def format_observed(observed: float | None, unit: str) -> str:

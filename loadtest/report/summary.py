@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import orjson
 
-from loadtest import catalog
+from loadtest import capacity, catalog, goodput
 from loadtest.metrics import Metrics
 from loadtest.report.schema import (
     SCHEMA,
@@ -158,8 +158,9 @@ def one_example(text: str, limit: int = EXAMPLE_CHARS) -> str:
 
 
 def console_lines(summary: Summary, run_dir: Path) -> list[str]:
-    """A short table of the exact percentiles, for the end of a run; then the verdict with its reasons,
-    how the run ended and the warnings; the paths of the files last."""
+    """A short table of the exact percentiles, for the end of a run, and the goodput; then the verdict
+    with its reasons, how the run ended and the warnings; the paths of the files; a capacity search's
+    answer last."""
     # Fixed-width columns, so the numbers line up under their heading in a terminal.
     width = max(len(m.label) for m in catalog.TABLE_METRICS) + 2
     head = "".join(f"{s.label:>10}" for s in catalog.TABLE_STATS)
@@ -178,6 +179,9 @@ def console_lines(summary: Summary, run_dir: Path) -> list[str]:
         f"({c['conversations_failed']} failed, {c.get('conversations_abandoned', 0)} abandoned); "
         f"{c['chunks']} chunks, {c['chars']} chars"
     )
+    good = goodput.describe(summary.get("goodput"))
+    if good:
+        lines.append(good)
     for err in summary["errors"]:
         lines.append(f"error {err['kind']}: {err['count']} (e.g. {one_example(err['example'])})")
     for t in summary.get("thresholds", []):
@@ -189,6 +193,9 @@ def console_lines(summary: Summary, run_dir: Path) -> list[str]:
     lines += verdict_lines(run_verdict(summary))
     lines.append(f"summary: {run_dir / 'summary.json'}")
     lines.append(f"report:  {run_dir / 'report.html'}")
+    search = summary.get("capacity")
+    if search:
+        lines.append(capacity.console_line(search))
     return lines
 
 

@@ -1,4 +1,5 @@
-/* loadtest report: draws the charts described in #report-data with uPlot (see loadtest/report/charts.py). */
+/* loadtest report: draws the charts described in #report-data with uPlot (see loadtest/report/charts.py):
+   percentile distributions, series over time, and a capacity search's steps against the load. */
 (function () {
   "use strict";
   var source = document.getElementById("report-data");
@@ -92,15 +93,24 @@
     ctx.restore();
   }
 
+  // A series of points only: the passing and failing steps of a capacity search.
+  function noPath() { return null; }
+
+  function xSeries(spec) {
+    if (spec.kind === "time") {
+      return { label: "UTC", value: function (u, v) { return v == null ? "–" : clock(utc(v)); } };
+    }
+    if (spec.kind === "load") {
+      return { label: spec.x_label, value: function (u, v) { return v == null ? "–" : number(v); } };
+    }
+    return { label: "percentile", value: function (u, v) { return percentile(v); } };
+  }
+
   function options(spec, width) {
     var time = spec.kind === "time";
+    var load = spec.kind === "load";
     var points = spec.data[0].length;
-    var series = [{
-      label: time ? "UTC" : "percentile",
-      value: time
-        ? function (u, v) { return v == null ? "–" : clock(utc(v)); }
-        : function (u, v) { return percentile(v); },
-    }];
+    var series = [xSeries(spec)];
     spec.series.forEach(function (s) {
       var unit = s.scale === "users" || spec.unit === "ms" ? "" : " " + spec.unit;
       series.push({
@@ -110,8 +120,10 @@
         scale: s.scale,
         dash: s.dash ? [5, 4] : undefined,
         fill: s.fill ? rgba(s.color, 0.09) : undefined,
-        paths: s.step ? uPlot.paths.stepped({ align: 1 }) : undefined,
-        points: { show: time && points <= 30, size: 5, width: 1.5 },
+        paths: s.points_only ? noPath : s.step ? uPlot.paths.stepped({ align: 1 }) : undefined,
+        points: s.points_only
+          ? { show: true, size: 10, width: 2, fill: s.color }
+          : { show: (time || load) && points <= 30, size: 5, width: 1.5 },
         value: function (u, v) { return v == null ? "–" : number(v) + unit; },
       });
     });
@@ -120,7 +132,12 @@
       stroke: AXIS, font: FONT, labelFont: LABEL_FONT,
       grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1, size: 4 },
     };
-    if (time) {
+    if (load) {
+      x.label = spec.x_label;
+      x.labelSize = 18;
+      x.size = 34;
+      x.values = function (u, splits) { return splits.map(tick); };
+    } else if (time) {
       x.incrs = TIME_STEPS;
       x.space = 60;
       x.values = function (u, splits, axis, space, incr) {
@@ -140,7 +157,16 @@
     }
     var axes = [x];
     var scales = {
-      x: time
+      x: load
+        ? {
+          time: false,
+          // A little room either side, so the first and last steps' marks are whole.
+          range: function (u, min, max) {
+            var pad = min === max ? Math.max(1, min * 0.1) : (max - min) * 0.05;
+            return [Math.max(0, min - pad), max + pad];
+          },
+        }
+        : time
         ? {
           time: true,
           range: function (u, min, max) {

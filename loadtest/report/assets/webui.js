@@ -1,5 +1,5 @@
 /* loadtest's additions to Locust's web UI (loadtest/webui.py). Above the "Exact latency (HDR)" table: the
-   report's percentile plots of TTFT and turn latency, from the data so far, and once a run has stopped a
+   goodput so far, the report's percentile plots of TTFT and turn latency, from the data so far, and once a run has stopped a
    link to its report.html, served by the web UI, with the folder of its outputs. The plots are the
    report's own: their specs come from loadtest/report/charts.py (GET /loadtest/charts) and report.js
    draws them with uPlot, as in report.html. Locust renders the page with React; this only adds its own
@@ -34,6 +34,7 @@
 
   function build() {
     var box = element("div", "loadtest-panel");
+    box.appendChild(element("div", "loadtest-goodput"));
     box.appendChild(element("div", "loadtest-charts"));
     var line = element("div", "loadtest-report", "loadtest-muted");
     line.textContent = "The report of a run appears here once it stops.";
@@ -123,7 +124,17 @@
       .catch(function () { /* the next poll tries again */ });
   }
 
-  function pollStats() { getJson("/loadtest/stats", function (data) { showReport(data.report); }); }
+  function showGoodput(text) {
+    var line = document.getElementById("loadtest-goodput");
+    if (line) line.textContent = text ? text.charAt(0).toUpperCase() + text.slice(1) : "";
+  }
+
+  function pollStats() {
+    getJson("/loadtest/stats", function (data) {
+      showReport(data.report);
+      showGoodput(data.goodput);
+    });
+  }
   function pollCharts() { getJson("/loadtest/charts", function (data) { showCharts(data.charts); }); }
 
   function place() {
