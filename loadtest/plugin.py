@@ -25,6 +25,7 @@ from __future__ import annotations
 import locust  # noqa: F401  (first: gevent must patch sockets before httpx is imported)
 
 import dataclasses
+import functools
 import logging
 import os
 import random
@@ -203,8 +204,21 @@ class Loadtest:
             )
 
 
+def _cache_locust_default_args() -> None:
+    """A Locust worker rebuilds its whole argument parser for each option of each spawn message to
+    tell Locust's options from custom ones (about 0.8 s with loadtest's, while its users and heartbeat
+    wait: on a busy machine the master then marks the worker missing). Locust's own options do not
+    change within a process: build them once."""
+    from locust import argument_parser
+
+    if not hasattr(argument_parser.default_args_dict, "cache_info"):
+        cached = functools.cache(argument_parser.default_args_dict)
+        argument_parser.default_args_dict = cached  # type: ignore[method-assign]
+
+
 def register(events: Any) -> Loadtest:
     """Attach loadtest to a Locust events object (`locust.events` in a locustfile)."""
+    _cache_locust_default_args()
     lt = Loadtest()
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(lt.on_init)
