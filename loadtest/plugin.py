@@ -213,7 +213,7 @@ def _cache_locust_default_args() -> None:
 
     if not hasattr(argument_parser.default_args_dict, "cache_info"):
         cached = functools.cache(argument_parser.default_args_dict)
-        argument_parser.default_args_dict = cached  # type: ignore[method-assign]
+        argument_parser.default_args_dict = cached
 
 
 def register(events: Any) -> Loadtest:
