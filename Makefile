@@ -9,6 +9,8 @@ TEST_STAMP := $(VENV)/.installed-test
 # The report tests and `make report-screenshot` drive Debian's chromium: Playwright's own browser
 # download cannot run here.
 CHROMIUM := /usr/bin/chromium
+# The two-host test (tests/test_netns.py) joins two network namespaces with `ip`.
+IP := /bin/ip
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install demo test check lint typecheck bench soak fuzz clean smoke-newest
@@ -55,13 +57,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 # Chromium is an order-only prerequisite: installed whenever it is missing, even with the stamp there.
-$(TEST_STAMP): pyproject.toml | $(BIN)/python $(CHROMIUM)
+$(TEST_STAMP): pyproject.toml | $(BIN)/python $(CHROMIUM) $(IP)
 	$(call install_package,[test])
 	touch $(STAMP) $@
 
 $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+$(IP):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2
 
 # A 30-second conversation load test against the built-in mock: prints the summary and report path.
 demo: $(STAMP)
