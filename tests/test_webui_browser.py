@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,45 +19,19 @@ from playwright.sync_api import Browser, Page
 from loadtest.webui_form import FORM_OPTIONS
 from tests.browser import chromium, require_chromium
 from tests.conftest import LOCUST, ROOT, TEST_KEY, free_port, locust_env
+from tests.test_webui import WebLocust
 
 FAST_MOCK = "--ttft uniform:20ms:40ms --itl uniform:1ms:5ms --chunks uniform:2:8"
 THINK_TIME = "0.2-0.4"
 USERS = 4
 
 
-class Locust:
+class Locust(WebLocust):
     """A `locust -f locustfiles/chat.py` with its web UI at `url` and its run output in `reports`."""
 
     def __init__(self, proc: subprocess.Popen[str], url: str, reports: Path) -> None:
-        self.proc = proc
-        self.url = url
+        super().__init__(proc, url)
         self.reports = reports
-        self.stderr = ""
-
-    def until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.proc.poll() is None, f"locust exited while waiting for {what}"
-            assert time.monotonic() < deadline, f"no {what} after {timeout:.0f} s"
-            time.sleep(0.05)  # between polls, so the poll leaves the CPUs to the run
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10)
-
-    def up(self) -> bool:
-        try:
-            return self.get("/").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def ttft_count(self) -> int:
-        [row] = [
-            r
-            for r in self.get("/loadtest/stats").json()["rows"]
-            if r["metric"] == "TTFT" and r["scope"] == "all"
-        ]
-        count: int = row["count"]
-        return count
 
 
 @contextmanager
