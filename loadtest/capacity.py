@@ -128,6 +128,12 @@ class SearchPlan:
         """A load as the search runs it: whole users, rates to a thousandth."""
         return float(int(load)) if self.mode == USERS else round(load, 3)
 
+    def shown(self, load: float | None) -> float | int | None:
+        """A load as summary.json holds it: users as whole numbers."""
+        if load is None:
+            return None
+        return int(load) if self.mode == USERS else load
+
 
 def plan(settings: Settings, users: int | None = None) -> SearchPlan | None:
     """The search the options ask for, or None; `ConfigError` naming the fix when they do not go
@@ -247,19 +253,19 @@ def section(plan: SearchPlan, steps: Sequence[Mapping[str, Any]], *, complete: b
     return {
         "mode": plan.mode,
         "unit": plan.unit,
-        "range": [plan.low, plan.high],
+        "range": [plan.shown(plan.low), plan.shown(plan.high)],
         "process": plan.process if plan.mode == RATE else None,
         "resolution": plan.resolution,
         "step_s": plan.step_s,
         "warmup_s": plan.warmup_s,
-        "max_passing": best,
-        "first_failing": worst,
+        "max_passing": plan.shown(best),
+        "first_failing": plan.shown(worst),
         "limited_by": limited_by,
         "complete": complete,
         "failed_threshold": failed,
         # What the threshold that failed above the answer observed at the answer.
         "at_max_passing": _observed(passing, failed["expr"] if failed else None),
-        "min_capacity": plan.min_capacity,
+        "min_capacity": _whole(plan.min_capacity),
         "steps": list(steps),
     }
 
@@ -274,6 +280,10 @@ def slo_outcomes(capacity: Mapping[str, Any]) -> list[Any] | None:
     if chosen is None and steps:
         chosen = steps[0]
     return None if chosen is None else list(chosen.get("thresholds") or [])
+
+
+def _whole(value: float | None) -> float | int | None:
+    return int(value) if value is not None and float(value).is_integer() else value
 
 
 def outcome_of(step: Mapping[str, Any]) -> Outcome:

@@ -219,7 +219,8 @@ def _optional_positive(flag: str) -> Callable[[Any], float | None]:
         except (TypeError, ValueError):
             number = -1.0
         if isinstance(value, bool) or not number > 0:
-            raise ConfigError(f"{flag} {value!r} must be a number above 0, e.g. {flag} 100")
+            shown = f"{value:g}" if isinstance(value, float) else repr(value)
+            raise ConfigError(f"{flag} {shown} must be a number above 0, e.g. {flag} 100")
         return number
 
     return parse

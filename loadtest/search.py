@@ -258,7 +258,9 @@ class CapacitySearch(Watcher):
         gevent.sleep(self.plan.step_s - self.plan.warmup_s)
         after = Snapshot.take(*self.figures())
         metrics, health = between(before, after)
-        record = step_record(load, started_s, metrics, health, after.at - before.at, self.rules)
+        shown = self.plan.shown(load)
+        assert shown is not None
+        record = step_record(shown, started_s, metrics, health, after.at - before.at, self.rules)
         self.steps.append(record)
         logger.info("loadtest: %s", describe_step(len(self.steps), record, self.plan.unit))
         return record

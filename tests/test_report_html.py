@@ -18,7 +18,7 @@ import pytest
 from markupsafe import escape
 from playwright.sync_api import Browser
 
-from loadtest import catalog, thresholds
+from loadtest import capacity, catalog, thresholds
 from loadtest.catalog import PROTOCOL_COUNTS, format_number
 from loadtest.cli import main
 from loadtest.health import HealthMonitor
@@ -26,6 +26,7 @@ from loadtest.metrics import ERROR_COUNT_PREFIX, Histogram, Metrics, at, interva
 from loadtest.report import build_summary, charts
 from loadtest.report.compare import compare
 from loadtest.report.html import render_compare_html, render_html
+from loadtest.report.markdown import render_markdown
 from loadtest.thresholds import format_observed
 from tests.browser import chromium, load, loaded_references, require_chromium
 
@@ -655,3 +656,65 @@ def test_the_settings_of_the_run_and_lost_workers_are_shown_and_compared() -> No
     page = render_compare_html(compare(baseline, summary, 0.1), baseline, summary)
     row = next(line for line in page.splitlines() if "--think-time" in line)
     assert "1-3" in page and "0.5-1" in page and row
+
+
+# --- a capacity search: latency against load -------------------------------------------------------------
+
+
+def searched_run() -> dict[str, Any]:
+    from tests.test_capacity import SEARCHED, users_plan
+
+    summary = passing_run()
+    summary["capacity"] = capacity.section(users_plan(40, 400, 0.125), SEARCHED, complete=True)
+    return summary
+
+
+def test_a_search_has_its_section_and_a_plain_report_none() -> None:
+    summary = searched_run()
+    markdown = render_markdown(summary)
+    assert "### Capacity\n\n180 concurrent conversations (ttft.p95 790.0 ms); 200 failed" in markdown
+    steps = markdown[: markdown.index("### Thresholds")]
+    assert steps.count("| ✅ pass |") == 4 and steps.count("| ❌ fail |") == 3
+    page = Page(render_html(summary))
+    assert "Capacity: 180 concurrent conversations (ttft.p95 790.0 ms)" in page.text("latency-against-load")
+    assert [row[0] for row in page.rows("latency-against-load")] == [
+        "40",
+        "80",
+        "160",
+        "320",
+        "240",
+        "200",
+        "180",
+    ]
+    assert [s["id"] for s in chart_data(page.html) if s["kind"] == "load"] == [
+        "load-ttft",
+        "load-turn",
+        "load-goodput",
+    ]
+    plain = render_html(passing_run())
+    assert "latency-against-load" not in plain and "load-ttft" not in plain
+
+
+def test_load_charts_sort_the_steps_and_draw_the_slo_across(tmp_path: Path) -> None:
+    [ttft] = [s for s in chart_data(render_html(searched_run())) if s["id"] == "load-ttft"]
+    assert ttft["data"][0] == [40, 80, 160, 180, 200, 240, 320]
+    labels = [series["label"] for series in ttft["series"]]
+    assert labels == ["p50", "p95", "p99", "SLO ttft.p95<800ms", "passing step", "failing step"]
+    assert ttft["data"][4] == [800.0] * 7
+    assert ttft["data"][5] == [300.0, 500.0, 742.0, 790.0, None, None, None]  # marked on p95, its SLO
+    assert ttft["data"][6] == [None, None, None, None, 912.0, 1500.0, 2400.0]
+
+
+def test_the_latency_against_load_section_draws_in_a_browser(browser: Browser, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    report.write_text(render_html(searched_run()), encoding="utf-8")
+    shown = load(browser, report)
+    page = shown.page
+    page.wait_for_function("document.querySelectorAll('#latency-against-load canvas').length >= 3")
+    assert shown.errors == [] and shown.foreign_requests == []
+    legend = page.locator("#load-ttft .u-legend").inner_text()
+    assert "SLO ttft.p95<800ms" in legend and "passing step" in legend and "failing step" in legend
+    assert page.locator("#latency-against-load table.data tbody tr").count() == 7
+    picture = tmp_path / "latency-against-load.png"
+    page.locator("#latency-against-load").screenshot(path=str(picture))
+    assert picture.stat().st_size > 20_000  # the charts are drawn, not an empty card

@@ -123,7 +123,7 @@
         paths: s.points_only ? noPath : s.step ? uPlot.paths.stepped({ align: 1 }) : undefined,
         points: s.points_only
           ? { show: true, size: 10, width: 2, fill: s.color }
-          : { show: (time || load) && points <= 30, size: 5, width: 1.5 },
+          : { show: (time || load) && points <= 30 && !s.dash, size: 5, width: 1.5 },
         value: function (u, v) { return v == null ? "–" : number(v) + unit; },
       });
     });
