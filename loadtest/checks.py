@@ -37,33 +37,34 @@ class Expectation:
     max_length: int | None = None
 
     @classmethod
-    def parse(cls, value: Any, locate: Locate | None = None) -> Expectation:
-        """Validate an `expect:` mapping; ConfigError is `{locate(key)}: expect.KEY ...`."""
-        where = locate or (lambda key: "expect")
+    def parse(cls, value: Any, locate: Locate | None = None, *, what: str = "expect") -> Expectation:
+        """Validate an `expect:` mapping; ConfigError is `{locate(key)}: expect.KEY ...`. `what` names
+        the mapping in messages: a `reply_is` rule's condition is written the same way."""
+        where = locate or (lambda key: what)
         if not isinstance(value, dict) or not value:
             raise ConfigError(
-                f"{where(None)}: 'expect' must be a mapping with any of {', '.join(EXPECT_KEYS)}"
+                f"{where(None)}: '{what}' must be a mapping with any of {', '.join(EXPECT_KEYS)}"
             )
         for key in value:
             if key not in EXPECT_KEYS:
-                raise ConfigError(f"{where(key)}: unknown expect key {key!r}: use {', '.join(EXPECT_KEYS)}")
+                raise ConfigError(f"{where(key)}: unknown {what} key {key!r}: use {', '.join(EXPECT_KEYS)}")
         regex = None
         if "regex" in value:
             pattern = value["regex"]
             if not isinstance(pattern, str) or not pattern:
-                raise ConfigError(f"{where('regex')}: expect.regex must be a non-empty string")
+                raise ConfigError(f"{where('regex')}: {what}.regex must be a non-empty string")
             try:
                 regex = re.compile(pattern)
             except re.error as exc:
-                raise ConfigError(f"{where('regex')}: expect.regex {pattern!r} is not valid: {exc}") from None
+                raise ConfigError(f"{where('regex')}: {what}.regex {pattern!r} is not valid: {exc}") from None
         max_length = value.get("max_length")
         if max_length is not None and (
             isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
         ):
-            raise ConfigError(f"{where('max_length')}: expect.max_length must be an integer >= 1")
+            raise ConfigError(f"{where('max_length')}: {what}.max_length must be an integer >= 1")
         return cls(
-            contains=_strings(value, "contains", where),
-            not_contains=_strings(value, "not_contains", where),
+            contains=_strings(value, "contains", where, what),
+            not_contains=_strings(value, "not_contains", where, what),
             regex=regex,
             max_length=max_length,
         )
@@ -114,13 +115,13 @@ def excerpt(text: str, limit: int = FALLBACK_EXCERPT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _strings(value: dict[str, Any], key: str, where: Locate) -> tuple[str, ...]:
+def _strings(value: dict[str, Any], key: str, where: Locate, what: str) -> tuple[str, ...]:
     given = value.get(key)
     if given is None:
         return ()
     items = [given] if isinstance(given, str) else given
     if not isinstance(items, list) or not items or not all(isinstance(s, str) and s for s in items):
         raise ConfigError(
-            f"{where(key)}: expect.{key} must be a non-empty string or list of non-empty strings"
+            f"{where(key)}: {what}.{key} must be a non-empty string or list of non-empty strings"
         )
     return tuple(items)

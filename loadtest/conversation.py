@@ -13,6 +13,10 @@ A conversations file is YAML or JSONL (UTF-8; `.yaml`, `.yml` or `.jsonl`, in an
           - user: "It is {{order = number: 10000-99999}}"  # a message with variables (loadtest.variables)
             expect: {contains: order, max_length: 500}     # checks on the reply (loadtest.checks)
           - "Any news about {{order}}?"                    # the value named in turn 2
+          - reply_is:                                      # the message picked by the last reply:
+              - {contains: "order number", user: "It's {{order}}"}   # the first rule it meets
+              - {regex: "(?i)which city", user: "{{city}}"}          # (conditions as in expect)
+              - {default: "Thanks!"}                                 # none met: this (or no turn)
 
 JSONL: one object per line; blank lines and lines starting with `#` are skipped. A line is
 
@@ -54,9 +58,9 @@ from typing import Any, Literal
 import orjson
 import yaml
 
-from loadtest.checks import Expectation
+from loadtest.checks import EXPECT_KEYS, Expectation
 from loadtest.errors import ConfigError
-from loadtest.variables import MessageError, Template, check_list, compile_script, compile_template
+from loadtest.variables import MessageError, Template, check_list, compile_template, compile_turns
 
 try:
     from yaml import CSafeLoader as _SafeLoader
@@ -66,6 +70,7 @@ except ImportError:  # PyYAML built without libyaml: the same, slower
 History = Literal["full", "last"]
 HISTORY_MODES: tuple[str, ...] = ("full", "last")
 REPLAY_SCENARIO = "replay"
+REPLY_IS = "reply_is"
 ROLES = ("user", "assistant", "system")
 YAML_SUFFIXES = (".yaml", ".yml")
 JSONL_SUFFIX = ".jsonl"
@@ -106,12 +111,44 @@ class Turn:
         """None when the reply meets the expectations (or there are none), else what failed."""
         return None if self.expect is None else self.expect.check(reply)
 
+    def respond(self, reply: str) -> Turn | None:
+        """The turn to play after `reply`: this one (a `Branching` turn picks)."""
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of a `reply_is` turn: when the last reply meets `when` (None: always, the default),
+    play `turn`."""
+
+    when: Expectation | None
+    turn: Turn
+
+
+@dataclass(frozen=True, slots=True)
+class Branching:
+    """A turn whose message depends on the last reply (`reply_is:`): the turn of the first rule the
+    reply meets; none when no rule does and there is no default (the conversation goes on without)."""
+
+    rules: tuple[Rule, ...]
+
+    def bind(self, values: dict[str, str]) -> Branching:
+        if not any(rule.turn.template.uses_values for rule in self.rules):
+            return self
+        return Branching(tuple(Rule(rule.when, rule.turn.bind(values)) for rule in self.rules))
+
+    def respond(self, reply: str) -> Turn | None:
+        for rule in self.rules:
+            if rule.when is None or rule.when.check(reply) is None:
+                return rule.turn
+        return None
+
 
 # The turns one conversation plays.
-Script = tuple[Turn, ...]
+Script = tuple[Turn | Branching, ...]
 # A script as a scenario holds it: a transcript's messages are plain strings, sent as written, which
 # costs a fraction of a Turn each.
-StoredScript = tuple[Turn | str, ...]
+StoredScript = tuple[Turn | Branching | str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +202,12 @@ def choose(scenarios: Sequence[Scenario], rng: random.Random) -> Scenario:
 
 def sample(scenario: Scenario, rng: random.Random, *, today: date | None = None) -> list[dict[str, str]]:
     """The messages one conversation of `scenario` sends, variables drawn: its system message, then each
-    user message (a request also carries the replies so far, with --history full)."""
+    user message (a request also carries the replies so far, with --history full). There are no
+    replies: a `reply_is` turn sends the message of one of its rules, at random."""
     turns = scenario.pick(rng)
     conv = Conversation(scenario, "sample", "full", rng=rng)
-    for turn in turns:
+    for step in turns:
+        turn = rng.choice(step.rules).turn if isinstance(step, Branching) else step
         conv.request_messages(turn.render(rng, today=today))
     return conv.messages
 
@@ -673,29 +712,36 @@ def _scenario(value: Any, where: _Where, named: dict[str, tuple[str, ...]], *, d
         raise ConfigError(f"{where}: {what} needs 'turns': a non-empty list of user messages")
     texts = [_turn_text(turn, where, i, what) for i, turn in enumerate(turns)]
     try:
-        templates = compile_script(texts, named)
+        templates = compile_turns(texts, named)
     except MessageError as exc:
-        turn = turns[exc.index]
-        at_text = where.at("turns", exc.index, "user" if isinstance(turn, dict) else None)
-        raise ConfigError(f"{at_text}: {what} turn {exc.index + 1}: {exc}") from None
+        raise ConfigError(_message_error(exc, turns[exc.index], where, what)) from None
     script = tuple(
-        Turn(template, _expectation(turn, where, i, what))
-        for i, (template, turn) in enumerate(zip(templates, turns, strict=True))
+        _branching(turn, messages, where, i, what)
+        if isinstance(texts[i], tuple)
+        else Turn(messages[0], _expectation(turn, where, i, what))
+        for i, (messages, turn) in enumerate(zip(templates, turns, strict=True))
     )
     weight = _weight(value, where, what)
     return Scenario(name, (script,), 1.0 if weight is None else weight, _system(value, where, what, named))
 
 
-def _turn_text(value: Any, scenario: _Where, index: int, what: str) -> str:
-    """The message of turn `index` of a scenario (`what`)."""
+def _turn_text(value: Any, scenario: _Where, index: int, what: str) -> str | tuple[str, ...]:
+    """The message of turn `index` of a scenario (`what`); of a `reply_is` turn, its rules' messages."""
     text = value
     if isinstance(value, dict):
-        unknown = sorted(set(value) - {"user", "expect"}, key=str)
+        unknown = sorted(set(value) - {"user", "expect", REPLY_IS}, key=str)
         if unknown:
             raise ConfigError(
                 f"{scenario.at('turns', index, unknown[0])}: {what} turn {index + 1}: unknown key "
-                f"{unknown[0]!r}: use user, expect"
+                f"{unknown[0]!r}: use user, expect, {REPLY_IS}"
             )
+        if REPLY_IS in value:
+            if "user" in value:
+                raise ConfigError(
+                    f"{scenario.at('turns', index, 'user')}: {what} turn {index + 1}: give 'user' or "
+                    f"'{REPLY_IS}', not both: a rule with no condition is {{default: MESSAGE}}"
+                )
+            return _rule_texts(value[REPLY_IS], scenario.at("turns", index, REPLY_IS), what, index)
         text = value.get("user")
     if not isinstance(text, str) or not text.strip():
         at_text = scenario.at("turns", index, "user" if isinstance(value, dict) else None)
@@ -704,16 +750,109 @@ def _turn_text(value: Any, scenario: _Where, index: int, what: str) -> str:
     return text
 
 
+def _rule_texts(rules: Any, where: _Where, what: str, index: int) -> tuple[str, ...]:
+    """The messages of the rules of a `reply_is` turn, each rule checked for its shape."""
+    label = f"{what} turn {index + 1}"
+    if index == 0:
+        raise ConfigError(
+            f"{where}: {label}: {REPLY_IS} picks a message by the last reply, and the first turn has none: "
+            "start with a plain message"
+        )
+    if not isinstance(rules, list) or not rules:
+        raise ConfigError(
+            f"{where}: {label}: {REPLY_IS} must be a list of rules, like "
+            '[{contains: "order number", user: "It\'s 58213"}, {default: "No idea"}]'
+        )
+    texts = []
+    for number, rule in enumerate(rules, start=1):
+        at_rule = where.at(number - 1)
+        about = f"{label} rule {number}"
+        if not isinstance(rule, dict):
+            raise ConfigError(
+                f"{at_rule}: {about} must be {{CONDITION: ..., user: MESSAGE}} or {{default: MESSAGE}}"
+            )
+        unknown = sorted(set(rule) - {"user", "default", "expect", *EXPECT_KEYS}, key=str)
+        if unknown:
+            raise ConfigError(
+                f"{at_rule.at(unknown[0])}: {about}: unknown key {unknown[0]!r}: use user with "
+                f"{', '.join(EXPECT_KEYS)} (as in expect), or default"
+            )
+        conditions = [key for key in EXPECT_KEYS if key in rule]
+        if "default" in rule:
+            if "user" in rule or conditions:
+                raise ConfigError(
+                    f"{at_rule}: {about}: a default has no condition and no 'user': {{default: MESSAGE}}"
+                )
+            if number != len(rules):
+                raise ConfigError(
+                    f"{at_rule}: {about}: the default goes last (the rules after it would never apply)"
+                )
+            key = "default"
+        elif "user" not in rule:
+            raise ConfigError(
+                f"{at_rule}: {about} needs 'user', the message to send when its condition holds"
+            )
+        elif not conditions:
+            raise ConfigError(
+                f"{at_rule}: {about} needs a condition on the reply ({', '.join(EXPECT_KEYS)}), or make it "
+                "{default: MESSAGE}"
+            )
+        else:
+            key = "user"
+        text = rule[key]
+        if not isinstance(text, str) or not text.strip():
+            at_text = at_rule.at(key)
+            raise ConfigError(
+                f"{at_text}: {about}: '{key}' must be a non-empty string{at_text.not_text(text)}"
+            )
+        texts.append(text)
+    return tuple(texts)
+
+
+def _branching(
+    value: dict[str, Any], messages: tuple[Template, ...], scenario: _Where, index: int, what: str
+) -> Branching:
+    """A `reply_is` turn whose rules' messages are compiled: each rule's condition, and its `expect`
+    (the turn's own `expect` for a rule without one)."""
+    where = scenario.at("turns", index, REPLY_IS)
+    expect = _expectation(value, scenario, index, what)
+    rules = []
+    for number, (rule, template) in enumerate(zip(value[REPLY_IS], messages, strict=True), start=1):
+        at_rule = where.at(number - 1)
+        about = f"{what} turn {index + 1} rule {number}"
+        conditions = {key: rule[key] for key in EXPECT_KEYS if key in rule}
+        when = _checks(conditions, at_rule, about, REPLY_IS) if conditions else None
+        own = _checks(rule["expect"], at_rule.at("expect"), about, "expect") if "expect" in rule else expect
+        rules.append(Rule(when, Turn(template, own)))
+    return Branching(tuple(rules))
+
+
+def _message_error(exc: MessageError, turn: Any, scenario: _Where, what: str) -> str:
+    """`file:line: scenario 'x' turn N: ...` for a message that does not compile (`turn` as written)."""
+    if exc.choice is None:
+        at_text = scenario.at("turns", exc.index, "user" if isinstance(turn, dict) else None)
+        return f"{at_text}: {what} turn {exc.index + 1}: {exc}"
+    rule = turn[REPLY_IS][exc.choice]
+    at_text = scenario.at(
+        "turns", exc.index, REPLY_IS, exc.choice, "default" if "default" in rule else "user"
+    )
+    return f"{at_text}: {what} turn {exc.index + 1} rule {exc.choice + 1}: {exc}"
+
+
 def _expectation(value: Any, scenario: _Where, index: int, what: str) -> Expectation | None:
     """The `expect` of turn `index` of a scenario (`what`), if it has one."""
     if not isinstance(value, dict) or "expect" not in value:
         return None
-    where = scenario.at("turns", index, "expect")
-    label = f"{what} turn {index + 1}"
-    expect = value["expect"]
-    if isinstance(expect, dict):
+    return _checks(
+        value["expect"], scenario.at("turns", index, "expect"), f"{what} turn {index + 1}", "expect"
+    )
+
+
+def _checks(value: Any, where: _Where, label: str, name: str) -> Expectation:
+    """An `expect` mapping (or a rule's condition, `name` reply_is) found at `where`."""
+    if isinstance(value, dict):
         for key in ("contains", "not_contains", "regex"):
-            given = expect.get(key)
+            given = value.get(key)
             listed = isinstance(given, list)
             items: list[Any] = given if isinstance(given, list) else [given]
             for i, item in enumerate(items):
@@ -722,8 +861,8 @@ def _expectation(value: Any, scenario: _Where, index: int, what: str) -> Expecta
                 at_item = where.at(key, i if listed else None)
                 problem = at_item.not_text(item)
                 if problem:
-                    raise ConfigError(f"{at_item}: {label}: expect.{key}{problem}")
-    return Expectation.parse(expect, lambda key: f"{where.at(key)}: {label}")
+                    raise ConfigError(f"{at_item}: {label}: {name}.{key}{problem}")
+    return Expectation.parse(value, lambda key: f"{where.at(key)}: {label}", what=name)
 
 
 def _system(

@@ -8,7 +8,7 @@ Use it from a locustfile:
     register(events)
 
     class ChatUser(NLXChatUser):
-        pass
+        pass                      # plays the conversations file; or write tasks: see loadtest.chat
 
 Each job has its own object: `recorder.TurnRecorder` (what a turn adds to the metrics),
 `gcgovernor.GcGovernor` (`--gc`), `openmodel.ArrivalQueue` (`--arrival-rate`), and the role of this
@@ -24,25 +24,22 @@ from __future__ import annotations
 
 import locust  # noqa: F401  (first: gevent must patch sockets before httpx is imported)
 
-import dataclasses
 import functools
 import logging
 import os
 import random
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import gevent
 import httpx
-from locust import User, task
+from locust import User
 
-from loadtest import nlx, webui, webui_form
-from loadtest.catalog import Failure, excerpt
-from loadtest.client import TurnResult, make_client, stream_turn
-from loadtest.conversation import Conversation, choose
+from loadtest import webui, webui_form
+from loadtest.chat import Chat, ConversationOver, Reply, TurnFailed, play_scenario
+from loadtest.client import make_client
+from loadtest.conversation import Scenario
 from loadtest.errors import LoadtestError
 from loadtest.gcgovernor import GcGovernor
 from loadtest.health import HealthMonitor
@@ -51,23 +48,18 @@ from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
 from loadtest.mock.launch import MockAddress, MockProcess, for_workers, is_loopback, start_mock
 from loadtest.openmodel import ArrivalQueue
 from loadtest.options import MOCK_OPTIONS, add_arguments
-from loadtest.pacing import abandon_after
 from loadtest.recorder import TurnRecorder
 from loadtest.roles import Role, role_for
-from loadtest.settings import Settings, check_reachable, from_options
+from loadtest.settings import Plays, Settings, check_reachable, from_options, wanted_conversations
 from loadtest.shapes import StagesShape
+
+__all__ = ["Chat", "ConversationOver", "Loadtest", "NLXChatUser", "Reply", "TurnFailed", "plays", "register"]
 
 logger = logging.getLogger("loadtest")
 # One INFO line per request from httpx drowns the run output.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 EXIT_CONFIG_ERROR = 2
-# How much of a reply that failed an answer check its error example quotes.
-REPLY_IN_EXAMPLE_CHARS = 80
-
-
-class TurnFailed(Exception):
-    """What Locust's error table shows for a failed turn: its kind."""
 
 
 class Loadtest:
@@ -83,6 +75,8 @@ class Loadtest:
         self.role: Role | None = None
         self.mock: MockProcess | None = None
         self.uses_mock = False
+        # What the locustfile's users play (known at init): whether a conversations file is needed.
+        self.plays = Plays()
         self._settings: Settings | None = None
 
     @property
@@ -98,7 +92,7 @@ class Loadtest:
 
     def refresh_settings(self) -> Settings:
         self._settings = from_options(
-            self.environment.parsed_options, self.environment.host, uses_mock=self.uses_mock
+            self.environment.parsed_options, self.environment.host, uses_mock=self.uses_mock, plays=self.plays
         )
         return self._settings
 
@@ -117,6 +111,7 @@ class Loadtest:
             return  # started already: see on_test_start
         self.environment = environment
         environment.loadtest = self
+        self.plays = plays(environment.user_classes)
         if environment.web_ui is not None:
             webui.install(
                 environment.web_ui,
@@ -137,7 +132,8 @@ class Loadtest:
         try:
             if not environment.host:
                 self._start_mock()
-            self._role().load_conversations()
+            if wanted_conversations(environment.parsed_options, self.plays) is not None:
+                self._role().load_conversations()
             settings = self.refresh_settings()
             if not self.uses_mock:
                 check_reachable(settings.host, settings.connect_timeout)
@@ -231,21 +227,21 @@ def register(events: Any) -> Loadtest:
     return lt
 
 
-def _sleep_until(deadline_ns: int) -> None:
-    """Sleep to the deadline; past it, still yield once before the turn goes out.
-
-    Locust stops a user that is waiting between conversations by killing its greenlet, but the kill
-    lands at the user's next switch: a user whose wait had just ended would send its next request
-    first and be killed while reading the answer, a turn the server counts and the run cuts. The
-    yield lets such a kill arrive before anything is sent.
-    """
-    gevent.sleep(max((deadline_ns - time.perf_counter_ns()) / 1e9, 0.0))
-
-
 class NLXChatUser(User):
-    """A user who holds multi-turn conversations, one conversation id per conversation."""
+    """A user who holds multi-turn conversations, one conversation id per conversation.
+
+    A subclass with no task of its own plays the conversations file (`scripted_conversation`, by
+    scenario weight); one with `@task` methods plays those, each holding its conversations with
+    `self.conversation(name)`. To mix both, list the built-in task beside them:
+    `tasks = {NLXChatUser.scripted_conversation: 1}`.
+    """
 
     abstract = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.abstract and not cls.tasks:
+            cls.tasks = [NLXChatUser.scripted_conversation]
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -272,74 +268,28 @@ class NLXChatUser(User):
             self.client.close()
             self.client = None
 
-    @task
-    def conversation(self) -> None:
-        lt = self.loadtest
-        settings = lt.current_settings()
-        intended_ns = lt.arrivals.take()
-        scenario = choose(settings.scenarios, self.rng)
-        turns = scenario.pick(self.rng)
-        conv = Conversation(scenario, nlx.new_conversation_id(), settings.history)
-        lt.recorder.conversation_started(scenario.name)
-        failed = False
-        stop_after = abandon_after(self.rng, settings.abandon, len(turns))
-        previous_reply: str | None = None
-        for index, turn in enumerate(turns, start=1):
-            text = turn.render(self.rng)
-            pause_s = settings.pacing.before_turn(self.rng, previous_reply, text)
-            # The intended start counts from the previous turn's end (or the arrival), so a late
-            # wake-up of this greenlet shows as lateness, not as a shorter pause.
-            intended_ns = (intended_ns if index == 1 else time.perf_counter_ns()) + int(pause_s * 1e9)
-            if index == 1:
-                t_start = intended_ns  # conversation_ms runs from the first request, not the pause before it
-            _sleep_until(intended_ns)
-            result = self._turn(settings, conv, text, scenario.name, index, intended_ns)
-            if result.ok:
-                problem = turn.check(result.content) or (
-                    settings.fallback and settings.fallback(result.content)
-                )
-                if problem:
-                    # What was expected, and what came: the example a failed check leaves behind.
-                    detail = f'{problem}; the reply: "{excerpt(result.content, REPLY_IN_EXAMPLE_CHARS)}"'
-                    result = dataclasses.replace(result, ok=False, kind=Failure.ASSERTION, detail=detail)
-            lt.recorder.turn(result, scenario.name, index, conv.conversation_id, intended_ns)
-            self.environment.events.request.fire(
-                request_type="CHAT",
-                name=f"turn {index}",
-                response_time=result.latency_ns / 1e6,
-                response_length=len(result.content),
-                exception=None if result.ok else TurnFailed(result.kind),
-                context={"scenario": scenario.name, "conversation_id": conv.conversation_id},
-            )
-            if result.ok or result.kind == Failure.ASSERTION:
-                # A reply that failed a check was still given: it belongs in the history.
-                conv.add_reply(result.content)
-                previous_reply = result.content
-            if not result.ok:
-                failed = True
-                if settings.on_turn_error == "stop":
-                    break
-            if index == stop_after:
-                lt.recorder.conversation_ended(scenario.name, "abandoned", 0)
-                return
-        outcome = "failed" if failed else "completed"
-        lt.recorder.conversation_ended(scenario.name, outcome, time.perf_counter_ns() - t_start)
+    def conversation(self, name: str, *, system: str | None = None) -> Chat:
+        """A new conversation, for a `with` block: `with self.conversation("order_status") as chat:`.
+        `name` is its scenario in every report; `system` a system message sent first (as a
+        scenario's `system:`)."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"conversation({name!r}): give it a name, used in the reports")
+        return Chat(self, Scenario.of(name, (), system=system))
 
-    def _turn(
-        self, settings: Settings, conv: Conversation, text: str, scenario: str, index: int, intended_ns: int
-    ) -> TurnResult:
-        """One streamed turn; a turn the end of the run cuts is recorded as it stops."""
-        assert self.client is not None
-        on_cut: Callable[[TurnResult], None] = lambda result: self.loadtest.recorder.turn(  # noqa: E731
-            result, scenario, index, conv.conversation_id, intended_ns
-        )
-        return stream_turn(
-            self.client,
-            settings.url,
-            settings.request_body(conv.conversation_id, conv.request_messages(text)),
-            api_key=settings.api_key,
-            on_cut=on_cut,
-            first_byte_timeout=settings.first_byte_timeout,
-            idle_timeout=settings.idle_timeout,
-            on_pool_wait=self.loadtest.health.record_pool_wait,
-        )
+    def scripted_conversation(self) -> None:
+        """One conversation of the conversations file (the built-in task)."""
+        play_scenario(self)
+
+
+def plays(user_classes: Iterable[type]) -> Plays:
+    """What the users of a locustfile play: the conversations file (the built-in task), flows of
+    their own (any other task of an NLXChatUser), or both."""
+    scripts = flows = False
+    for cls in user_classes:
+        if issubclass(cls, NLXChatUser):
+            for task in cls.tasks:
+                if task is NLXChatUser.scripted_conversation:
+                    scripts = True
+                else:
+                    flows = True
+    return Plays(scripts=scripts, flows=flows)

@@ -46,6 +46,15 @@ OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MOCK_MODEL = "mock-model"
 
 
+@dataclass(frozen=True, slots=True)
+class Plays:
+    """What a locustfile's users play: the conversations file (`scripts`), conversations written as
+    tasks of their own (`flows`), or both; a run whose users only play flows needs no file."""
+
+    scripts: bool = True
+    flows: bool = False
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Every option of `loadtest.options.OPTIONS` (one field each, typed), and what follows from them."""
@@ -66,6 +75,7 @@ class Settings:
     history: History
     conversations_path: Path
     # Checked whole at start, kept as names and sizes: a master needs no more (see `scenarios`).
+    # Empty when the run needs no file (see `wanted_conversations`).
     outline: tuple[Outline, ...]
     # the load
     arrival_rate: ArrivalRate | None
@@ -120,9 +130,10 @@ class Settings:
         return nlx.request_body(conversation_id, messages)
 
 
-def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings:
+def from_options(options: Any, host: str | None, *, uses_mock: bool, plays: Plays = Plays()) -> Settings:
     """Parse every option of `loadtest.options.OPTIONS` and check how they go together; raise
-    ConfigError with a one-line message naming the fix."""
+    ConfigError with a one-line message naming the fix. `plays`: what the users play, which says
+    whether a conversations file must be there."""
     if not host:
         raise ConfigError("no host: pass --host https://apps.nlx.ai/v1 (or leave it out to use the mock)")
     if not host.startswith(("http://", "https://")):
@@ -137,9 +148,12 @@ def from_options(options: Any, host: str | None, *, uses_mock: bool) -> Settings
     )
     values: dict[str, Any] = {option.field: option.read(options) for option in OPTIONS}
     conversations = conversations_path(options)
-    outline = scenario_outline(conversations)
-    # A scope the file cannot fill would fail with "no data" only after the whole run.
-    thresholds.check_scopes(values["thresholds"], _scope_stand_ins(outline), source=str(conversations))
+    wanted = wanted_conversations(options, plays)
+    outline = () if wanted is None else scenario_outline(wanted)
+    if not plays.flows:
+        # A scope the file cannot fill would fail with "no data" only after the whole run. Flows
+        # written in Python name their conversations as they run: then any name may come.
+        thresholds.check_scopes(values["thresholds"], _scope_stand_ins(outline), source=str(conversations))
     read_timeout = values["read_timeout"]
     values.update(
         endpoint,
@@ -199,6 +213,15 @@ def threshold_expressions(options: Any) -> list[str]:
 def conversations_path(options: Any) -> Path:
     """--conversations, or the conversations.yaml beside the (first) locustfile."""
     return CONVERSATIONS.read(options) or _beside_locustfile(options)
+
+
+def wanted_conversations(options: Any, plays: Plays) -> Path | None:
+    """The conversations file a run reads at start: the one --conversations names, or the default
+    when the users play the file; None when they only play flows of their own and none is named."""
+    given: Path | None = CONVERSATIONS.read(options)
+    if given is not None:
+        return given
+    return _beside_locustfile(options) if plays.scripts else None
 
 
 def _beside_locustfile(options: Any) -> Path:

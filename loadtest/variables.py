@@ -16,7 +16,9 @@ message is sent.
 Templates are compiled when the conversations file is loaded, so an unknown variable or a malformed
 one stops the run at start; `render` only draws from the random generator it is given. The messages
 of one conversation compile together (`compile_script`), since a value named in one turn can be used
-in the turns after it, never before.
+in the turns after it, never before. A turn may have several messages, one of which is sent (a
+`reply_is` turn picks it by the last reply: `compile_turns`); those use named values but name none,
+since a later turn could not count on the one picked.
 """
 
 from __future__ import annotations
@@ -148,11 +150,13 @@ def _draw(part: Part, rng: random.Random, day: date, values: MutableMapping[str,
 
 
 class MessageError(ConfigError):
-    """A message of a script that does not compile; `index` is its place in the script (0: the first)."""
+    """A message of a script that does not compile; `index` is its turn (0: the first), `choice` which
+    of the turn's messages it is when the turn has several (else None)."""
 
-    def __init__(self, index: int, message: str) -> None:
+    def __init__(self, index: int, message: str, choice: int | None = None) -> None:
         super().__init__(message)
         self.index = index
+        self.choice = choice
 
 
 def compile_script(
@@ -160,19 +164,43 @@ def compile_script(
 ) -> tuple[Template, ...]:
     """Compile the messages of one conversation, in order: a value named in one (`{{order = ...}}`) is
     known in the ones after it. MessageError says which message is wrong and why."""
+    return tuple(only for (only,) in compile_turns(texts, named))
+
+
+def compile_turns(
+    turns: Sequence[str | tuple[str, ...]], named: Mapping[str, Sequence[str]] | None = None
+) -> tuple[tuple[Template, ...], ...]:
+    """Compile the turns of one conversation, in order: a message (str), or the messages one of which
+    is picked when the turn plays (a tuple). A value named in a message is known in the turns after
+    it; a picked message names none (the turns after it could not count on it). MessageError says
+    which message is wrong; each turn comes back as a tuple of its templates."""
     later: dict[str, int] = {}
-    for index, text in enumerate(texts):
-        for name in _DEFINITION.findall(text):
-            later.setdefault(name, index)
+    for index, turn in enumerate(turns):
+        for text in (turn,) if isinstance(turn, str) else turn:
+            for name in _DEFINITION.findall(text):
+                later.setdefault(name, index)
     scope = _Scope(named or {}, later)
-    templates = []
-    for index, text in enumerate(texts):
+    compiled: list[tuple[Template, ...]] = []
+    for index, turn in enumerate(turns):
         scope.index = index
-        try:
-            templates.append(_compile(text, scope))
-        except ConfigError as exc:
-            raise MessageError(index, str(exc)) from None
-    return tuple(templates)
+        if isinstance(turn, str):
+            compiled.append((_compile_message(turn, scope, index, None),))
+        else:
+            compiled.append(tuple(_compile_message(text, scope, index, n) for n, text in enumerate(turn)))
+    return tuple(compiled)
+
+
+def _compile_message(text: str, scope: _Scope, index: int, choice: int | None) -> Template:
+    try:
+        template = _compile(text, scope)
+        if choice is not None and template.defines:
+            raise ConfigError(
+                f"{{{{{template.defines[0]} = ...}}}}: a message picked by the reply cannot name a value "
+                "(the turns after it could not count on it): name it in a turn every conversation sends"
+            )
+    except ConfigError as exc:
+        raise MessageError(index, str(exc), choice) from None
+    return template
 
 
 def compile_template(text: str, named: Mapping[str, Sequence[str]] | None = None) -> Template:

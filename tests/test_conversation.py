@@ -779,3 +779,188 @@ def test_conversation_time_starts_at_the_first_request(
     # Each conversation waited 0.5 s before its one turn: that pause is not in its time.
     assert one["conversation_ms"]["max"] < 400
     assert one["conversation_ms"]["min"] >= one["turn_ms"]["min"]
+
+
+# -- reply_is: a turn whose message the last reply picks -------------------------------------------------
+
+BRANCHES = """\
+variables:
+  city: [Paris]
+scenarios:
+  - name: b
+    turns:
+      - "Hi {{order = number: 10000-99999}}"
+      - reply_is:
+          - {contains: ["order", "number"], user: "It's {{order}}"}
+          - {regex: "(?i)which city", user: "{{city}}", expect: {max_length: 50}}
+          - {not_contains: "?", max_length: 20, user: "short and sure"}
+          - {default: "I don't know"}
+        expect: {not_contains: sorry}
+      - reply_is:
+          - {contains: bye, user: "Bye!"}
+"""
+
+
+def _branches(tmp_path: Path, text: str = BRANCHES) -> tuple[Any, ...]:
+    (scenario,) = _load(tmp_path, "c.yaml", text)
+    return scenario.pick(random.Random(0))
+
+
+def test_reply_is_plays_the_first_rule_the_last_reply_meets(tmp_path: Path) -> None:
+    first, second, third = _branches(tmp_path)
+    rng = random.Random(0)
+    sent = first.render(rng)
+    picked = {
+        reply: second.respond(reply) for reply in ("Your ORDER NUMBER?", "Which city?", "Noted.", "Hm?")
+    }
+    # contains (every string, any case), a regex, not_contains with max_length (both hold), the default
+    assert [turn.render(rng) for turn in picked.values()] == [
+        f"It's {sent[3:]}",
+        "Paris",
+        "short and sure",
+        "I don't know",
+    ]
+    # A rule meets its conditions in order: a reply with an order number and a city question is the first.
+    assert second.respond("order number, and which city?").render(rng).startswith("It's")
+    assert second.respond("a long reply with no question mark in it") == picked["Hm?"]
+    # A rule's own expect replaces the turn's; the others keep the turn's.
+    assert picked["Which city?"].expect == Expectation(max_length=50)
+    assert picked["Noted."].expect == picked["Hm?"].expect == Expectation(not_contains=("sorry",))
+    # With no default, a reply no rule meets plays no turn: the conversation goes on without it.
+    assert third.respond("Anything else?") is None
+    assert third.respond("Goodbye").render(rng) == "Bye!"
+
+
+def test_reply_is_in_jsonl_and_in_a_rendered_sample(tmp_path: Path) -> None:
+    line = {"name": "j", "turns": ["Hi", {"reply_is": [{"regex": "\\d", "user": "a"}, {"default": "b"}]}]}
+    (scenario,) = _load(tmp_path, "c.jsonl", json.dumps(line) + "\n")
+    branching = scenario.pick(random.Random(0))[1]
+    assert branching.respond("no digit").text == "b" and branching.respond("4 digits").text == "a"
+    # Without replies, a sample sends the message of one rule or another.
+    seconds = {sample(scenario, random.Random(seed))[1]["content"] for seed in range(20)}
+    assert seconds == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            '      - "Hi {{order = number: 10000-99999}}"\n',
+            "",
+            "c.yaml:6: scenario 'b' turn 1: reply_is picks a message by the last reply, and the first turn "
+            "has none",
+        ),
+        ("reply_is:\n          - {contains: bye", "reply_is: []\n          - {contains: bye", "c.yaml:"),
+        (
+            '{contains: ["order", "number"], user',
+            '{contains: ["order", "number"], usr',
+            "c.yaml:8: scenario 'b' turn 2 rule 1: unknown key 'usr'",
+        ),
+        (
+            '{contains: ["order", "number"], user: "It\'s {{order}}"}',
+            '{contains: ["order", "number"]}',
+            "c.yaml:8: scenario 'b' turn 2 rule 1 needs 'user'",
+        ),
+        (
+            '{not_contains: "?", max_length: 20, user',
+            "{user",
+            "c.yaml:10: scenario 'b' turn 2 rule 3 needs a condition on the reply",
+        ),
+        (
+            '"(?i)which city"',
+            '"(which city"',
+            "c.yaml:9: scenario 'b' turn 2 rule 2: reply_is.regex '(which city' is not valid",
+        ),
+        (
+            "max_length: 20",
+            "max_length: 0",
+            "c.yaml:10: scenario 'b' turn 2 rule 3: reply_is.max_length must be an integer >= 1",
+        ),
+        (
+            '{default: "I don\'t know"}',
+            '{default: "I don\'t know", regex: x}',
+            "c.yaml:11: scenario 'b' turn 2 rule 4: a default has no condition",
+        ),
+        (
+            '{not_contains: "?", max_length: 20, user: "short and sure"}',
+            "{default: early}",
+            "c.yaml:10: scenario 'b' turn 2 rule 3: the default goes last",
+        ),
+        (
+            '{default: "I don\'t know"}',
+            "{default: yes}",
+            "c.yaml:11: scenario 'b' turn 2 rule 4: 'default' must be a non-empty string: YAML reads yes as",
+        ),
+        ("{{city}}", "{{town}}", "c.yaml:9: scenario 'b' turn 2 rule 2: unknown variable {{town}}"),
+        (
+            '"It\'s {{order}}"',
+            '"It\'s {{ref = number: 1-9}}"',
+            "c.yaml:8: scenario 'b' turn 2 rule 1: {{ref = ...}}: a message picked by the reply cannot name",
+        ),
+        (
+            "expect: {max_length: 50}",
+            "expect: {max: 50}",
+            "c.yaml:9: scenario 'b' turn 2 rule 2: unknown expect key 'max'",
+        ),
+        (
+            "      - reply_is:\n          - {contains: bye",
+            "      - user: x\n        reply_is:\n          - {contains: bye",
+            "c.yaml:13: scenario 'b' turn 3: give 'user' or 'reply_is', not both",
+        ),
+        (
+            'reply_is:\n          - {contains: bye, user: "Bye!"}',
+            "reply_is: [Bye]",
+            "c.yaml:13: scenario 'b' turn 3 rule 1 must be {CONDITION: ..., user: MESSAGE} or {default: ",
+        ),
+    ],
+)
+def test_reply_is_errors_name_the_line(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in BRANCHES
+    message = _error(tmp_path, "c.yaml", BRANCHES.replace(old, new))
+    assert message.startswith(str(tmp_path / expected)), message
+
+
+def test_reply_is_plays_against_the_replies_served(
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run], tmp_path: Path
+) -> None:
+    # A mock reply holds each word of its vocabulary ("order", "refund", "booking", "travel"...) about
+    # one time in two: over a few conversations each rule is met (the first about a third of the time,
+    # the second and the default as often), and the message sent is the one the reply served picked.
+    mock = thread_mock(*FAST)
+    conversations = tmp_path / "b.yaml"
+    conversations.write_text(
+        "scenarios:\n"
+        "  - name: b\n"
+        "    turns:\n"
+        "      - Hi\n"
+        "      - reply_is:\n"
+        "          - {contains: [order, refund], user: about a refund}\n"
+        "          - {regex: '(?i)booking', user: about a booking}\n"
+        "          - {default: about nothing}\n"
+        "      - reply_is: [{contains: TRAVEL, user: about travel}]\n"
+        "      - Bye\n"
+    )
+    run = in_process(
+        f"--host {mock.url} {NLX} -u 4 -r 4 --think-time 0 --conversations {conversations}",
+        until=lambda env: int(env.loadtest.metrics.counts["conversations_completed"]) >= 24,
+        env={"NLX_API_KEY": TEST_KEY},
+    )
+    assert run.exit_code == 0, run.output[-3000:]
+    taken: Counter[str] = Counter()
+    for cid in mock.get("/_mock/conversations")["ids"]:
+        turns = mock.conversation(cid)["turns"]
+        if len(turns) < 3 or turns[-1]["messages"][-1]["content"] != "Bye":
+            continue  # cut by the end of the run
+        first, second = turns[0]["reply"].lower(), turns[1]["messages"][-1]["content"]
+        refund = "order" in first and "refund" in first
+        assert second == (
+            "about a refund" if refund else "about a booking" if "booking" in first else "about nothing"
+        )
+        # Turn 3 is played only when the reply before it speaks of travel: then "Bye" is turn 4.
+        assert len(turns) == (4 if "travel" in turns[1]["reply"].lower() else 3)
+        taken[second] += 1
+        taken["skipped" if len(turns) == 3 else "played"] += 1
+    assert set(taken) == {"about a refund", "about a booking", "about nothing", "skipped", "played"}, taken
+    # Turns are numbered as sent: a skipped turn leaves no gap.
+    by_turn = run.summary()["by_turn"]
+    assert by_turn["3"]["counts"]["turns"] > by_turn.get("4", {"counts": {"turns": 0}})["counts"]["turns"]
