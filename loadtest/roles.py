@@ -29,7 +29,15 @@ from loadtest.handshake import FINAL_GRACE_S, MasterLink, WorkerLink
 from loadtest.output import RunOutput
 from loadtest.report.schema import Summary
 from loadtest.run import Run
-from loadtest.search import RATE_MESSAGE, CapacitySearch, CapacityShape, SteppedArrivals
+from loadtest.search import (
+    RATE_MESSAGE,
+    CapacitySearch,
+    CapacityShape,
+    Control,
+    LocalControl,
+    MasterControl,
+    SteppedArrivals,
+)
 from loadtest.settings import Settings, conversations_path
 from loadtest.shapes import StagesShape
 from loadtest.verdict import EXIT_BAD_INPUT, EXIT_FAILED_TURNS, StoppedBy
@@ -81,16 +89,11 @@ class Reporting:
     """The output half (local and master processes): the run's identity, its watchers, and at the
     end summary.json, the reports, the console table and the exit code."""
 
-    def __init__(
-        self,
-        lt: Loadtest,
-        count_workers: Callable[[Run], int],
-        set_rate: Callable[[ArrivalRate], None],
-    ) -> None:
+    def __init__(self, lt: Loadtest, count_workers: Callable[[Run], int], control: Control) -> None:
         self.lt = lt
         self.count_workers = count_workers
-        # How a rate search's steps reach the processes that generate the load.
-        self.set_rate = set_rate
+        # How a capacity search reaches the processes that generate the load.
+        self.control = control
         self.run: Run | None = None
         self.search: CapacitySearch | None = None
         self.output = RunOutput(lt.recorder, lt.health)
@@ -160,7 +163,7 @@ class Reporting:
             lambda: (lt.recorder.metrics, lt.health),
             users=users or 0,
             user_count=lambda: int(lt.runner.user_count or 0),
-            set_rate=self.set_rate,
+            control=self.control,
         )
         shape.begin(search)
         return search
@@ -300,14 +303,9 @@ class Role:
 class _Reporter(Role):
     """A role that writes the outputs (local, master)."""
 
-    def __init__(
-        self,
-        lt: Loadtest,
-        count_workers: Callable[[Run], int],
-        set_rate: Callable[[ArrivalRate], None],
-    ) -> None:
+    def __init__(self, lt: Loadtest, count_workers: Callable[[Run], int], control: Control) -> None:
         super().__init__(lt)
-        self.reporting = Reporting(lt, count_workers, set_rate)
+        self.reporting = Reporting(lt, count_workers, control)
 
     def on_spawning_complete(self, user_count: int) -> None:
         if self.reporting.run is not None:
@@ -400,7 +398,7 @@ class _Reporter(Role):
 class LocalRole(_Reporter):
     def __init__(self, lt: Loadtest) -> None:
         self.generation = Generation(lt)
-        super().__init__(lt, lambda run: 1, lambda rate: self.generation.set_rate(rate, 1))
+        super().__init__(lt, lambda run: 1, LocalControl(lambda rate: self.generation.set_rate(rate, 1)))
 
     def load_conversations(self) -> None:
         conversation.preload(conversations_path(self.lt.environment.parsed_options))
@@ -419,12 +417,8 @@ class LocalRole(_Reporter):
 
 class MasterRole(_Reporter):
     def __init__(self, lt: Loadtest) -> None:
-        super().__init__(lt, lambda run: len(run.workers), self._send_rate)
+        super().__init__(lt, lambda run: len(run.workers), MasterControl(lt.runner))
         self.link = MasterLink(lt.runner, lt.recorder, lt.health)
-
-    def _send_rate(self, rate: ArrivalRate) -> None:
-        # The whole run's rate: each worker takes its share, as of --arrival-rate.
-        self.lt.runner.send_message(RATE_MESSAGE, {"rate": rate.rate, "process": rate.process})
 
     def on_test_start(self) -> None:
         self.lt.recorder.reset()

@@ -9,7 +9,11 @@
   step and at the end of its warm-up: on a master the figures are merged from the workers' reports
   (every 3 s), so they are exact across workers, and a step's window reaches back by up to one report.
 - `SteppedArrivals`: the open model's arrival queue, whose rate a rate search changes between steps on
-  every load-generating process (a master tells its workers with `RATE_MESSAGE`).
+  every load-generating process.
+- `LocalControl`, `MasterControl`: how the search reaches the processes that generate the load (a
+  master tells its workers a rate with `RATE_MESSAGE`), and when their figures are in: on a master, a
+  step's window opens and closes once every worker has reported after the moment it is due, so it
+  holds only turns of that step's load, past its warm-up, whenever each worker's report came.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ from loadtest.watchers import Watcher
 logger = logging.getLogger("loadtest")
 
 RATE_MESSAGE = "loadtest_search_rate"
+# Workers report every 3 s (Locust's WORKER_REPORT_INTERVAL): a window waits at most this long for
+# every worker's next report.
+REPORT_WAIT_S = 7.0
+REPORT_POLL_S = 0.05
 # How long a step waits for Locust to reach its users before its warm-up starts regardless.
 SPAWN_WAIT_S = 30.0
 SPAWN_POLL_S = 0.1
@@ -58,6 +66,49 @@ class SteppedArrivals(ArrivalQueue):
         if self._generator is not None:
             self._generator.kill(block=True)
         self._generator = gevent.spawn(self._generate, rate.share(processes), self._queue)
+
+
+class LocalControl:
+    """A search in the process that generates the load: a rate is set here, figures are in at once."""
+
+    def __init__(self, set_rate: Callable[[ArrivalRate], None]) -> None:
+        self.set_rate = set_rate
+
+    def settle(self) -> None:
+        """Every turn recorded so far is in the figures already."""
+
+
+class MasterControl:
+    """A search on a master: rates go to the workers by message, and a step's figures are in once every
+    worker has reported after they were due."""
+
+    def __init__(self, runner: Any, report_wait_s: float = REPORT_WAIT_S) -> None:
+        self.runner = runner
+        self.report_wait_s = report_wait_s
+        self.reported: dict[str, float] = {}
+        runner.environment.events.worker_report.add_listener(self._on_report)
+
+    def _on_report(self, client_id: str, data: Mapping[str, Any], **_: Any) -> None:
+        self.reported[client_id] = time.monotonic()
+
+    def set_rate(self, rate: ArrivalRate) -> None:
+        # The whole run's rate: each worker takes its share, as of --arrival-rate.
+        self.runner.send_message(RATE_MESSAGE, {"rate": rate.rate, "process": rate.process})
+
+    def settle(self) -> None:
+        due = time.monotonic()
+        deadline = due + self.report_wait_s
+        while time.monotonic() < deadline:
+            workers = [client.id for client in self.runner.clients.all]
+            if all(self.reported.get(worker, 0.0) > due for worker in workers):
+                return
+            gevent.sleep(REPORT_POLL_S)
+        logger.warning(
+            "loadtest: a worker did not report within %.0f s: a step's window is cut", self.report_wait_s
+        )
+
+
+Control = LocalControl | MasterControl
 
 
 # -- a step's own data -----------------------------------------------------------------------------------
@@ -208,7 +259,7 @@ class CapacitySearch(Watcher):
         *,
         users: int,
         user_count: Callable[[], int],
-        set_rate: Callable[[ArrivalRate], None],
+        control: Control,
         spawn_wait_s: float = SPAWN_WAIT_S,
     ) -> None:
         super().__init__()
@@ -218,7 +269,7 @@ class CapacitySearch(Watcher):
         self.figures = figures
         self.users = users  # a rate search's users: the most conversations at once
         self.user_count = user_count
-        self.set_rate = set_rate
+        self.control = control
         self.spawn_wait_s = spawn_wait_s
         self.load = plan.low
         self.steps: list[dict[str, Any]] = []
@@ -250,12 +301,14 @@ class CapacitySearch(Watcher):
         self.load = load
         started_s = self.run.elapsed_s()
         if self.plan.mode == RATE:
-            self.set_rate(ArrivalRate(load, self.plan.process))
+            self.control.set_rate(ArrivalRate(load, self.plan.process))
         else:
             self._wait_for_users(int(load))
         gevent.sleep(self.plan.warmup_s)
+        self.control.settle()
         before = Snapshot.take(*self.figures())
         gevent.sleep(self.plan.step_s - self.plan.warmup_s)
+        self.control.settle()
         after = Snapshot.take(*self.figures())
         metrics, health = between(before, after)
         shown = self.plan.shown(load)

@@ -6,12 +6,14 @@ against the mock's --max-concurrent."""
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gevent
 import pytest
+from locust.event import Events
 
 from loadtest import capacity, verdict
 from loadtest.arrivals import ArrivalRate
@@ -23,7 +25,17 @@ from loadtest.plugin import register
 from loadtest.recorder import TurnRecorder
 from loadtest.report.junit import render_junit
 from loadtest.run import Run
-from loadtest.search import CapacitySearch, CapacityShape, Snapshot, SteppedArrivals, between, difference
+from loadtest.search import (
+    RATE_MESSAGE,
+    CapacitySearch,
+    CapacityShape,
+    LocalControl,
+    MasterControl,
+    Snapshot,
+    SteppedArrivals,
+    between,
+    difference,
+)
 from loadtest.settings import Settings, from_options
 from loadtest.thresholds import parse_all
 from loadtest.verdict import StoppedBy
@@ -330,7 +342,7 @@ def test_the_search_runs_its_steps_and_ends_the_test_with_the_answer(server: Ser
         lambda: (server.metrics, server.health),
         users=0,
         user_count=lambda: server.users,
-        set_rate=lambda rate: None,
+        control=LocalControl(lambda rate: None),
     )
     shape = CapacityShape()
     shape.prepare(plan, 0)
@@ -381,3 +393,33 @@ def test_a_worker_takes_its_share_of_the_rate_the_master_sends(monkeypatch: pyte
     message = type("M", (), {"data": {"rate": 8.0, "process": "constant"}})()
     role._on_rate_message(None, message)
     assert got == [(ArrivalRate(8.0, "constant"), 4)]
+
+
+class FakeRunner:
+    """What a master's control uses of Locust's MasterRunner: its workers, their reports, messages."""
+
+    def __init__(self, workers: list[str]) -> None:
+        self.environment = type("E", (), {"events": Events()})()
+        self.clients = type("C", (), {"all": [type("W", (), {"id": w})() for w in workers]})()
+        self.sent: list[tuple[str, Any]] = []
+
+    def send_message(self, name: str, data: Any) -> None:
+        self.sent.append((name, data))
+
+
+def test_on_a_master_a_window_waits_for_every_workers_next_report_and_rates_go_by_message() -> None:
+    runner = FakeRunner(["w1", "w2"])
+    control = MasterControl(runner, report_wait_s=5.0)
+    report = runner.environment.events.worker_report.fire
+    report(client_id="w1", data={})  # before the window is due: it does not count
+    gevent.spawn_later(0.05, report, client_id="w1", data={})
+    gevent.spawn_later(0.15, report, client_id="w2", data={})
+    started = time.monotonic()
+    control.settle()
+    assert 0.15 <= time.monotonic() - started < 2
+    control.set_rate(ArrivalRate(6.0, "poisson"))
+    assert runner.sent == [(RATE_MESSAGE, {"rate": 6.0, "process": "poisson"})]
+    silent = MasterControl(FakeRunner(["w3"]), report_wait_s=0.1)
+    started = time.monotonic()
+    silent.settle()  # a worker that never reports cuts the wait, not the run
+    assert time.monotonic() - started < 1

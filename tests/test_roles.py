@@ -13,6 +13,7 @@ from locust.event import Events
 from loadtest.plugin import Loadtest
 from loadtest.roles import LocalRole, MasterRole, Reporting, role_for
 from loadtest.run import Run
+from loadtest.search import LocalControl
 from tests.conftest import FAST, NLX, TEST_KEY, free_port
 from tests.harness import Run as HarnessRun
 from tests.mockthread import ThreadedMock
@@ -46,7 +47,7 @@ def test_a_master_runner_gets_the_master_role_which_counts_its_workers(loadtest:
     run = Run(workers={"w1", "w2"})
     assert role.reporting.count_workers(run) == 2
     assert role.reporting.count_workers(Run()) == 0  # a master that no worker reached
-    local = Reporting(loadtest, lambda run: 1, lambda rate: None)
+    local = Reporting(loadtest, lambda run: 1, LocalControl(lambda rate: None))
     assert local.count_workers(run) == 1
 
 
