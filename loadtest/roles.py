@@ -38,7 +38,7 @@ from loadtest.search import (
     MasterControl,
     SteppedArrivals,
 )
-from loadtest.settings import Settings, conversations_path
+from loadtest.settings import Settings, conversations_path, wanted_conversations
 from loadtest.shapes import StagesShape
 from loadtest.verdict import EXIT_BAD_INPUT, EXIT_FAILED_TURNS, StoppedBy
 from loadtest.watchers import RefusalWatcher, ThresholdWatcher, UserSampler, Watcher
@@ -468,7 +468,10 @@ class WorkerRole(Role):
             logger.debug("loadtest: conversations not read before the test: %s", exc)
 
     def load_conversations(self) -> None:
-        conversation.preload(conversations_path(self.lt.environment.parsed_options))
+        # Users that only play flows of their own need no file, unless --conversations names one.
+        path = wanted_conversations(self.lt.environment.parsed_options, self.lt.plays)
+        if path is not None:
+            conversation.preload(path)
 
     def on_test_start(self) -> None:
         config = self.link.run_config()
