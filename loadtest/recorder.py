@@ -39,15 +39,17 @@ class TurnRecorder:
         self.turn_log: TurnLog | None = None
         self.recording = True
         self.goodput = Goodput()
-        # Whether every turn so far of the conversation running in a greenlet was good. A user plays
-        # one conversation at a time in its own greenlet, from conversation_started through its turns
-        # to conversation_ended, so the greenlet is the conversation; a user killed mid-conversation
-        # takes its entry with it.
-        self._all_good: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+        # Whether every turn so far of each open conversation was good: by conversation id when the
+        # caller gives it, else by greenlet (a user's conversation runs in its greenlet from
+        # conversation_started through its turns to conversation_ended; a user killed mid-conversation
+        # takes its entry with it).
+        self._all_good: dict[str, bool] = {}
+        self._all_good_here: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
     def reset(self) -> None:
         self.metrics = Metrics()
         self.recording = True
+        self._all_good.clear()
 
     def stop_recording(self) -> None:
         self.recording = False
@@ -69,15 +71,23 @@ class TurnRecorder:
         """One more of a plain counter (arrivals and the like)."""
         self.metrics.count(name)
 
-    def conversation_started(self, scenario: str) -> None:
+    def conversation_started(self, scenario: str, conversation_id: str | None = None) -> None:
         self.metrics.count_scoped("conversations_started", (_scope(SCENARIO, scenario),))
-        self._all_good[gevent.getcurrent()] = True
+        if conversation_id is not None:
+            self._all_good[conversation_id] = True
+        else:
+            self._all_good_here[gevent.getcurrent()] = True
 
-    def conversation_ended(self, scenario: str, outcome: str, duration_ns: int) -> None:
+    def conversation_ended(
+        self, scenario: str, outcome: str, duration_ns: int, conversation_id: str | None = None
+    ) -> None:
         """`outcome` is completed, failed or abandoned; only a completed one is timed, and counted as
         good when every turn was and it met the conversation bound."""
         scopes = (_scope(SCENARIO, scenario),)
-        all_good = self._all_good.pop(gevent.getcurrent(), False)
+        if conversation_id is not None:
+            all_good = self._all_good.pop(conversation_id, False)
+        else:
+            all_good = self._all_good_here.pop(gevent.getcurrent(), False)
         self.metrics.count_scoped(f"conversations_{outcome}", scopes)
         if outcome == "completed":
             self.metrics.record_scoped("conversation", duration_ns, scopes)
@@ -121,9 +131,11 @@ class TurnRecorder:
         good = result.ok and self.goodput.turn_good(result.ttft_ns, result.latency_ns, result.itl_ns)
         if good:
             m.count_scoped("turns_good", scopes)
-        conversation = gevent.getcurrent()
-        if not good and conversation in self._all_good:
-            self._all_good[conversation] = False
+        if not good:
+            if conversation_id in self._all_good:
+                self._all_good[conversation_id] = False
+            elif gevent.getcurrent() in self._all_good_here:
+                self._all_good_here[gevent.getcurrent()] = False
         if result.ok or result.kind == Failure.ASSERTION:
             # Latency figures describe turns the server answered: a reply that failed a check is a
             # content failure, not a slow one. HTTP and stream failures are counted by kind only.

@@ -177,6 +177,17 @@ def test_conversations_in_different_greenlets_are_judged_apart() -> None:
     assert rec.metrics.counts["conversations_good"] == 1
 
 
+def test_two_conversations_open_in_one_greenlet_are_judged_apart_by_their_ids() -> None:
+    rec = recorder("ttft<50ms")
+    rec.conversation_started("s", "a")
+    rec.conversation_started("s", "b")
+    rec.turn(turn(ttft_ms=10), "s", 1, "a", 0)
+    rec.turn(turn(ttft_ms=90), "s", 1, "b", 0)
+    rec.conversation_ended("s", "completed", MS, "b")
+    rec.conversation_ended("s", "completed", MS, "a")
+    assert rec.metrics.counts["conversations_good"] == 1
+
+
 def test_good_counts_add_up_exactly_across_workers() -> None:
     workers = [recorder("ttft<50ms"), recorder("ttft<50ms")]
     conversation(workers[0], "s", [turn(ttft_ms=10), turn(ttft_ms=20)])
