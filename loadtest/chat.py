@@ -123,7 +123,7 @@ class Chat:
         lt = self.user.loadtest
         self._base_ns = lt.arrivals.take()
         self._open = True
-        lt.recorder.conversation_started(self.name)
+        lt.recorder.conversation_started(self.name, self.conversation_id)
         return self
 
     def __exit__(
@@ -236,7 +236,7 @@ class Chat:
         # Only a completed conversation is timed: from its first turn's intended start to now.
         started = self._first_ns
         duration_ns = time.perf_counter_ns() - started if started is not None else 0
-        self.user.loadtest.recorder.conversation_ended(self.name, outcome, duration_ns)
+        self.user.loadtest.recorder.conversation_ended(self.name, outcome, duration_ns, self.conversation_id)
 
 
 def play_scenario(user: NLXChatUser) -> None:

@@ -5,12 +5,15 @@ real `--processes 2` run mixes flows and scenarios."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import shlex
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import locust
 import pytest
 from locust import task
@@ -21,11 +24,23 @@ from loadtest.errors import ConfigError
 from loadtest.plugin import NLXChatUser, plays
 from loadtest.settings import Plays, from_options
 from tests import harness
-from tests.conftest import FAST, NLX, TEST_KEY
+from tests.conftest import (
+    FAST,
+    NLX,
+    TEST_KEY,
+    Finish,
+    LocustRun,
+    Mock,
+    background,
+    locust_env,
+    start_background_mock,
+    start_locust,
+)
 from tests.harness import Run, parse
 from tests.mockthread import ThreadedMock
 
 ROOT = Path(__file__).resolve().parents[1]
+BOT = ROOT / "locustfiles" / "bot.yaml"
 KEYED = {"NLX_API_KEY": TEST_KEY}
 InProcess = Callable[..., Run]
 # What the flows of the users below saw, for the test that ran them to read.
@@ -80,7 +95,7 @@ def test_a_flow_is_measured_reported_and_branches_on_the_reply_served(
     locustfile = tmp_path / "flows.py"
     run = flows(
         BranchingUser,
-        f"-f {locustfile} --host {mock.url} {NLX} -u 8 -r 8 --think-time 0",
+        f"-f {locustfile} --host {mock.url} {NLX} -u 8 -r 8 --think-time 0 --stop-timeout 30",
         until=counted("conversations_completed", 16),
     )
     assert run.exit_code == 0, run.output[-3000:]
@@ -133,10 +148,10 @@ def test_a_failed_turn_ends_the_conversation_or_is_returned_as_on_turn_error_say
     counts = run.summary()["by_scenario"]["failing"]["counts"]
     assert counts["conversations_completed"] == 0 and counts["conversations_failed"] >= 4
     if on_error == "stop":
-        assert SEEN == [] and counts["turns"] == counts["conversations_started"]
+        assert SEEN == [] and counts["turns_failed"] == counts["conversations_failed"]
     else:
         assert SEEN and all(not r.ok and r.kind == "http_500" and r.status == 500 for r in SEEN)
-        assert counts["turns"] >= 2 * counts["conversations_failed"]
+        assert counts["turns_failed"] >= 2 * counts["conversations_failed"]
     assert not run.environment.runner.exceptions  # ConversationOver never reaches Locust
 
 
@@ -172,7 +187,7 @@ def test_a_failed_check_an_abandon_and_an_error_of_the_flow_end_conversations(
     assert "reply does not contain 'no mock reply says this'" in checked["examples"]["assertion"]
     assert all(not r.ok and r.kind == "assertion" and r.text for r in SEEN)  # the reply came all the same
     walked = by_scenario["walked_away"]["counts"]
-    assert walked["conversations_abandoned"] >= 2 and walked["turns_ok"] == walked["turns"]
+    assert walked["conversations_abandoned"] >= 2 and walked["turns_failed"] == 0
     assert by_scenario["broken"]["counts"]["conversations_failed"] >= 1
     # The flow's own error goes to Locust, as any task's does.
     assert any("KeyError" in key for key in map(str, run.environment.runner.exceptions.values()))
@@ -267,6 +282,126 @@ def load_locustfile(path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return module
 
 
-def test_shipped_custom_flows_load_with_their_own_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
-    custom = load_locustfile(ROOT / "locustfiles" / "custom.py", monkeypatch)
+def test_the_custom_example_takes_both_branches_against_the_bot(
+    monkeypatch: pytest.MonkeyPatch, thread_mock: Callable[..., ThreadedMock], flows: Callable[..., Run]
+) -> None:
+    locustfile = ROOT / "locustfiles" / "custom.py"
+    custom = load_locustfile(locustfile, monkeypatch)
     assert plays([custom.ShopUser]) == Plays(scripts=False, flows=True)
+    mock = thread_mock("--bot", str(BOT), *FAST)
+    run = flows(
+        custom.ShopUser,
+        f"-f {locustfile} --host {mock.url} {NLX} -u 8 -r 8 --think-time 0",
+        until=lambda env: (
+            counted("conversations_completed{scenario=order_status}", 16)(env)
+            and counted("conversations_completed{scenario=booking}", 2)(env)
+        ),
+    )
+    assert run.exit_code == 0, run.output[-3000:]
+    summary = run.summary()
+    assert summary["counts"]["turns_failed"] == 0  # the bot's answers met every expect
+    order, booking = summary["by_scenario"]["order_status"], summary["by_scenario"]["booking"]
+    assert order["turn_ms"]["count"] == order["counts"]["turns_ok"] >= 48
+    assert booking["conversation_ms"]["min"] >= 1000  # its think(1.0)
+    assert {"1", "2", "3"} <= set(summary["by_turn"])
+    asked = set()
+    for conversation in conversations_of(mock):
+        turns = conversation["turns"]
+        if turns[0]["messages"][-1]["content"] != "Hi, where is my order?" or len(turns) < 2:
+            continue
+        question = turns[0]["reply"].endswith("What is your order number?")
+        assert turns[1]["messages"][-1]["content"].startswith("It's ") and (
+            turns[1]["messages"][-1]["content"][5:10].isdigit() == question
+        )
+        asked.add(question)
+    assert asked == {True, False}
+
+
+# -- one real run: flows and reply_is scenarios in one user class, a master and two workers --------------
+
+MIXED_LOCUSTFILE = """\
+from locust import events, task
+
+from loadtest.plugin import NLXChatUser, register
+
+register(events)
+
+
+class MixedUser(NLXChatUser):
+    tasks = {NLXChatUser.scripted_conversation: 1}
+
+    @task
+    def order_flow(self):
+        with self.conversation("order_flow") as chat:
+            reply = chat.say("Hi, where is my order? (flow)")
+            if "order number" in reply.text.lower():
+                chat.say(f"It's {self.rng.randint(10000, 99999)}.", expect={"contains": "ships"})
+            else:
+                chat.say("It's the running shoes.")
+"""
+MIXED_CONVERSATIONS = """\
+scenarios:
+  - name: order_yaml
+    turns:
+      - "Hi, where is my order? (yaml)"
+      - reply_is:
+          - {contains: "order number", user: "It's {{number: 10000-99999}}.", expect: {contains: ships}}
+          - {default: "It's the running shoes."}
+"""
+
+
+@dataclass
+class MixedRun(LocustRun):
+    served: list[dict[str, Any]]  # every conversation the mock received
+
+
+@background
+def mixed_processes_run(folder: Path) -> Finish:
+    """`--processes 2` of a locustfile whose one user class plays a flow and a reply_is scenario,
+    against a mock playing locustfiles/bot.yaml (it asks for the order number half of the time)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    locustfile = folder / "mixed.py"
+    locustfile.write_text(MIXED_LOCUSTFILE)
+    (folder / "conversations.yaml").write_text(MIXED_CONVERSATIONS)
+    mock = start_background_mock("--bot", str(BOT), *FAST)
+    args = f"--processes 2 -u 4 -r 4 -t 3s --think-time 0 --stop-timeout 30 --host {mock.url} {NLX}"
+    run = start_locust(shlex.split(args), folder, env=locust_env(NLX_API_KEY=TEST_KEY), locustfile=locustfile)
+
+    def finish() -> MixedRun:
+        try:
+            done = run()
+            served = served_conversations(mock)
+        finally:
+            mock.process.stop()
+        return MixedRun(done.returncode, done.stdout, done.stderr, done.report_dir, served)
+
+    return finish
+
+
+def served_conversations(mock: Mock) -> list[dict[str, Any]]:
+    ids = httpx.get(f"{mock.url}/_mock/conversations", timeout=10).json()["ids"]
+    return [mock.conversation(cid) for cid in ids]
+
+
+def test_flows_and_scenarios_mix_across_worker_processes(mixed_processes_run: MixedRun) -> None:
+    run = mixed_processes_run
+    assert run.returncode == 0, run.output[-3000:]
+    summary = run.summary()
+    assert summary["run"]["workers"] == 2
+    assert summary["counts"]["turns_failed"] == 0  # every answer to "order number" got "ships"
+    for name in ("order_flow", "order_yaml"):
+        entry = summary["by_scenario"][name]
+        assert entry["counts"]["conversations_completed"] > 0 and entry["turn_ms"]["count"] > 0
+    assert set(summary["by_turn"]) == {"1", "2"}
+    # Each flow took the branch the reply it was served asked for, and both branches were taken.
+    branches: dict[str, set[bool]] = {"flow": set(), "yaml": set()}
+    for conversation in run.served:
+        turns = conversation["turns"]
+        if len(turns) != 2 or not turns[1]["delivered"]:
+            continue
+        origin = "flow" if turns[0]["messages"][-1]["content"].endswith("(flow)") else "yaml"
+        asked = "order number" in turns[0]["reply"].lower()
+        answer = turns[1]["messages"][-1]["content"]
+        assert (re.fullmatch(r"It's \d{5}\.", answer) is not None) == asked, (turns[0]["reply"], answer)
+        branches[origin].add(asked)
+    assert branches == {"flow": {True, False}, "yaml": {True, False}}
