@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,9 +31,10 @@ from loadtest.client import make_client, stream_turn
 from loadtest.errors import ConfigError, LoadtestError
 from loadtest.mock import parse_config, parse_count_dist, parse_duration_dist
 from loadtest.mock.command import main as mock_main
+from loadtest.mock.config import DEFAULT_MAX_CONVERSATIONS
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, ERROR_PREFIX, READY_PREFIX
 from loadtest.mock.launch import start_mock
-from loadtest.mock.state import MockState
+from loadtest.mock.state import MockState, Turn, conversation_json
 from loadtest.mock.text import LINE_SEPARATOR, reply_pieces, reply_text, split_text
 from tests.conftest import LocustRun
 from tests.mockthread import KEY as THREAD_KEY
@@ -676,6 +678,126 @@ def test_the_contract_loads_without_the_server_or_gevent() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+# --- the bound on what the mock remembers ------------------------------------------------------
+
+
+def serve_turn(state: MockState, conversation_id: str | None, messages: list[dict[str, str]]) -> str:
+    """What the routes and the stream do with the state for one delivered turn; the reply.
+    `conversation_id` None: the OpenAI route."""
+    if conversation_id is None:
+        conversation_id, turns = uuid.uuid4().hex, state.begin_stateless_turn(messages)
+    else:
+        turns = state.begin_turn(conversation_id, messages)
+    # Unique: the mock's replies come from a pool of texts.
+    reply = f"{reply_text(0, conversation_id, len(turns))} ({conversation_id}, {len(turns)})"
+    turns.append(Turn(orjson.dumps(messages), reply))
+    state.delivered(turns, len(turns) - 1)
+    return reply
+
+
+def converse(state: MockState, conversation_id: str | None, history: list[dict[str, str]], text: str) -> None:
+    """One more turn of a conversation whose client keeps its whole history in `history`."""
+    history.append(user(text))
+    history.append({"role": "assistant", "content": serve_turn(state, conversation_id, history)})
+
+
+def test_the_mock_forgets_the_least_recently_used_conversation_beyond_its_bound() -> None:
+    state = MockState(max_conversations=2)
+    histories: dict[str, list[dict[str, str]]] = {"a": [], "b": [], "c": []}
+    converse(state, "a", histories["a"], "one")
+    converse(state, "b", histories["b"], "one")
+    converse(state, "a", histories["a"], "two")  # b is now the least recently used
+    converse(state, "c", histories["c"], "one")
+    s = state.snapshot()
+    assert list(state.conversations) == ["a", "c"]  # listed in the order first seen
+    assert (s["conversations"], s["max_conversations"], s["evicted"], s["resumed"]) == (2, 2, 1, 0)
+    assert s["history_mismatches"] == 0
+    state.reset()
+    assert (state.snapshot()["evicted"], state.conversations) == (0, {})
+
+
+def test_a_forgotten_conversation_continued_is_resumed_and_checked_from_there() -> None:
+    state = MockState(max_conversations=1)
+    history: list[dict[str, str]] = []
+    converse(state, "kept", history, "one")
+    converse(state, "kept", history, "two")
+    converse(state, "other", [], "one")  # forgets "kept"
+    converse(state, "kept", history, "three")
+    s = state.snapshot()
+    assert (s["evicted"], s["resumed"], s["history_mismatches"]) == (2, 1, 0)
+    # The replies the client held were taken as sent: its next turns are checked against them.
+    converse(state, "kept", history, "four")
+    assert (state.resumed, state.history_mismatches) == (1, 0)
+    turns = conversation_json("kept", state.conversations["kept"])["turns"]
+    assert [t["messages"] for t in turns[:2]] == [None, None]  # from before it was forgotten
+    assert [t["reply"] for t in turns] == [m["content"] for m in history if m["role"] == "assistant"]
+    wrong = [*history[:-1], {"role": "assistant", "content": "not sent"}, user("five")]
+    serve_turn(state, "kept", wrong)
+    assert state.history_mismatches == 1
+
+
+def test_before_anything_is_forgotten_an_unknown_history_is_a_mismatch() -> None:
+    state = MockState(max_conversations=5)
+    serve_turn(state, "new", [user("one"), {"role": "assistant", "content": "never sent"}, user("two")])
+    serve_turn(state, None, [user("one"), {"role": "assistant", "content": "never sent"}, user("two")])
+    assert (state.history_mismatches, state.resumed, state.evicted) == (2, 0, 0)
+
+
+def test_the_openai_routes_replies_are_bounded_the_same_way() -> None:
+    state = MockState(max_conversations=2)
+    first, second, third = ([user(text)] for text in ("a", "b", "c"))
+    for history in (first, second):
+        converse(state, None, history, "again")
+    converse(state, None, first, "and again")  # sees the first reply: the second is now the oldest
+    assert state.evicted == 1 and first[2]["content"] in state.replies_sent
+    assert second[2]["content"] not in state.replies_sent
+    converse(state, None, second, "more")  # its reply was forgotten: resumed, not a mismatch
+    converse(state, None, third, "more")
+    s = state.snapshot()
+    assert (s["resumed"], s["history_mismatches"]) == (1, 0)
+    assert len(state.replies_sent) == 2
+
+
+def test_memory_stays_flat_once_the_bound_is_reached() -> None:
+    """Hours of conversations against a mock at its bound cost no more than its first minutes."""
+
+    def serve(state: MockState, first: int, count: int) -> None:
+        for c in range(first, first + count):
+            history: list[dict[str, str]] = []
+            for text in ("one", "two", "three"):
+                converse(state, f"c{c}", history, text)
+            converse(state, None, [user("hi")], "more")
+
+    state = MockState(max_conversations=200)
+    serve(state, 0, 400)  # reaches the bound; first-use allocations done
+    tracemalloc.start()
+    try:
+        serve(state, 400, 400)
+        at_bound = tracemalloc.get_traced_memory()[0]
+        serve(state, 800, 2000)
+        later = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(state.conversations) == len(state.replies_sent) == 200
+    assert state.evicted == 2 * 2800 - 2 * 200
+    # Kept, the 2,000 conversations more would cost 10 MB or more; Python's free lists and a resized
+    # table stay well under 1 MB.
+    assert later - at_bound < 1_000_000, (at_bound, later)
+
+
+def test_max_conversations_is_a_positive_count(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_config([], {}).max_conversations == DEFAULT_MAX_CONVERSATIONS == 10_000
+    assert parse_config(["--max-conversations", "50"], {}).max_conversations == 50
+    for bad in ("0", "-3", "many"):
+        assert mock_main(["--max-conversations", bad]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.splitlines() == [
+            f"{ERROR_PREFIX}argument --max-conversations: {bad!r} is not a count: use a whole number "
+            "of 1 or more"
+        ]
 
 
 THREAD_CHECK = """

@@ -17,6 +17,10 @@ DEFAULT_ITL = "uniform:10ms:40ms"
 DEFAULT_CHUNKS = "uniform:5:20"
 DEFAULT_FINGERPRINT = "loadtest-mock"
 DEFAULT_STALL_S = 120.0
+# Conversations the mock remembers by default: as many as one machine's generator holds open (see
+# README, Performance). Each turn keeps its request's whole history: 10-20 KB for 4 turns of the
+# default replies, so up to 100-200 MB.
+DEFAULT_MAX_CONVERSATIONS = 10_000
 # The generic OpenAI route's base path when there is no --prefix: clients are told `http://host/v1`.
 OPENAI_BASE = "/v1"
 
@@ -43,6 +47,7 @@ class MockConfig:
     faults: FaultPlan = field(default_factory=FaultPlan)
     stall_s: float = DEFAULT_STALL_S
     precise_timers: bool = False
+    max_conversations: int = DEFAULT_MAX_CONVERSATIONS
 
     @property
     def openai_path(self) -> str:
@@ -129,7 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
         "by polling through the last millisecond before it; keeps a CPU busy while streams are open "
         "(for benchmarks, with the mock on a CPU of its own)",
     )
+    parser.add_argument(
+        "--max-conversations",
+        type=_max_conversations,
+        default=DEFAULT_MAX_CONVERSATIONS,
+        metavar="N",
+        help="conversations (and OpenAI-route replies) to remember; the least recently used beyond "
+        "them are forgotten, counted in /_mock/stats as evicted (default: %(default)s)",
+    )
     return parser
+
+
+def _max_conversations(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: use a whole number of 1 or more")
+    return count
 
 
 def _port(text: str) -> int:
@@ -182,4 +205,5 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
         faults=faults,
         stall_s=args.stall_seconds,
         precise_timers=args.precise_timers,
+        max_conversations=args.max_conversations,
     )

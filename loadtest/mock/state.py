@@ -1,19 +1,29 @@
-"""What the mock remembers: conversations, counters and server-side latency histograms."""
+"""What the mock remembers: conversations, counters and server-side latency histograms.
+
+Memory is bounded: the mock keeps the `max_conversations` conversations used last (and as many of the
+OpenAI route's replies, each one a conversation to that route) and forgets the least recently used,
+so a run of hours against it stays flat. A request that continues a forgotten conversation is taken
+up afresh: the replies in its history are believed, not checked, and it is counted as resumed. Until
+the mock has forgotten one, a history it does not know is a mismatch.
+"""
 
 from __future__ import annotations
 
 import time
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import orjson
 
 from loadtest.metrics import Histogram
+from loadtest.mock.config import DEFAULT_MAX_CONVERSATIONS
 
 # The percentiles /_mock/stats reports of each histogram, beside its count and maximum.
 _PERCENTILES = (50.0, 90.0, 99.0)
+# The stored request of a turn from before the mock forgot its conversation: unknown.
+UNKNOWN_MESSAGES = b"null"
 
 
 def summary_ms(histogram: Histogram) -> dict[str, float | int]:
@@ -61,14 +71,28 @@ def conversation_json(conversation_id: str, turns: list[Turn]) -> dict[str, Any]
     }
 
 
+class OneTurn(list[Turn]):
+    """The turns of an OpenAI-route request: that route keeps no conversation, only the replies it
+    delivered (by content), to check the histories of later requests against."""
+
+
+def _earlier_turn(reply: str) -> Turn:
+    """A turn of a resumed conversation from before the mock forgot it: only its reply is known."""
+    return Turn(UNKNOWN_MESSAGES, reply, delivered=True)
+
+
 class MockState:
     """Counters, conversations and histograms of one mock process; `reset()` clears all of it.
 
     `fault_kinds` are the configured faults, listed in the stats even before one is injected.
+    `max_conversations` bounds the conversations kept, and apart from them the OpenAI route's replies.
     """
 
-    def __init__(self, fault_kinds: Iterable[str] = ()) -> None:
+    def __init__(
+        self, fault_kinds: Iterable[str] = (), max_conversations: int = DEFAULT_MAX_CONVERSATIONS
+    ) -> None:
         self.fault_kinds = tuple(fault_kinds)
+        self.max_conversations = max_conversations
         self.reset()
 
     def reset(self) -> None:
@@ -83,9 +107,16 @@ class MockState:
         self.history_mismatches = 0
         self.history_messages = 0
         self.status: Counter[int] = Counter()
-        # Each conversation is one list of Turn tuples: one object for the GC to track.
+        # Each conversation is one list of Turn tuples: one object for the GC to track. In the order
+        # first seen (as /_mock/conversations lists them); `_last_used` orders them for eviction.
         self.conversations: dict[str, list[Turn]] = {}
-        self.replies_sent: set[str] = set()
+        self._last_used: OrderedDict[str, None] = OrderedDict()
+        # The OpenAI route's delivered replies, least recently sent or seen in a history first.
+        self.replies_sent: OrderedDict[str, None] = OrderedDict()
+        # Conversations (and OpenAI-route replies) forgotten to stay within max_conversations; and
+        # requests whose history went back past what was forgotten (taken up afresh, not mismatches).
+        self.evicted = 0
+        self.resumed = 0
         # metrics.Histogram counts values until read: a chunk costs a dict update, not an HDR record
         # (the bulk of the mock's per-chunk bookkeeping at 50,000 chunks a second). Each clamps what
         # it records to its range: an early wake-up gives a tiny negative schedule error.
@@ -106,26 +137,57 @@ class MockState:
 
         A request may carry no assistant message at all (only the newest user message); when it
         carries k of them they must equal the first k replies the conversation was delivered, in order.
+        A conversation the mock does not hold is new; once the mock has forgotten some, one that comes
+        with replies is taken up as resumed (see the module's docstring).
         """
-        turns = self.conversations.get(conversation_id)
-        if turns is None:
-            turns = self.conversations[conversation_id] = []
         sent = [m["content"] for m in messages if m["role"] == "assistant"]
         self.history_messages += len(sent)
+        turns = self.conversations.get(conversation_id)
+        if turns is not None:
+            self._last_used.move_to_end(conversation_id)
+        elif sent and self.evicted:
+            # Most likely one the mock forgot (a new conversation has no replies yet): the replies
+            # the request holds are taken as sent, and the turns that follow are checked against them.
+            self.resumed += 1
+            turns = self._remember(conversation_id, [_earlier_turn(reply) for reply in sent])
+        else:
+            turns = self._remember(conversation_id, [])
         # A reply that was never delivered (a fault, a client gone) cannot be in the client's history.
         delivered = [turn.reply for turn in turns if turn.delivered]
         if sent and sent != delivered[: len(sent)]:
             self.history_mismatches += 1
         return turns
 
+    def _remember(self, conversation_id: str, turns: list[Turn]) -> list[Turn]:
+        """Keep a new conversation, forgetting the least recently used beyond max_conversations."""
+        self.conversations[conversation_id] = turns
+        self._last_used[conversation_id] = None
+        while len(self._last_used) > self.max_conversations:
+            oldest, _ = self._last_used.popitem(last=False)
+            del self.conversations[oldest]
+            self.evicted += 1
+        return turns
+
     def begin_stateless_turn(self, messages: list[dict[str, Any]]) -> list[Turn]:
         """For the OpenAI route, which keeps no conversation: every assistant message in the
-        history must be a reply this server sent, character for character."""
+        history must be a reply this server sent, character for character (one it no longer
+        remembers, once it has forgotten some, counts as resumed)."""
         sent = [m["content"] for m in messages if m["role"] == "assistant"]
         self.history_messages += len(sent)
-        if any(content not in self.replies_sent for content in sent):
-            self.history_mismatches += 1
-        return []
+        replies = self.replies_sent
+        unknown = False
+        for content in sent:
+            if content in replies:
+                replies.move_to_end(content)
+            else:
+                unknown = True
+        if unknown:
+            # Once the mock has forgotten anything, an unknown reply may be one of those.
+            if self.evicted:
+                self.resumed += 1
+            else:
+                self.history_mismatches += 1
+        return OneTurn()
 
     def chunk_written(self, piece: str, late_s: float, started_ns: int | None) -> None:
         """Count a content chunk just written `late_s` after its deadline; the first of a turn
@@ -139,7 +201,17 @@ class MockState:
     def delivered(self, turns: list[Turn], index: int) -> None:
         """Mark turn `index` as delivered: its whole reply was sent."""
         turn = turns[index] = turns[index]._replace(delivered=True)
-        self.replies_sent.add(turn.reply)
+        if isinstance(turns, OneTurn):
+            self._remember_reply(turn.reply)
+
+    def _remember_reply(self, reply: str) -> None:
+        """Keep an OpenAI-route reply, forgetting the least recently used beyond max_conversations."""
+        replies = self.replies_sent
+        replies[reply] = None
+        replies.move_to_end(reply)
+        while len(replies) > self.max_conversations:
+            replies.popitem(last=False)
+            self.evicted += 1
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -150,6 +222,9 @@ class MockState:
             "chunks": self.chunks,
             "chars": self.chars,
             "conversations": len(self.conversations),
+            "max_conversations": self.max_conversations,
+            "evicted": self.evicted,
+            "resumed": self.resumed,
             "history_mismatches": self.history_mismatches,
             "history_messages": self.history_messages,
             "faults": {kind: self.faults[kind] for kind in sorted({*self.fault_kinds, *self.faults})},
