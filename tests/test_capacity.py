@@ -18,9 +18,11 @@ from locust.event import Events
 from loadtest import capacity, verdict
 from loadtest.arrivals import ArrivalRate
 from loadtest.capacity import Outcome, SearchPlan, next_load, section
+from loadtest.client import make_client, stream_turn
 from loadtest.errors import ConfigError
 from loadtest.health import HealthMonitor
 from loadtest.metrics import Histogram, Metrics
+from loadtest.mock import parse_config
 from loadtest.plugin import register
 from loadtest.recorder import TurnRecorder
 from loadtest.report.junit import render_junit
@@ -39,10 +41,32 @@ from loadtest.search import (
 from loadtest.settings import Settings, from_options
 from loadtest.thresholds import parse_all
 from loadtest.verdict import StoppedBy
-from tests.harness import LOCUSTFILE, UNUSED_HOST, config_error, environ, new_events, parse, run_in_process
+from tests.conftest import (
+    NLX,
+    TEST_KEY,
+    Finish,
+    LocustRun,
+    background,
+    locust_env,
+    start_background_mock,
+    start_locust,
+)
+from tests.harness import (
+    LOCUSTFILE,
+    ROOT,
+    UNUSED_HOST,
+    config_error,
+    environ,
+    new_events,
+    parse,
+    run_in_process,
+)
+from tests.mockthread import KEY as THREAD_KEY
+from tests.mockthread import mock_in_thread
 
 MS = 1_000_000
 SLO = "--threshold ttft.p95<50ms"
+CAPACITY_LOCUSTFILE = ROOT / "locustfiles" / "capacity.py"
 
 
 def settings_of(args: str) -> Settings:
@@ -423,3 +447,80 @@ def test_on_a_master_a_window_waits_for_every_workers_next_report_and_rates_go_b
     started = time.monotonic()
     silent.settle()  # a worker that never reports cuts the wait, not the run
     assert time.monotonic() - started < 1
+
+
+# --- the mock's capacity ------------------------------------------------------------------------------
+
+
+def test_the_mock_serves_max_concurrent_streams_and_queues_the_rest_in_order() -> None:
+    """Five turns at once against two slots of 100 ms to the first token and 100 ms more: two are
+    served at once, two after them and one last, and each TTFT counts from when it was served."""
+    timings = ("--ttft", "const:100ms", "--itl", "const:50ms", "--chunks", "const:3")
+    with mock_in_thread("--max-concurrent", "2", *timings) as mock, make_client() as client:
+        path = mock.url + "/dep1/web-en-US/chat/completions"
+
+        def one(i: int) -> Any:
+            body = {"model": "nlx", "messages": [{"role": "user", "content": f"hi {i}"}], "stream": True}
+            return stream_turn(client, path, body, api_key=THREAD_KEY)
+
+        turns = [gevent.spawn(one, i) for i in range(5)]
+        gevent.joinall(turns, raise_error=True)
+        stats = mock.stats()
+    ttfts = sorted(t.value.ttft_ns / MS for t in turns)
+    assert all(t.value.ok for t in turns)
+    # Served at 0, 0, 200, 200 and 400 ms: the first token 100 ms after each.
+    for got, expected in zip(ttfts, [100, 100, 300, 300, 500], strict=True):
+        assert expected - 5 <= got <= expected + 60, ttfts
+    assert stats["queued"] == 3 and stats["queue_peak"] == 3
+
+
+def test_max_concurrent_is_a_whole_number_of_streams() -> None:
+    assert parse_config(["--max-concurrent", "30"], {}).max_concurrent == 30
+    assert parse_config([], {}).max_concurrent is None
+    with pytest.raises(ValueError, match="'0' is not a count of streams: use a whole number of 1 or more"):
+        parse_config(["--max-concurrent", "0"], {})
+
+
+# --- one real search against the mock's --max-concurrent ------------------------------------------------
+
+# The mock serves 30 streams at once, each 50 ms to the first token and 500 ms in all. Without think
+# time, each user past 30 makes every request wait about 500 / 30 ms more for a slot: the SLO of 80 ms
+# at p95 holds up to 31 users and fails from 32 or 33.
+MOCK_CAPACITY = 30
+SEARCH_ARGS = (
+    "--search-users 20:48 --search-resolution 10% --step-time 3s --step-warmup 1s "
+    "--threshold ttft.p95<80ms --think-time 0"
+)
+
+
+@background
+def capacity_run(folder: Path) -> Finish:
+    timings = ("--ttft", "const:50ms", "--itl", "const:50ms", "--chunks", "const:10")
+    mock = start_background_mock("--max-concurrent", str(MOCK_CAPACITY), *timings)
+    started = time.monotonic()
+    args = ["--host", mock.url, *shlex.split(NLX), *shlex.split(SEARCH_ARGS)]
+    run = start_locust(args, folder, env=locust_env(NLX_API_KEY=TEST_KEY), locustfile=CAPACITY_LOCUSTFILE)
+
+    def finish() -> tuple[LocustRun, float]:
+        try:
+            done = run()
+        finally:
+            mock.process.stop()
+        return done, time.monotonic() - started
+
+    return finish
+
+
+def test_a_real_search_finds_the_mocks_capacity_within_15_percent(
+    capacity_run: tuple[LocustRun, float],
+) -> None:
+    run, seconds = capacity_run
+    assert run.returncode == 0, run.output[-3000:]
+    found = run.summary()["capacity"]
+    assert abs(found["max_passing"] - MOCK_CAPACITY) <= 0.15 * MOCK_CAPACITY, found["steps"]
+    assert found["limited_by"] == "server" and found["complete"]
+    assert [s["load"] for s in found["steps"]][:3] == [20, 40, 30]
+    assert all(s["ttft_ms"]["p50"] >= 50 for s in found["steps"])  # the mock's own TTFT
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"capacity: {found['max_passing']} concurrent conversations (ttft.p95 "), last
+    assert seconds < 40, seconds  # the suite's budget: a few steps of 3 s

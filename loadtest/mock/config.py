@@ -48,6 +48,8 @@ class MockConfig:
     stall_s: float = DEFAULT_STALL_S
     precise_timers: bool = False
     max_conversations: int = DEFAULT_MAX_CONVERSATIONS
+    # Streams served at once (None: no limit); the rest wait in a queue (see stream.Streamer).
+    max_concurrent: int | None = None
 
     @property
     def openai_path(self) -> str:
@@ -142,7 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="conversations (and OpenAI-route replies) to remember; the least recently used beyond "
         "them are forgotten, counted in /_mock/stats as evicted (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-concurrent",
+        type=_max_concurrent,
+        default=None,
+        metavar="N",
+        help="serve at most N streams at once, as a server with a capacity does: the others wait in a "
+        "queue, in order of arrival, and their TTFT and chunk delays start when they are served "
+        "(default: no limit)",
+    )
     return parser
+
+
+def _max_concurrent(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a count of streams: use a whole number of 1 or more"
+        )
+    return count
 
 
 def _max_conversations(text: str) -> int:
@@ -206,4 +229,5 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
         stall_s=args.stall_seconds,
         precise_timers=args.precise_timers,
         max_conversations=args.max_conversations,
+        max_concurrent=args.max_concurrent,
     )

@@ -102,6 +102,9 @@ class MockState:
         self.faults: Counter[str] = Counter()
         self.turns = 0
         self.turns_completed = 0
+        # --max-concurrent: streams that waited in the queue for a free slot, and the most that waited.
+        self.queued = 0
+        self.queue_peak = 0
         self.chunks = 0
         self.chars = 0
         self.history_mismatches = 0
@@ -219,6 +222,8 @@ class MockState:
             "connections": self.connections,
             "turns": self.turns,
             "turns_completed": self.turns_completed,
+            "queued": self.queued,
+            "queue_peak": self.queue_peak,
             "chunks": self.chunks,
             "chars": self.chars,
             "conversations": len(self.conversations),

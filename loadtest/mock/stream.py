@@ -55,6 +55,10 @@ class Streamer:
         self._ticker: Ticker | None = None
         seconds = config.faults.keepalive_timeout_s
         self._idle = connection.IdleCloser(seconds, self._closed_idle) if seconds is not None else None
+        # --max-concurrent: a slot per stream served at once; asyncio's semaphore wakes waiters in order.
+        limit = config.max_concurrent
+        self._slots = asyncio.Semaphore(limit) if limit is not None else None
+        self._waiting = 0
 
     def _closed_idle(self) -> None:
         self.state.faults["keepalive_timeout"] += 1
@@ -85,9 +89,44 @@ class Streamer:
         model: str,
         fault: str | None = None,
     ) -> web.StreamResponse:
-        """Stream turn number len(turns) of the conversation, recorded in `turns` as it goes."""
+        """Stream turn number len(turns) of the conversation, recorded in `turns` as it goes; with
+        `--max-concurrent`, once a slot is free."""
         loop = asyncio.get_running_loop()
-        start = loop.time() - (time.perf_counter_ns() - started_ns) / 1e9
+        if self._slots is None:
+            start = loop.time() - (time.perf_counter_ns() - started_ns) / 1e9
+            return await self._serve(
+                request, start, started_ns, conversation_id, turns, messages, model, fault
+            )
+        if self._slots.locked():
+            self._waiting += 1
+            self.state.queued += 1
+            self.state.queue_peak = max(self.state.queue_peak, self._waiting)
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+        else:
+            await self._slots.acquire()
+        try:
+            # Served from now: the wait comes before its TTFT and delays, as at a saturated server.
+            return await self._serve(
+                request, loop.time(), started_ns, conversation_id, turns, messages, model, fault
+            )
+        finally:
+            self._slots.release()
+
+    async def _serve(
+        self,
+        request: web.Request,
+        start: float,
+        started_ns: int,
+        conversation_id: str,
+        turns: list[Turn],
+        messages: list[dict[str, Any]],
+        model: str,
+        fault: str | None,
+    ) -> web.StreamResponse:
+        """Stream the turn with its deadlines counted from `start` (the event loop's clock)."""
         state = self.state
         index = len(turns)
         pieces = reply_pieces(self.config.seed, conversation_id, index, self.config.chunks)
