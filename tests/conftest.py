@@ -16,7 +16,6 @@ import os
 import shlex
 import socket
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -344,13 +343,29 @@ def interrupted_run(folder: Path) -> Finish:
     args = [*shlex.split("-u 2 -r 2 --think-time 0.05 --turn-log --threshold ttft.p95<5s -t 60s")]
     args += ["--mock-options", mock_options]
     proc, report_dir = popen_locust(args, folder, env=locust_env())
+    # The signal must land mid-run, whenever the test that reads the run comes (tests/when.py).
+    pattern = str(report_dir / "*" / "turns-*.jsonl")
+    when = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "when.py"),
+            pattern,
+            "1",
+            "60",
+            "--",
+            "kill",
+            "-INT",
+            str(proc.pid),
+        ],
+        stdin=subprocess.DEVNULL,
+    )
 
     def finish() -> LocustRun:
-        def turns_logged() -> bool:
-            return any(path.stat().st_size > 0 for path in report_dir.glob("*/turns-*.jsonl"))
-
-        assert wait_for(turns_logged, 60), (folder / "stderr").read_text()
-        proc.send_signal(signal.SIGINT)
-        return wait_locust(proc, folder, report_dir)
+        try:
+            return wait_locust(proc, folder, report_dir)
+        finally:
+            if signaller.poll() is None:
+                signaller.kill()
+            signaller.wait()
 
     return finish
