@@ -345,20 +345,8 @@ def interrupted_run(folder: Path) -> Finish:
     proc, report_dir = popen_locust(args, folder, env=locust_env())
     # The signal must land mid-run, whenever the test that reads the run comes (tests/when.py).
     pattern = str(report_dir / "*" / "turns-*.jsonl")
-    when = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "when.py"),
-            pattern,
-            "1",
-            "60",
-            "--",
-            "kill",
-            "-INT",
-            str(proc.pid),
-        ],
-        stdin=subprocess.DEVNULL,
-    )
+    when = [sys.executable, str(ROOT / "tests" / "when.py"), pattern, "1", "60"]
+    signaller = subprocess.Popen([*when, "--", "kill", "-INT", str(proc.pid)], stdin=subprocess.DEVNULL)
 
     def finish() -> LocustRun:
         try:
