@@ -30,6 +30,7 @@ from hdrh.histogram import HdrHistogram
 from loadtest.client import make_client, stream_turn
 from loadtest.errors import ConfigError, LoadtestError
 from loadtest.mock import parse_config, parse_count_dist, parse_duration_dist
+from loadtest.mock.bot import BotError, load_bot
 from loadtest.mock.command import main as mock_main
 from loadtest.mock.config import DEFAULT_MAX_CONVERSATIONS
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, ERROR_PREFIX, READY_PREFIX
@@ -970,3 +971,94 @@ def test_serving_makes_no_reference_cycles() -> None:
             client.communicate()
     # One closed connection leaves a handful of objects in a cycle (asyncio's transport); 100 turns, none.
     assert len(garbage) <= 20, sorted(garbage)[:50]
+
+
+# --- --bot: rules that pick the reply by the user's last message ------------------------------
+
+BOT_FILE = ROOT / "locustfiles" / "bot.yaml"
+
+
+def test_the_shipped_bot_answers_by_rule_and_asks_back_half_of_the_time() -> None:
+    bot = load_bot(BOT_FILE)
+    asked = [
+        bot.reply(0, f"c{i}", 0, "Hi, WHERE IS MY ORDER?")
+        == "I can look that up for you. What is your order number?"
+        for i in range(400)
+    ]
+    assert 0.4 < sum(asked) / len(asked) < 0.6
+    assert all(
+        bot.reply(0, f"c{i}", 0, "where is my order")
+        in ("I can look that up for you.", "I can look that up for you. What is your order number?")
+        for i in range(20)
+    )
+    # The same seed, conversation and turn ask the same; the first rule that matches answers.
+    assert [bot.reply(0, "c1", 0, "where is my order") for _ in range(3)] == [
+        bot.reply(0, "c1", 0, "where is my order")
+    ] * 3
+    assert bot.reply(0, "c1", 1, "It's 58213.") == "Thanks! Your order ships tomorrow."
+    assert bot.reply(0, "c1", 2, "Blue, please") == "Noted. Anything else?"  # the default
+
+
+def test_a_bot_without_a_default_leaves_other_messages_to_the_mock(tmp_path: Path) -> None:
+    path = tmp_path / "bot.yaml"
+    path.write_text("rules:\n  - {user: hello, reply: Hi there}\n")
+    bot = load_bot(path)
+    chunks = parse_count_dist("uniform:2:6")
+    assert bot.reply(3, "c", 0, "anything") is None
+    assert bot.pieces(3, "c", 0, chunks, [user("anything")]) == reply_pieces(3, "c", 0, chunks)
+    pieces = bot.pieces(
+        3, "c", 0, chunks, [user("hello"), {"role": "assistant", "content": "x"}, user("Hello!")]
+    )
+    assert "".join(pieces) == "Hi there" and 2 <= len(pieces) <= 6 and all(pieces)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rules: []\n", "bot.yaml:1: a bot file is a mapping with 'rules'"),
+        (
+            "rules:\n  - {user: a, reply: b}\nanswers: x\n",
+            "bot.yaml:3: unknown key 'answers': use rules, default",
+        ),
+        ("rules:\n  - {user: a}\n", "bot.yaml:2: rule 1: 'reply' must be a non-empty text"),
+        (
+            "rules:\n  - user: a\n    reply: b\n    ask: c\n    ask_share: 150%\n",
+            "bot.yaml:5: rule 1: ask_share '150%' is over 100%",
+        ),
+        (
+            "rules:\n  - {user: a, reply: b, ask_share: 10%}\n",
+            "bot.yaml:2: rule 1: 'ask_share' goes with 'ask'",
+        ),
+        (
+            "rules:\n  - {user: a, reply: b}\n  - {user: '(x', reply: b}\n",
+            "bot.yaml:3: rule 2: 'user' is not a regular expression",
+        ),
+        ("rules:\n  - {user: a, reply: b, question: c}\n", "bot.yaml:2: rule 1: unknown key 'question'"),
+        ("rules:\n  - [a, b]\n", "bot.yaml:2: rule 1 must be a mapping"),
+        ("rules:\n  - {user: a, reply: b}\ndefault: yes\n", "bot.yaml:3: 'default' must be a non-empty text"),
+        ("rules: [\n", "bot.yaml:2: "),
+    ],
+)
+def test_a_bad_bot_file_is_one_line_with_its_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bot.yaml"
+    path.write_text(text)
+    with pytest.raises(BotError) as info:
+        load_bot(path)
+    assert str(info.value).startswith(f"{tmp_path}/{expected}"), str(info.value)
+
+
+def test_a_missing_bot_file_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert mock_main(["--bot", str(tmp_path / "nope.yaml")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [f"{ERROR_PREFIX}--bot {tmp_path / 'nope.yaml'}: no such file"]
+
+
+def test_the_mock_plays_the_bot_with_its_timings_and_faults(client: httpx.Client) -> None:
+    args = ("--bot", str(BOT_FILE), "--ttft", "const:30ms", "--itl", "const:1ms", "--chunks", "const:3")
+    with mock_in_thread(*args, "--fault", "http_429=50%", api_key=KEY) as m:
+        served = [turn(client, m.url, body_for("nlx", user("It's 58213"))) for _ in range(20)]
+        whole = [t for t in served if t.status == 200]
+        assert whole and {t.status for t in served} == {200, 429}  # faults are drawn as without a bot
+        for streamed in whole:
+            assert streamed.contents and "".join(streamed.contents) == "Thanks! Your order ships tomorrow."
+            assert len(streamed.contents) == 3 and streamed.first_content_s >= 0.03

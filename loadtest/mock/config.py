@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from loadtest.mock.bot import Bot, load_bot
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
 from loadtest.mock.dist import Distribution, parse_count_dist, parse_duration_dist
 from loadtest.mock.faults import ALIASES, FAULT_KINDS, FaultPlan, parse_faults
@@ -50,6 +51,8 @@ class MockConfig:
     max_conversations: int = DEFAULT_MAX_CONVERSATIONS
     # Streams served at once (None: no limit); the rest wait in a queue (see stream.Streamer).
     max_concurrent: int | None = None
+    # The rules of a bot that picks replies by the user's message (None: the mock's own text).
+    bot: Bot | None = None
 
     @property
     def openai_path(self) -> str:
@@ -153,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         "queue, in order of arrival, and their TTFT and chunk delays start when they are served "
         "(default: no limit)",
     )
+    parser.add_argument(
+        "--bot",
+        metavar="FILE",
+        help="play a bot: YAML rules that pick the reply by the user's last message and may ask back "
+        "(see loadtest/mock/bot.py; default: the mock's own text)",
+    )
     return parser
 
 
@@ -230,4 +239,5 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
         precise_timers=args.precise_timers,
         max_conversations=args.max_conversations,
         max_concurrent=args.max_concurrent,
+        bot=None if args.bot is None else load_bot(args.bot),
     )

@@ -129,7 +129,11 @@ class Streamer:
         """Stream the turn with its deadlines counted from `start` (the event loop's clock)."""
         state = self.state
         index = len(turns)
-        pieces = reply_pieces(self.config.seed, conversation_id, index, self.config.chunks)
+        config = self.config
+        if config.bot is not None:
+            pieces = config.bot.pieces(config.seed, conversation_id, index, config.chunks, messages)
+        else:
+            pieces = reply_pieces(config.seed, conversation_id, index, config.chunks)
         turns.append(Turn(orjson.dumps(messages), "".join(pieces), fault=fault))
         slot = (turns, index)  # where state.delivered() marks the turn
         pieces, deadlines = self._deadlines(start, pieces, fault)
