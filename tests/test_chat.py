@@ -22,6 +22,7 @@ from locust.event import Events
 from loadtest.chat import Reply
 from loadtest.errors import ConfigError
 from loadtest.plugin import NLXChatUser, plays
+from loadtest.report.turns import read_turns
 from loadtest.settings import Plays, from_options
 from tests import harness
 from tests.conftest import (
@@ -95,7 +96,7 @@ def test_a_flow_is_measured_reported_and_branches_on_the_reply_served(
     locustfile = tmp_path / "flows.py"
     run = flows(
         BranchingUser,
-        f"-f {locustfile} --host {mock.url} {NLX} -u 8 -r 8 --think-time 0 --stop-timeout 30",
+        f"-f {locustfile} --host {mock.url} {NLX} -u 8 -r 8 --think-time 0 --stop-timeout 30 --turn-log",
         until=counted("conversations_completed", 16),
     )
     assert run.exit_code == 0, run.output[-3000:]
@@ -104,9 +105,11 @@ def test_a_flow_is_measured_reported_and_branches_on_the_reply_served(
     assert support["counts"]["conversations_completed"] >= 16
     assert support["counts"]["turns_ok"] == summary["counts"]["turns_ok"] == mock.stats()["turns_completed"]
     assert set(summary["by_turn"]) == {"1", "2"}
-    # The pause of think() is in the conversation's time, and is no lateness.
+    # The pause of think() is in the conversation's time, and is no lateness (a busy machine may wake
+    # a greenlet a few ms late, never the 200 ms of the pause).
     assert support["conversation_ms"]["min"] >= 200
-    assert summary["counts"]["turns_late"] == 0
+    second_turns = [t for t in read_turns(run.latest("summary.json").resolve().parent) if t["turn"] == 2]
+    assert second_turns and max(t["late_us"] for t in second_turns) < 100_000
     # Each turn is one Locust request, named by its place in the conversation.
     stats = run.environment.runner.stats
     assert stats.get("turn 2", "CHAT").num_requests == summary["by_turn"]["2"]["counts"]["turns"]
