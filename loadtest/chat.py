@@ -115,14 +115,14 @@ class Chat:
         self._base_ns: int | None = None
         # The first turn's intended start: a conversation is timed from there.
         self._first_ns: int | None = None
-        self._open = False
+        self._entered = self._open = False
 
     def __enter__(self) -> Chat:
-        if self._open:
-            raise RuntimeError(f"conversation {self.name!r} is open already: open a new one")
+        if self._entered:
+            raise RuntimeError(f"conversation {self.name!r} was opened already: open a new one")
         lt = self.user.loadtest
         self._base_ns = lt.arrivals.take()
-        self._open = True
+        self._entered = self._open = True
         lt.recorder.conversation_started(self.name, self.conversation_id)
         return self
 
