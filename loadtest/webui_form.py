@@ -27,7 +27,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 
 from loadtest.errors import ConfigError, LoadtestError
 from loadtest.options import OPTIONS, Option
-from loadtest.settings import check_reachable, from_options
+from loadtest.settings import Plays, check_reachable, from_options
 
 logger = logging.getLogger("loadtest")
 
@@ -118,6 +118,7 @@ def checked_values(
     current_host: str | None,
     mock_url: str | None,
     running: bool,
+    plays: Plays | None = None,
 ) -> dict[str, Any]:
     """The options a start from the form runs with, by dest, once every setting they make is valid;
     ConfigError (one line, naming the fix) when one is not."""
@@ -136,7 +137,7 @@ def checked_values(
             "to test another host, restart locust with --host"
         )
     candidate = argparse.Namespace(**{**vars(options), **values})
-    settings = from_options(candidate, host, uses_mock=mock_url is not None)
+    settings = from_options(candidate, host, uses_mock=mock_url is not None, plays=plays or Plays())
     if mock_url is None and host != current_host:
         # As at start-up: a wrong host stops here with one line, not with every turn failing.
         check_reachable(host, settings.connect_timeout)
@@ -183,6 +184,8 @@ class StartForm:
                     current_host=environment.host,
                     mock_url=self.mock_url(),
                     running=running,
+                    # What the users play: a locustfile of flows only needs no conversations file.
+                    plays=getattr(getattr(environment, "loadtest", None), "plays", None),
                 )
             except LoadtestError as exc:
                 logger.error("loadtest: the test did not start: %s", exc)

@@ -19,6 +19,7 @@ from locust.event import Events
 from loadtest import webui_form
 from loadtest.errors import ConfigError
 from loadtest.options import MOCK_OPTIONS, NO_PROGRESS, OPTIONS, STAGES, THINK_TIME, THRESHOLD
+from loadtest.settings import Plays
 from tests.test_options import locust_parser
 
 MOCK_URL = "http://127.0.0.1:5999"
@@ -289,3 +290,15 @@ def test_a_start_stores_the_forms_values_for_the_run(locust_web_ui: Any) -> None
     assert options.read_timeout == 60.0
     assert options.turn_log is True and options.num_users == 1
     assert page_fields(client)["Think time"]["default_value"] == "0.5-1"  # "New" shows the last run's
+
+
+def test_a_locustfile_of_flows_only_starts_without_a_conversations_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default --report-dir is created here
+    options = parsed()
+    options.locustfile = str(tmp_path / "flows.py")  # no conversations.yaml beside it
+    body = form_body(webui_form.extra_options(options, {}))
+    with pytest.raises(ConfigError, match="conversations file not found"):
+        check(options, body)  # users that play the file need it
+    assert check(options, body, plays=Plays(scripts=False, flows=True))
