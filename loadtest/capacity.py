@@ -88,13 +88,18 @@ def parse_rate(value: Any) -> LoadRange | None:
     return None if value in (None, "") else parse_range(FLAGS[RATE], str(value), whole=False)
 
 
+_SECONDS = re.compile(r"^(\d+(?:\.\d+)?)s?$")
+
+
 def parse_step_seconds(flag: str) -> Any:
-    """A duration in Locust's forms (`60`, `60s`, `1m`, `1m30s`), in seconds."""
+    """A duration in Locust's forms (`60`, `60s`, `1m`, `1m30s`) or seconds with a fraction (`1.5s`),
+    in seconds."""
 
     def parse(value: Any) -> float:
         text = str(value).strip()
+        found = _SECONDS.match(text)
         try:
-            seconds = float(parse_timespan(text))
+            seconds = float(found.group(1)) if found else float(parse_timespan(text))
         except ValueError:
             raise ConfigError(f"{flag} {text!r} is not a duration: write seconds like 60s, or 2m") from None
         return seconds
