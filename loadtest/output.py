@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtest import thresholds, verdict
+from loadtest import capacity, goodput, thresholds, verdict
 from loadtest.advice import end_warnings
 from loadtest.health import HealthMonitor
 from loadtest.options import OPTIONS
@@ -39,7 +39,10 @@ class RunOutput:
         workers: int,
         options: Any = None,
         exit_code_on_error: int = verdict.EXIT_FAILED_TURNS.code,
+        capacity_section: dict[str, Any] | None = None,
     ) -> Summary:
+        """The run's summary, judged once: `capacity_section` is a capacity search's result, whose
+        thresholds are those of its answer's step (over the whole run they mix every load tried)."""
         metrics = self.recorder.metrics
         ended = datetime.now(UTC)
         section: RunInfo = {
@@ -82,12 +85,13 @@ class RunOutput:
         outcomes = thresholds.evaluate(settings.thresholds, summary)
         summary["thresholds"] = [o.to_json() for o in outcomes]
         summary["client_health"] = self.health.summary()
-        judgement = verdict.judge(
-            summary, strict_client=settings.strict_client, exit_code_on_error=exit_code_on_error
-        )
-        summary["verdict"] = judgement.verdict.value
-        summary["reasons"] = judgement.reasons
-        summary["exit_code"] = judgement.exit_code
+        summary["goodput"] = goodput.section(summary, settings.goodput.exprs)
+        if capacity_section is not None:
+            summary["capacity"] = capacity_section
+            at_answer = capacity.slo_outcomes(capacity_section)
+            if at_answer is not None:
+                summary["thresholds"] = at_answer
+        verdict.apply(summary, strict_client=settings.strict_client, exit_code_on_error=exit_code_on_error)
         summary["warnings"] = [*run.warnings, *end_warnings(summary, settings)]
         return summary
 

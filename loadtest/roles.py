@@ -22,7 +22,7 @@ import gevent
 import gevent.event
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import advice, capacity, conversation, goodput, progress, verdict
+from loadtest import advice, capacity, conversation, progress
 from loadtest.arrivals import ArrivalRate
 from loadtest.errors import LoadtestError
 from loadtest.handshake import FINAL_GRACE_S, MasterLink, WorkerLink
@@ -193,18 +193,8 @@ class Reporting:
             workers=self.count_workers(self.run),
             options=lt.environment.parsed_options,
             exit_code_on_error=exit_code_on_error,
+            capacity_section=None if self.search is None else self.search.section(),
         )
-        summary["goodput"] = dict(goodput.section(summary, settings.goodput.exprs))
-        if self.search is not None:
-            section = self.search.section()
-            summary["capacity"] = section
-            # The SLO is judged per step: the thresholds a search reports are those of its answer.
-            outcomes = capacity.slo_outcomes(section)
-            if outcomes is not None:
-                summary["thresholds"] = outcomes
-            verdict.apply(
-                summary, strict_client=settings.strict_client, exit_code_on_error=exit_code_on_error
-            )
         return summary
 
     def reset(self) -> None:
