@@ -7,11 +7,16 @@ into another, so Locust workers ship their data to the master without losing a s
 
 from __future__ import annotations
 
+import base64
+import ctypes
 import weakref
+import zlib
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from hdrh import codec
 from hdrh.histogram import HdrHistogram
 
 from loadtest import catalog
@@ -86,6 +91,52 @@ def acyclic(h: HdrHistogram) -> HdrHistogram:
     return h
 
 
+class _EncodeBuffer:
+    """One buffer for every histogram `encode` writes, grown to the largest asked for."""
+
+    def __init__(self) -> None:
+        self.buffer: ctypes.Array[ctypes.c_byte] | None = None
+
+    def at_least(self, size: int) -> ctypes.Array[ctypes.c_byte]:
+        if self.buffer is None or len(self.buffer) < size:
+            self.buffer = (ctypes.c_byte * size)()
+        return self.buffer
+
+
+_ENCODE_BUFFER = _EncodeBuffer()
+
+
+def encode(h: HdrHistogram) -> str:
+    """`h.encode()` (hdrh's V2 format, zlib-compressed, base64), through one buffer for every histogram.
+
+    hdrh writes each encoding into a ctypes array of a new type sized to the histogram's highest
+    value; ctypes types sit in reference cycles, which wait for the cycle collector that `--gc
+    auto|off` rest during a run, so a worker, which encodes its histograms every 3 s, kept a few KB
+    for each new size. This is hdrh's HdrHistogramEncoder.encode and HdrPayload.compress, step for
+    step, with the buffer made once.
+    """
+    payload = h.encoder.payload
+    counts_limit = h.get_counts_array_index(h.max_value) + 1 if h.total_count else 0
+    # At worst one byte more per counter than its word: what hdrh allows for.
+    varint_room = counts_limit * (payload.word_size + 1)
+    buffer = _ENCODE_BUFFER.at_least(codec.payload_header_size + varint_room)
+    start = ctypes.addressof(buffer)
+    varint_len = codec.encode(  # pyhdrh's, which hdrh's codec imports
+        ctypes.addressof(payload.counts),
+        counts_limit,
+        payload.word_size,
+        start + codec.payload_header_size,
+        varint_room,
+    )
+    payload.payload.payload_len = varint_len
+    ctypes.memmove(start, ctypes.addressof(payload.payload), codec.payload_header_size)
+    compressed = zlib.compress(ctypes.string_at(start, codec.payload_header_size + varint_len))
+    header = h.encoder.header
+    header.length = len(compressed)
+    wrapped = ctypes.string_at(ctypes.addressof(header), codec.ext_header_size) + compressed
+    return base64.b64encode(wrapped).decode("ascii")
+
+
 # Recorded values wait, counted by value, until this many distinct ones are pending or the
 # histogram is read: a dict update costs a tenth of an HDR record, and latencies repeat.
 PENDING_VALUES = 512
@@ -146,8 +197,7 @@ class Histogram:
         self.merge(_wrap(acyclic(HdrHistogram.decode(encoded))))
 
     def encode(self) -> str:
-        blob = self.hdr.encode()
-        return blob.decode("ascii") if isinstance(blob, bytes) else str(blob)
+        return encode(self.hdr)
 
     def value_at_percentile_us(self, percentile: float) -> int:
         return int(self.hdr.get_value_at_percentile(percentile))
@@ -188,6 +238,40 @@ class Histogram:
         return out
 
 
+# An interval's figures, in one array of integers: its INTERVAL_COUNTS, then for each of
+# INTERVAL_METRICS its count, its INTERVAL_STATS percentiles and its maximum, in µs.
+FIGURES_PER_METRIC = 2 + len(INTERVAL_STATS)
+
+
+def interval_figures(hist: Histogram | None) -> list[int]:
+    """Count, INTERVAL_STATS percentiles and maximum (µs) of one interval's histogram; zeros if empty."""
+    if hist is None or hist.count == 0:
+        return [0] * FIGURES_PER_METRIC
+    values = [hist.value_at_percentile_us(pct) for _, pct in INTERVAL_STATS]
+    return [hist.count, *values, hist.value_at_percentile_us(100.0)]
+
+
+def interval_point(figures: array[int]) -> dict[str, Any]:
+    """An interval's figures as a point of the time series: its counts and each metric's statistics
+    in milliseconds (None when the interval has no value)."""
+    point: dict[str, Any] = {name: figures[i] for i, name in enumerate(INTERVAL_COUNTS)}
+    offset = len(INTERVAL_COUNTS)
+    for name in INTERVAL_METRICS:
+        count, *values, top = figures[offset : offset + FIGURES_PER_METRIC]
+        offset += FIGURES_PER_METRIC
+        stats: dict[str, Any] = {"count": count}
+        for (key, _), value in zip(INTERVAL_STATS, values, strict=True):
+            stats[key] = _ms(value) if count else None
+        stats["max"] = _ms(top) if count else None
+        point[f"{name}_ms"] = stats
+    return point
+
+
+def _start_of(key: str) -> int:
+    """The interval start of a key such as `ttft@1764547200`."""
+    return int(key.rpartition("@")[2])
+
+
 def _known(name: str) -> str:
     # A counter missing from the registry would be counted and then left out of summary.json.
     if name not in catalog.COUNTER_KEYS:
@@ -223,8 +307,9 @@ class Metrics:
     # The first example of each failure kind in each scope value: `assertion{scenario=booking}`.
     examples: dict[str, str] = field(default_factory=dict)
     fingerprints: set[str] = field(default_factory=set)
-    # Time-series intervals whose histograms were replaced by their statistics (see settle_intervals).
-    settled: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Time-series intervals whose histograms and counters were replaced by their figures (see
+    # settle_intervals), by start.
+    settled: dict[int, array[int]] = field(default_factory=dict)
 
     def hist(self, key: str) -> Histogram:
         found = self.histograms.get(key)
@@ -305,7 +390,7 @@ class Metrics:
     def merge_data(self, data: dict[str, Any]) -> None:
         """Add what another process drained; counts add up and histograms merge losslessly."""
         for name, encoded in data.get("histograms", {}).items():
-            if "@" in name and int(name.rpartition("@")[2]) in self.settled:
+            if "@" in name and _start_of(name) in self.settled:
                 continue  # too late for a settled interval of the time series; the totals have it
             self.hist(name).merge_encoded(encoded)
         self.counts.update(data.get("counts", {}))
@@ -330,46 +415,51 @@ class Metrics:
         return sorted(found, key=int) if scope == "turn" else found
 
     def settle_intervals(self, before: int) -> None:
-        """Replace the histograms of the intervals that started before `before` by their statistics.
+        """Replace the histograms and counters of the intervals that started before `before` by their
+        figures (`interval_figures`).
 
-        An HDR histogram of this range costs about 190 KiB and a run has one per metric every 5 s:
-        keeping them all would grow the master's memory by MiBs a minute. An interval is settled once
-        every worker's data for it has arrived (they report every few seconds)."""
-        for key in [k for k in self.histograms if "@" in k]:
-            name, _, start = key.rpartition("@")
-            if int(start) < before:
-                stats = self._interval_stats(self.histograms.pop(key))
-                self.settled.setdefault(int(start), {})[f"{name}_ms"] = stats
+        An HDR histogram of this range costs about 190 KiB and a run has one per metric every 5 s: kept,
+        they would grow the master's memory by MiBs a minute. A run keeps every interval's figures to
+        its end, so they are one array of integers, about 250 bytes (3 KB a minute; as dicts of
+        statistics and counters they would be 1,400 bytes). An interval is settled once every worker's
+        data for it has arrived (they report every few seconds); counts that arrive later still add
+        to it."""
+        starts = {_start_of(k) for k in self.histograms if "@" in k}
+        starts.update(
+            _start_of(k) for k in self.counts if "@" in k and k.partition("@")[0] in INTERVAL_COUNTS
+        )
+        for start in sorted(starts):
+            if start < before:
+                self.settled[start] = self._figures(start)
+                for name in INTERVAL_METRICS:
+                    self.histograms.pop(at(name, start), None)
+                for name in INTERVAL_COUNTS:
+                    self.counts.pop(at(name, start), None)
+
+    def _figures(self, start: int) -> array[int]:
+        """The figures of the interval starting at `start`: settled, plus counts that came since."""
+        counts = [int(self.counts.get(at(name, start), 0)) for name in INTERVAL_COUNTS]
+        settled = self.settled.get(start)
+        if settled is not None:
+            figures = array("q", settled)
+            for i, count in enumerate(counts):
+                figures[i] += count
+            return figures
+        for name in INTERVAL_METRICS:
+            counts += interval_figures(self.histograms.get(at(name, start)))
+        return array("q", counts)
 
     def summary_timeline(self, users: dict[int, int] | None = None) -> dict[str, Any]:
         """Per-interval percentiles and counts, every interval from the first to the last."""
         users = users or {}
-        starts = {int(k.rpartition("@")[2]) for k in (*self.histograms, *self.counts) if "@" in k}
+        starts = {_start_of(k) for k in (*self.histograms, *self.counts) if "@" in k}
         starts.update(self.settled)
         starts.update(users)
         points = []
         if starts:
             for t in range(min(starts), max(starts) + INTERVAL_S, INTERVAL_S):
-                point: dict[str, Any] = {"t": t, "users": users.get(t)}
-                for name in INTERVAL_COUNTS:
-                    point[name] = int(self.counts.get(at(name, t), 0))
-                settled = self.settled.get(t, {})
-                for name in INTERVAL_METRICS:
-                    key = f"{name}_ms"
-                    live = self.histograms.get(at(name, t))
-                    point[key] = settled[key] if key in settled else self._interval_stats(live)
-                points.append(point)
+                points.append({"t": t, "users": users.get(t), **interval_point(self._figures(t))})
         return {"interval_s": INTERVAL_S, "points": points}
-
-    @staticmethod
-    def _interval_stats(hist: Histogram | None) -> dict[str, Any]:
-        if hist is None or hist.count == 0:
-            return {"count": 0, **{k: None for k, _ in INTERVAL_STATS}, "max": None}
-        out: dict[str, Any] = {"count": hist.count}
-        for key, pct in INTERVAL_STATS:
-            out[key] = _ms(hist.value_at_percentile_us(pct))
-        out["max"] = _ms(hist.value_at_percentile_us(100.0))
-        return out
 
     def _examples_in(self, scope: str, value: str) -> dict[str, str]:
         """The first example of each failure kind within one scope value."""
