@@ -174,10 +174,17 @@ class MasterLink:
     def _on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
         if REPORT_KEY in data:
             self.run.workers.add(client_id)
+            self._back(client_id)
         self._merge(data, client_id)
 
     def _on_final_message(self, environment: Any, msg: Any, **_: Any) -> None:
         self._merge(msg.data, msg.node_id)
         self.run.workers.add(msg.node_id)
-        if msg.node_id not in self.run.workers_lost:
-            self.run.workers_final.add(msg.node_id)
+        self._back(msg.node_id)
+        self.run.workers_final.add(msg.node_id)
+
+    def _back(self, worker: str) -> None:
+        # A worker Locust marked missing (a busy machine can hold a heartbeat back for seconds) that
+        # reports again lost nothing: Locust takes it back as it was, its data included.
+        if self.run.workers_lost.pop(worker, None) is not None:
+            logger.info("loadtest: worker %s is back: nothing of its data is lost", worker)

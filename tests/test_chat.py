@@ -33,6 +33,7 @@ from tests.conftest import (
     LocustRun,
     Mock,
     background,
+    free_port,
     locust_env,
     start_background_mock,
     start_locust,
@@ -367,7 +368,9 @@ def mixed_processes_run(folder: Path) -> Finish:
     locustfile.write_text(MIXED_LOCUSTFILE)
     (folder / "conversations.yaml").write_text(MIXED_CONVERSATIONS)
     mock = start_background_mock("--bot", str(BOT), *FAST)
-    args = f"--processes 2 -u 4 -r 4 -t 3s --think-time 0 --stop-timeout 30 --host {mock.url} {NLX}"
+    port = free_port()  # not Locust's 5557: other runs of the session have masters too
+    args = f"--processes 2 --master-bind-port {port} --master-port {port} -u 4 -r 4 -t 3s --think-time 0"
+    args += f" --stop-timeout 30 --host {mock.url} {NLX}"
     run = start_locust(shlex.split(args), folder, env=locust_env(NLX_API_KEY=TEST_KEY), locustfile=locustfile)
 
     def finish() -> MixedRun:

@@ -114,7 +114,9 @@ def test_master_and_two_workers_merge_histograms_exactly(
 @background
 def processes_run(folder: Path) -> Finish:
     """`--processes 2` against the built-in mock: the master starts it, its workers use it."""
-    args = ["--processes", "2", "-u", "4", "-r", "4", "-t", "3s", "--think-time", "0", "--stop-timeout", "30"]
+    port = str(free_port())  # not Locust's 5557: other runs of the session have masters too
+    args = ["--processes", "2", "--master-bind-port", port, "--master-port", port]
+    args += ["-u", "4", "-r", "4", "-t", "3s", "--think-time", "0", "--stop-timeout", "30"]
     return start_locust([*args, "--mock-options", " ".join(FAST)], folder, env=locust_env())
 
 

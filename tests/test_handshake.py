@@ -173,3 +173,22 @@ def test_a_worker_locust_marks_missing_is_lost_and_not_waited_for(caplog: pytest
     master.peers.remove(workers[0][0])  # a worker that sent its final data and quit is not lost
     link.note_lost_workers()
     assert set(run.workers_lost) == {"w1"}
+
+
+def test_a_missing_worker_that_reports_again_is_back_and_lost_nothing() -> None:
+    master, link, _, workers = connect(2)
+    run = Run()
+    link.begin(run, uses_mock=False)
+    try:
+        node = workers[1][0]
+        node.state = STATE_MISSING  # a heartbeat held back by a busy machine
+        link.note_lost_workers()
+        assert set(run.workers_lost) == {"w1"}
+        node.state = STATE_RUNNING  # Locust: "self-healed with heartbeat"
+        node.periodic_report(master)
+        assert run.workers_lost == {}
+        workers[0][1].send_final()
+        workers[1][1].send_final()
+        assert not run.workers_without_final and run.workers_final == {"w0", "w1"}
+    finally:
+        link.collect(stop_timeout=0)
