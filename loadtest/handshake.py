@@ -44,28 +44,33 @@ def _ship(recorder: TurnRecorder, health: HealthMonitor) -> dict[str, Any]:
 class WorkerLink:
     """The worker's side: ships data with each report and at the end, takes the run's identity."""
 
-    def __init__(
-        self,
-        runner: Any,
-        recorder: TurnRecorder,
-        health: HealthMonitor,
-    ) -> None:
-        self.runner = runner
+    def __init__(self, environment: Any, recorder: TurnRecorder, health: HealthMonitor) -> None:
+        # The environment, not its runner: a worker that joins a running test gets its first spawn
+        # message (and so test_start) while Locust is still building its runner.
+        self.environment = environment
         self.recorder = recorder
         self.health = health
-        runner.register_message(RESET_MESSAGE, self._on_reset_message)
-        runner.environment.events.report_to_master.add_listener(self._on_report)
+        self.registered = False
+        environment.events.report_to_master.add_listener(self._on_report)
+        self.register()
+
+    def register(self) -> None:
+        """Listen for the master's messages, once the runner exists."""
+        runner = self.environment.runner
+        if runner is not None and not self.registered:
+            runner.register_message(RESET_MESSAGE, self._on_reset_message)
+            self.registered = True
 
     def send_final(self) -> None:
         """Users are stopped by now: everything this worker measured goes to the master."""
-        self.runner.send_message(FINAL_MESSAGE, _ship(self.recorder, self.health))
+        self.environment.runner.send_message(FINAL_MESSAGE, _ship(self.recorder, self.health))
 
     def _on_report(self, client_id: str, data: dict[str, Any]) -> None:
         data.update(_ship(self.recorder, self.health))
 
     def run_config(self) -> dict[str, Any]:
         """The run's identity, as the master's last spawn message brought it."""
-        options = self.runner.environment.parsed_options
+        options = self.environment.parsed_options
         return dict(getattr(options, RUN_OPTION, None) or {})
 
     def _on_reset_message(self, environment: Any, msg: Any, **_: Any) -> None:

@@ -108,7 +108,8 @@ class Loadtest:
 
     def on_init(self, environment: Any, runner: Any = None, **_: Any) -> None:
         if self.role is not None:
-            return  # started already: see on_test_start
+            self.role.on_init_again()  # started already: see on_test_start
+            return
         self.environment = environment
         environment.loadtest = self
         self.plays = plays(environment.user_classes)

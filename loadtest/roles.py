@@ -265,6 +265,9 @@ class Role:
         """At start-up: the mock if needed, and every option checked."""
         self.lt.prepare()
 
+    def on_init_again(self) -> None:
+        """Locust's init event, for a process whose test started before it (a late worker)."""
+
     def load_conversations(self) -> None:
         """Read the conversations file once, off the event loop (heartbeats go on while a large file
         parses). A process that sends nothing keeps only its outline: names and sizes."""
@@ -439,7 +442,7 @@ class WorkerRole(Role):
     def __init__(self, lt: Loadtest) -> None:
         super().__init__(lt)
         self.generation = Generation(lt)
-        self.link = WorkerLink(lt.runner, lt.recorder, lt.health)
+        self.link = WorkerLink(lt.environment, lt.recorder, lt.health)
         # The processes sharing the load of the current test.
         self.processes = 1
         lt.runner.register_message(RATE_MESSAGE, self._on_rate_message)
@@ -456,6 +459,9 @@ class WorkerRole(Role):
             self.load_conversations()
         except LoadtestError as exc:
             logger.debug("loadtest: conversations not read before the test: %s", exc)
+
+    def on_init_again(self) -> None:
+        self.link.register()
 
     def load_conversations(self) -> None:
         # Users that only play flows of their own need no file, unless --conversations names one.
@@ -499,7 +505,10 @@ def locust_users(environment: Any) -> int | None:
 
 
 def role_for(lt: Loadtest, runner: Any) -> Role:
-    if isinstance(runner, WorkerRunner):
+    # No runner yet: a worker whose first test starts while Locust builds its runner (see WorkerLink).
+    if isinstance(runner, WorkerRunner) or (
+        runner is None and getattr(lt.environment.parsed_options, "worker", False)
+    ):
         return WorkerRole(lt)
     if isinstance(runner, MasterRunner):
         return MasterRole(lt)

@@ -268,6 +268,7 @@ def test_a_worker_killed_mid_run_loses_no_data_and_the_run_is_incomplete(
     assert (run.returncode, summary["verdict"], summary["exit_code"]) == (5, "incomplete", 5), run.stderr[
         -3000:
     ]
+    assert len(summary["run"]["workers_lost"]) == 1, (summary["run"]["workers_lost"], run.stderr[-4000:])
     [lost] = summary["run"]["workers_lost"]
     assert lost["lost_after_s"] > 0
     [reason] = summary["reasons"]

@@ -29,6 +29,7 @@ class Msg:
 class Env:
     events: Events = field(default_factory=Events)
     parsed_options: Any = field(default_factory=argparse.Namespace)
+    runner: Any = None
 
 
 @dataclass
@@ -91,7 +92,8 @@ def connect(
         node = Node(f"w{i}")
         node.peers, master.peers = [master], [*master.peers, node]
         recorder = TurnRecorder()
-        link = WorkerLink(node, recorder, HealthMonitor())
+        node.environment.runner = node
+        link = WorkerLink(node.environment, recorder, HealthMonitor())
         workers.append((node, link, recorder))
     return master, master_link, master_recorder, workers
 
@@ -192,3 +194,14 @@ def test_a_missing_worker_that_reports_again_is_back_and_lost_nothing() -> None:
         assert not run.workers_without_final and run.workers_final == {"w0", "w1"}
     finally:
         link.collect(stop_timeout=0)
+
+
+def test_a_worker_whose_test_starts_before_its_runner_exists_registers_later() -> None:
+    master, _, _, _ = connect(0)
+    node = Node("late")
+    node.peers, master.peers = [master], [node]
+    link = WorkerLink(node.environment, TurnRecorder(), HealthMonitor())  # no runner yet
+    assert not link.registered and node.handlers == {}
+    node.environment.runner = node
+    link.register()  # at Locust's init event
+    assert link.registered and set(node.handlers) == {"loadtest_reset"}
