@@ -268,11 +268,12 @@ def test_a_worker_killed_mid_run_loses_no_data_and_the_run_is_incomplete(
     assert (run.returncode, summary["verdict"], summary["exit_code"]) == (5, "incomplete", 5), run.stderr[
         -3000:
     ]
-    assert len(summary["run"]["workers_lost"]) == 1, (summary["run"]["workers_lost"], run.stderr[-4000:])
-    [lost] = summary["run"]["workers_lost"]
-    assert lost["lost_after_s"] > 0
+    # The killed worker is lost; on a busy machine Locust may also mark a live one missing for a while
+    # (a heartbeat held back): it is back once it reports again, but a late one can still be listed.
+    lost = summary["run"]["workers_lost"]
+    assert 1 <= len(lost) <= 2 and all(entry["lost_after_s"] > 0 for entry in lost), lost
     [reason] = summary["reasons"]
-    assert reason["kind"] == "workers_lost" and lost["id"] in reason["text"]
+    assert reason["kind"] == "workers_lost" and all(entry["id"] in reason["text"] for entry in lost)
     # Every turn of the workers that lived is counted, and what the killed one reported before it died.
     survivors = sum(n for pid, n in logged.items() if pid != lost_worker_run.killed)
     assert survivors <= summary["counts"]["turns"] <= survivors + logged.get(lost_worker_run.killed, 0)
