@@ -74,15 +74,8 @@ demo: $(STAMP)
 	$(BIN)/locust -f locustfiles/chat.py --headless -u 20 -r 10 -t 30s --think-time 0.5-1.5 --stop-timeout 10 \
 		--only-summary --mock-options "--ttft lognormal:250ms:0.3 --itl uniform:10ms:40ms"
 
-# The suite in two halves at once (whole files, balanced by tests/durations.json) on a 2-core machine,
-# then the timing tests alone, on a machine as quiet as it gets. Every part runs; any failure fails.
-PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 test: $(TEST_STAMP)
-	$(PYTEST) -m "not timing" --shard 1/2 & first=$$!; \
-	$(PYTEST) -m "not timing" --shard 2/2; second=$$?; \
-	wait $$first; first=$$?; \
-	$(PYTEST) -m timing; timing=$$?; \
-	test $$first -eq 0 && test $$second -eq 0 && test $$timing -eq 0
+	$(BIN)/python -m pytest -q
 	$(smoke_on_newest)
 
 # When this machine has a Python newer (major.minor) than .venv's, a smoke test on it, in a venv of its

@@ -232,37 +232,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             _STARTED[name] = _start_background(name)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--shard",
-        default=None,
-        metavar="I/N",
-        help="run the I-th of N parts of the suite, whole test files balanced by tests/durations.json "
-        "(make test runs two at once on a 2-core machine)",
-    )
-
-
-def shard_files(files: list[str], parts: int) -> list[list[str]]:
-    """Test files in `parts` groups of about equal time: the longest first, each to the group with the
-    least so far (tests/durations.json: seconds per file from a full run; an unknown file counts 1 s)."""
-    cost: dict[str, float] = orjson.loads((ROOT / "tests" / "durations.json").read_bytes())
-    groups: list[list[str]] = [[] for _ in range(parts)]
-    totals = [0.0] * parts
-    for name in sorted(files, key=lambda f: (-cost.get(f, 1.0), f)):
-        least = totals.index(min(totals))
-        groups[least].append(name)
-        totals[least] += cost.get(name, 1.0)
-    return groups
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    shard = config.getoption("--shard")
-    if shard:
-        index, parts = (int(x) for x in shard.split("/"))
-        files = sorted({item.path.name for item in items})
-        keep = set(shard_files(files, parts)[index - 1])
-        items[:] = [item for item in items if item.path.name in keep]
-
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The readers of background runs come after the other tests, so their runs have had all that time
     # to end; timing tests run last, once every background run has ended: on a machine as quiet as it
     # gets.
