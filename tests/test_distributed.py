@@ -244,7 +244,7 @@ class LostWorkerRun:
 def lost_worker_run(folder: Path) -> Finish:
     """Two workers; once turns flow, one is killed with SIGKILL and a third joins the run."""
     mock = start_background_mock(*FAST)
-    cluster = _cluster(folder, mock.url, workers=2, run_time="9s")
+    cluster = _cluster(folder, mock.url, workers=2, run_time="12s")
     killed = cluster.workers[0]
     # Once turns flow: kill the first worker, and start another in its place (it becomes the late one).
     late_command = shlex.join(cluster.worker_command())
