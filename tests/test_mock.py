@@ -287,6 +287,15 @@ def test_stream_has_role_chunk_content_chunks_finish_and_done(
     assert last["choices"][0]["delta"] == {} and last["choices"][0]["finish_reason"] == "stop"
 
 
+def test_chunks_const_0_is_an_empty_reply(client: httpx.Client) -> None:
+    with mock_in_thread("--ttft", "const:1ms", "--chunks", "const:0", api_key=KEY) as empty:
+        result = turn(client, empty.url, body_for("nlx:empty-1"))
+    assert result.status == 200 and result.events[-1] == b"[DONE]"
+    first, last = result.chunks  # the role chunk and the finish: no content at all
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert last["choices"][0]["finish_reason"] == "stop"
+
+
 def test_an_http_10_client_gets_the_stream_unframed_to_the_close(mock: ThreadedMock) -> None:
     host, port = mock.base.removeprefix("http://").split(":")
     body = orjson.dumps(body_for("nlx:http10"))

@@ -88,6 +88,9 @@ def reply_pieces(seed: int, conversation_id: str, turn: int, chunks: Distributio
     """The reply for one turn, already split into a `chunks`-sampled number of pieces."""
     # An integer seed: seeding from a string hashes it with SHA-512.
     rng = random.Random(zlib.crc32(f"{seed}:{conversation_id}:{turn}:split".encode("utf-8", "surrogatepass")))
-    count = chunks.sample_count(rng)
+    # `--chunks const:0` is an empty reply (role, finish and [DONE] only): the client's `no_content`.
+    count = max(0, round(chunks.sample(rng)))
+    if count == 0:
+        return []
     text, after_spaces = _pooled(seed, _pool_index(conversation_id, turn), max(count, _MIN_DRAWN_WORDS))
     return split_text(text, count, rng, after_spaces)
