@@ -120,7 +120,7 @@ class Reporting:
             logger.warning("loadtest: %s", warning)
         # Also for the web UI's LOGS tab, which refreshes only while a test runs.
         logger.info("loadtest: run %s writes its output to %s", run.id, settings.report_dir / run.id)
-        self.watchers = [UserSampler(run, lambda: int(lt.runner.user_count or 0), lt.recorder)]
+        self.watchers = [UserSampler(run, self.user_count, lt.recorder)]
         if settings.threshold_abort and settings.thresholds:
             self.watchers.append(
                 ThresholdWatcher(
@@ -130,8 +130,7 @@ class Reporting:
         if settings.fail_fast:
             self.watchers.append(RefusalWatcher(run, lambda: lt.recorder.metrics, settings.api, self._abort))
         if settings.headless and settings.progress:
-            users = lambda: int(lt.runner.user_count or 0)  # noqa: E731
-            snapshots = progress.snapshots(lt.recorder, lt.health, run, users)
+            snapshots = progress.snapshots(lt.recorder, lt.health, run, self.user_count)
             self.watchers.append(progress.ProgressLine(snapshots, sys.stderr))
         self.search = self._search(run, settings)
         if self.search is not None:
@@ -162,7 +161,7 @@ class Reporting:
             settings.thresholds,
             lambda: (lt.recorder.metrics, lt.health),
             users=users or 0,
-            user_count=lambda: int(lt.runner.user_count or 0),
+            user_count=self.user_count,
             control=self.control,
         )
         shape.begin(search)
@@ -184,7 +183,7 @@ class Reporting:
         exit_code_on_error = int(
             getattr(lt.environment.parsed_options, "exit_code_on_error", None) or EXIT_FAILED_TURNS.code
         )
-        summary = self.output.summary(
+        return self.output.summary(
             self.run,
             settings,
             host=lt.environment.host,
@@ -195,7 +194,10 @@ class Reporting:
             exit_code_on_error=exit_code_on_error,
             capacity_section=None if self.search is None else self.search.section(),
         )
-        return summary
+
+    def user_count(self) -> int:
+        """Users running now (all workers' on a master)."""
+        return int(self.lt.runner.user_count or 0)
 
     def reset(self) -> None:
         """Locust's RESET: the figures start afresh, and the summary says when."""
