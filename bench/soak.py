@@ -34,16 +34,16 @@ FAULTS = "http_500=2%,http_429=2%,truncate=1%,stall=0.5%,bad_json=0.5%,error_eve
 MOCK_MAX_CONVERSATIONS = 1000
 MB = 1_000_000
 
-# Allowed growth in MB a minute, and why: what a run must keep for its whole length.
-#   Locust, on the process that holds the statistics: requests and failures per second of each
-#   request name and of the total (about 35 KB a minute at this soak's 5 names), and one point of
-#   its charts' history every 5 s (7 KB a minute); loadtest's time series, one point of 340 bytes
-#   every 5 s (4 KB a minute). About 0.05 MB a minute, and as much again for the allocator's noise
-#   over 25 minutes of samples.
+# Allowed growth in MB a minute, and why: what a run must keep to its end, and as much again for the
+# allocator's noise over 25 minutes of samples.
+#   The local process and the master hold the statistics. Locust keeps the requests and failures of
+#   every second for each request name and the total (77 bytes each: about 45 KB a minute here) and a
+#   point of its charts every 5 s (1 KB: 12 KB a minute); loadtest keeps a point of its time series
+#   every 5 s (340 bytes with the users: 4 KB a minute). About 0.06 MB a minute.
 #   The worker ships its figures every 3 s and keeps none of them.
 #   The mock keeps at most MOCK_MAX_CONVERSATIONS conversations; with its garbage collector off, a
 #   closed connection leaves about a kilobyte (asyncio's transport and socket hold each other), and
-#   the faults close 2-3 % of connections here: about 0.05 MB a minute.
+#   the faults close 50-100 connections a minute here: under 0.1 MB a minute.
 BOUNDS = {"local": 0.10, "master": 0.10, "worker": 0.05, "mock": 0.10}
 
 
@@ -165,13 +165,13 @@ def sample_until_done(
 ) -> None:
     """Sample and print every process's memory every `every_s` until both runs have ended."""
     start = time.monotonic()
-    print(f"{'minute':>8}" + "".join(f"{name + ' MiB':>12}" for name in watched))
+    print(f"{'minute':>8}" + "".join(f"{name + ' MB':>12}" for name in watched))
     while local.poll() is None or master.poll() is None:
         find_pids(local, master, watched)
         elapsed = time.monotonic() - start
         rss = [w.sample(elapsed) for w in watched.values()]
         print(
-            f"{elapsed / 60:>8.1f}" + "".join(f"{r / 2**20:>12.1f}" if r else f"{'-':>12}" for r in rss),
+            f"{elapsed / 60:>8.1f}" + "".join(f"{r / MB:>12.1f}" if r else f"{'-':>12}" for r in rss),
             flush=True,
         )
         next_sample = start + elapsed + every_s
