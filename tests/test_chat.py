@@ -391,8 +391,12 @@ def served_conversations(mock: Mock) -> list[dict[str, Any]]:
 
 def test_flows_and_scenarios_mix_across_worker_processes(mixed_processes_run: MixedRun) -> None:
     run = mixed_processes_run
-    assert run.returncode == 0, run.output[-3000:]
     summary = run.summary()
+    # On a loaded machine Locust can mark a worker missing at the end of so short a run, which the run
+    # reports as incomplete (exit 5, a known race, see the README's reliability notes); anything else
+    # is a failure of the mix.
+    reasons = {reason["kind"] for reason in summary["reasons"]}
+    assert run.returncode == 0 or (run.returncode == 5 and reasons == {"workers_lost"}), run.output[-3000:]
     assert summary["run"]["workers"] == 2
     assert summary["counts"]["turns_failed"] == 0  # every answer to "order number" got "ships"
     for name in ("order_flow", "order_yaml"):
