@@ -287,6 +287,14 @@ def test_stream_has_role_chunk_content_chunks_finish_and_done(
     assert last["choices"][0]["delta"] == {} and last["choices"][0]["finish_reason"] == "stop"
 
 
+def test_max_conversations_bounds_a_real_mock(client: httpx.Client) -> None:
+    with mock_in_thread("--max-conversations", "2", *QUICK, api_key=KEY) as bounded:
+        for n in range(3):
+            assert turn(client, bounded.url, body_for(f"nlx:bounded-{n}")).status == 200
+        stats = bounded.stats()
+    assert (stats["conversations"], stats["evicted"]) == (2, 1)
+
+
 def test_chunks_const_0_is_an_empty_reply(client: httpx.Client) -> None:
     with mock_in_thread("--ttft", "const:1ms", "--chunks", "const:0", api_key=KEY) as empty:
         result = turn(client, empty.url, body_for("nlx:empty-1"))

@@ -45,6 +45,7 @@ def create_app(config: MockConfig, state: MockState | None = None) -> web.Applic
     """The aiohttp application; `app[STATE_KEY]` is its MockState."""
     state = state if state is not None else MockState()
     state.fault_kinds = tuple(config.faults.rates)
+    state.max_conversations = config.max_conversations
     chat = ChatRoutes(config, state)
     mock = StateRoutes(state)
     app = web.Application(client_max_size=_MAX_BODY)
