@@ -1079,3 +1079,30 @@ def test_the_mock_plays_the_bot_with_its_timings_and_faults(client: httpx.Client
         for streamed in whole:
             assert streamed.contents and "".join(streamed.contents) == "Thanks! Your order ships tomorrow."
             assert len(streamed.contents) == 3 and streamed.first_content_s >= 0.03
+
+
+def test_the_mock_dies_with_the_process_that_started_it() -> None:
+    # A parent killed with SIGKILL runs none of its own clean-up: the mock must not stay behind.
+    code = (
+        "import sys; from loadtest.mock.launch import start_mock; "
+        "m = start_mock([]); print(m.process.pid, flush=True); sys.stdin.read()"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, NLX_API_KEY=KEY),
+    )  # fmt: skip
+    assert parent.stdout is not None
+    mock_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{mock_pid}").exists() and _state(mock_pid) != "Z":
+        assert time.monotonic() < deadline, "the mock outlived the process that started it"
+        time.sleep(0.05)  # between looks at /proc
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "gone"

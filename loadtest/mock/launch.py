@@ -10,6 +10,7 @@ loopback asks for more, since its workers may be on other machines (`for_workers
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
@@ -92,6 +93,9 @@ class MockProcess:
             self.process.stdout.close()
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def start_mock(
     args: Sequence[str] | str = (),
     *,
@@ -114,6 +118,7 @@ def start_mock(
         stdin=subprocess.DEVNULL,
         text=True,
         env=dict(os.environ if env is None else env),
+        preexec_fn=_die_with_parent,
     )
     assert process.stdout is not None and process.stderr is not None
     line = process.stdout.readline()
@@ -156,3 +161,13 @@ def _start_failure(process: subprocess.Popen[str], line: str) -> LoadtestError:
     sys.stderr.write(err)
     said = f": {line.strip()}" if line.strip() else ""
     return LoadtestError(f"the mock server did not start (exit code {process.returncode}){said}")
+
+
+def _die_with_parent() -> None:
+    """In the mock's process before it starts: on Linux, end it with SIGTERM when the process that
+    started it dies, however it dies (SIGKILL included), so the mock never outlives its run."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the run's own stop ends the mock
