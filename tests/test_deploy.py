@@ -19,11 +19,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import orjson
 import pytest
 import yaml
-from hdrh.histogram import HdrHistogram
 
-from loadtest.metrics import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
-from loadtest.report.turns import read_turns
 from tests.conftest import (
     FAST,
     TEST_KEY,
@@ -36,6 +33,7 @@ from tests.conftest import (
     wait_locust,
 )
 from tests.harness import ROOT
+from tests.test_distributed import assert_merged_exactly
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -373,18 +371,4 @@ def test_the_image_command_with_several_workers_merges_exactly(
     run_dir = (run.report_dir / "latest").resolve()
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
     assert summary["run"]["workers"] == WORKERS and summary["run"]["mock"] is False
-    counts = summary["counts"]
-    assert counts["turns"] == counts["turns_ok"] == served["turns"] > 0
-    assert counts["chunks"] == served["chunks"] and counts["chars"] == served["chars"]
-    turns = read_turns(run_dir)
-    assert len({path.name for path in run_dir.glob("turns-*.jsonl")}) == WORKERS
-    assert len(turns) == counts["turns"]
-    for key, field in (("ttft_ms", "ttft_us"), ("turn_ms", "latency_us")):
-        merged = summary["metrics"][key]
-        reference = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
-        for turn in turns:
-            reference.record_value(turn[field])
-        assert merged["count"] == reference.get_total_count() == served["turns"]
-        for stat, pct in (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9)):
-            assert merged[stat] == round(reference.get_value_at_percentile(pct) / 1000, 3), (key, stat)
-        assert merged["max"] == round(reference.get_max_value() / 1000, 3)
+    assert_merged_exactly(summary, run_dir, served, processes=WORKERS)

@@ -77,6 +77,29 @@ def workers_run(folder: Path) -> Finish:
     return finish
 
 
+def assert_merged_exactly(
+    summary: dict[str, Any], run_dir: Path, served: dict[str, Any], processes: int
+) -> list[dict[str, Any]]:
+    """The merged counts are what the mock served, and the merged TTFT and turn-latency percentiles
+    are those of one histogram of every raw sample the `processes` logged; returns those samples."""
+    counts = summary["counts"]
+    assert counts["turns"] == counts["turns_ok"] == served["turns"] > 0
+    assert counts["chunks"] == served["chunks"] and counts["chars"] == served["chars"]
+    turns = read_turns(run_dir)
+    assert len({path.name for path in run_dir.glob("turns-*.jsonl")}) == processes  # one file each
+    assert len(turns) == counts["turns"]
+    for key, field in (("ttft_ms", "ttft_us"), ("turn_ms", "latency_us")):
+        merged = summary["metrics"][key]
+        reference = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        for turn in turns:
+            reference.record_value(turn[field])
+        assert merged["count"] == reference.get_total_count() == served["turns"]
+        for stat, pct in (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9)):
+            assert merged[stat] == round(reference.get_value_at_percentile(pct) / 1000, 3), (key, stat)
+        assert merged["max"] == round(reference.get_max_value() / 1000, 3)
+    return turns
+
+
 def test_master_and_two_workers_merge_histograms_exactly(
     workers_run: tuple[LocustRun, dict[str, Any]],
 ) -> None:
@@ -87,20 +110,10 @@ def test_master_and_two_workers_merge_histograms_exactly(
     counts = summary["counts"]
     assert summary["run"]["workers"] == 2
     assert "workers_without_final_report" not in summary["run"]
-    assert counts["turns"] == counts["turns_ok"] == served["turns"] > 20
-    assert counts["chunks"] == served["chunks"] and counts["chars"] == served["chars"]
-    ttft = summary["metrics"]["ttft_ms"]
-    assert ttft["count"] == served["turns"]
+    assert counts["turns"] > 20
     # The raw samples every process logged, in one histogram, give the very same percentiles.
-    turns = read_turns(run_dir)
-    assert len({path.name for path in run_dir.glob("turns-*.jsonl")}) == 2  # one file per worker
-    reference = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
-    for turn in turns:
-        reference.record_value(turn["ttft_us"])
-    assert reference.get_total_count() == ttft["count"]
-    for key, pct in (("p50", 50.0), ("p99", 99.0), ("p999", 99.9)):
-        assert ttft[key] == round(reference.get_value_at_percentile(pct) / 1000, 3)
-    assert ttft["max"] == round(reference.get_max_value() / 1000, 3)
+    assert_merged_exactly(summary, run_dir, served, processes=2)
+    ttft = summary["metrics"]["ttft_ms"]
     by_turn = summary["by_turn"]
     assert sum(entry["ttft_ms"]["count"] for entry in by_turn.values()) == ttft["count"]
     # The time series merges across workers like the totals.
