@@ -407,7 +407,8 @@ def test_a_failing_provider_leaves_locusts_stats_alone(caplog: pytest.LogCapture
 
 # --- a real locust web UI against the real mock --------------------------------------------------------
 
-TTFT_MS = (20.0, 40.0)
+TTFT_MS = (20.0, 40.0)  # the mock's FAST server-side TTFT range
+CLIENT_SLACK_MS = 100.0
 CHANNEL = ("--nlx-deployment", "dep1", "--nlx-channel", "web-en-US")
 
 # What locustfiles/chat.py looks like with the tab installed by hand: once plugin.py installs it too,
@@ -524,7 +525,10 @@ def check_the_tab(locust: WebLocust, mock: Mock) -> None:
     rows = locust.rows()
     ttft = rows["TTFT", "all"]
     assert ttft["count"] > 0
-    assert TTFT_MS[0] <= ttft["p50"] <= TTFT_MS[1], ttft
+    # Milliseconds as the client measured them: never under the mock's least TTFT; above its most by
+    # what the generator and loopback add, which a loaded machine makes tens of ms (with as few as three
+    # samples): how exact they are is the timing tests' business, not the tab's.
+    assert TTFT_MS[0] <= ttft["p50"] <= TTFT_MS[1] + CLIENT_SLACK_MS, ttft
     assert ttft["p50"] <= ttft["p99"] <= ttft["max"]
     assert {("TTFT", "turn 1"), ("Turn latency", "scenario two_turns"), ("Inter-chunk gap", "all")} <= set(
         rows
