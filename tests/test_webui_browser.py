@@ -4,8 +4,6 @@ built-in mock, the start form read and filled in, a run started, reset, stopped,
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,43 +16,21 @@ from playwright.sync_api import Browser, Page
 
 from loadtest.webui_form import FORM_OPTIONS
 from tests.browser import chromium, require_chromium
-from tests.conftest import LOCUST, ROOT, TEST_KEY, free_port, locust_env
-from tests.test_webui import WebLocust
+from tests.conftest import LOCUST, ROOT, TEST_KEY
+from tests.test_webui import WebLocust, web_locust
 
 FAST_MOCK = "--ttft uniform:20ms:40ms --itl uniform:1ms:5ms --chunks uniform:2:8"
 THINK_TIME = "0.2-0.4"
 USERS = 4
 
 
-class Locust(WebLocust):
-    """A `locust -f locustfiles/chat.py` with its web UI at `url` and its run output in `reports`."""
-
-    def __init__(self, proc: subprocess.Popen[str], url: str, reports: Path) -> None:
-        super().__init__(proc, url)
-        self.reports = reports
-
-
 @contextmanager
-def chat_locust(tmp_path: Path) -> Iterator[Locust]:
-    port = free_port()
+def chat_locust(tmp_path: Path) -> Iterator[tuple[WebLocust, Path]]:
+    """locustfiles/chat.py's web UI against the built-in mock, and the folder of its run output."""
     reports = tmp_path / "reports"
-    cmd = [LOCUST, "-f", str(ROOT / "locustfiles" / "chat.py"), "--web-port", str(port)]
-    cmd += ["--report-dir", str(reports), "--mock-options", FAST_MOCK]
-    proc = subprocess.Popen(
-        cmd, env=locust_env(NLX_API_KEY=TEST_KEY), cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    locust = Locust(proc, f"http://127.0.0.1:{port}", reports)
-    try:
-        locust.until(locust.up, "web UI")
-        yield locust
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, locust.stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    cmd = [LOCUST, "-f", str(ROOT / "locustfiles" / "chat.py"), "--report-dir", str(reports)]
+    with web_locust([*cmd, "--mock-options", FAST_MOCK], tmp_path) as locust:
+        yield locust, reports
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +74,7 @@ def test_a_run_started_reset_and_stopped_from_the_web_ui_uses_the_forms_values(
     browser: Browser, tmp_path: Path
 ) -> None:
     errors: list[str] = []
-    with chat_locust(tmp_path) as locust:
+    with chat_locust(tmp_path) as (locust, reports):
         page = open_page(browser, locust.url, errors)
         check_the_form_is_readable(page)
         mock_url = page.input_value("input[name=host]")
@@ -129,10 +105,10 @@ def test_a_run_started_reset_and_stopped_from_the_web_ui_uses_the_forms_values(
         assert link is not None
         report = httpx.get(str(link.get_attribute("href")), timeout=10)
         assert report.status_code == 200
-        assert report.content == (locust.reports / "latest" / "report.html").read_bytes()
+        assert report.content == (reports / "latest" / "report.html").read_bytes()
         served = mock_turns(mock_url)
 
-        run_dir = (locust.reports / "latest").resolve()
+        run_dir = (reports / "latest").resolve()
         assert f"in {run_dir}" in page.inner_text("#loadtest-panel")
 
         # Locust's LOGS tab polls only while a test runs: the line that ends the run shows after a reload.
@@ -151,7 +127,7 @@ def test_a_run_started_reset_and_stopped_from_the_web_ui_uses_the_forms_values(
     assert errors == []
     assert "Traceback" not in locust.stderr, locust.stderr[-3000:]
     assert TEST_KEY not in page_text
-    summary: dict[str, Any] = orjson.loads((locust.reports / "latest" / "summary.json").read_bytes())
+    summary: dict[str, Any] = orjson.loads((reports / "latest" / "summary.json").read_bytes())
     run = summary["run"]
     assert run["settings"]["think_time"] == THINK_TIME and run["settings"]["history"] == "last"
     assert run["history"] == "last" and run["stopped_by"] == "ui" and "reset_at" in run
