@@ -24,6 +24,8 @@ from loadtest.mock.config import DEFAULT_MAX_CONVERSATIONS
 _PERCENTILES = (50.0, 90.0, 99.0)
 # The stored request of a turn from before the mock forgot its conversation: unknown.
 UNKNOWN_MESSAGES = b"null"
+# What /_mock/stats sums over the usage chunks sent.
+USAGE_KEYS = ("chunks", "prompt_tokens", "completion_tokens", "reasoning_tokens")
 
 
 def summary_ms(histogram: Histogram) -> dict[str, float | int]:
@@ -107,6 +109,11 @@ class MockState:
         self.queue_peak = 0
         self.chunks = 0
         self.chars = 0
+        # --reasoning: its chunks and characters, apart from the answer's (`chunks`, `chars`).
+        self.reasoning_chunks = 0
+        self.reasoning_chars = 0
+        # The usage chunks sent (OpenAI route, when asked) and the tokens they gave, summed.
+        self.usage: Counter[str] = Counter()
         self.history_mismatches = 0
         self.history_messages = 0
         self.status: Counter[int] = Counter()
@@ -201,6 +208,20 @@ class MockState:
         if started_ns is not None:
             self.ttft_us.record_us((time.perf_counter_ns() - started_ns) // 1000)
 
+    def reasoning_written(self, piece: str, late_s: float) -> None:
+        """Count a reasoning chunk just written `late_s` after its deadline; TTFT waits for the answer."""
+        self.reasoning_chunks += 1
+        self.reasoning_chars += len(piece)
+        self.schedule_error_us.record_us(round(late_s * 1e6))
+
+    def usage_sent(self, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> None:
+        self.usage.update(
+            chunks=1,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            reasoning_tokens=reasoning_tokens,
+        )
+
     def delivered(self, turns: list[Turn], index: int) -> None:
         """Mark turn `index` as delivered: its whole reply was sent."""
         turn = turns[index] = turns[index]._replace(delivered=True)
@@ -226,6 +247,9 @@ class MockState:
             "queue_peak": self.queue_peak,
             "chunks": self.chunks,
             "chars": self.chars,
+            "reasoning_chunks": self.reasoning_chunks,
+            "reasoning_chars": self.reasoning_chars,
+            "usage": {key: self.usage[key] for key in USAGE_KEYS},
             "conversations": len(self.conversations),
             "max_conversations": self.max_conversations,
             "evicted": self.evicted,
