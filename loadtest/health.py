@@ -10,7 +10,7 @@ A load tester's figures are only as good as its own overhead. Each load-generati
   describe time, not wake-ups.
 - CPU: this process's CPU time per second of wall time, in per-mille of one core.
 - connection-pool waits: how long a request waited for a connection from httpx's pool
-  (`pool_wait_trace`), time the server never saw. Under gevent this includes one trip round the
+  (`phases.PhaseTrace`), time the server never saw. Under gevent this includes one trip round the
   event loop for a kept-alive connection (see `POOL_WAIT_P99_LIMIT_MS`).
 
 Histograms merge exactly across Locust workers like `Metrics`; beside them each process keeps, per
@@ -29,6 +29,7 @@ import gevent
 
 from loadtest.catalog import CPU, GAUGES, LOOP_LAG, POOL_WAIT, Gauge
 from loadtest.metrics import Histogram
+from loadtest.phases import PhaseTrace
 
 LAG_INTERVAL_S = 0.05
 CPU_INTERVAL_S = 1.0
@@ -338,20 +339,7 @@ def _process_json(source: str, health: ProcessHealth) -> dict[str, Any]:
 def pool_wait_trace(record: Callable[[int], None]) -> Callable[[str, Any], None]:
     """An httpx `trace` extension for one request that records its connection-pool wait (ns).
 
-    Create it just before sending: `client.stream(..., extensions={"trace": pool_wait_trace(f)})`.
-    httpcore's pool emits no event of its own; the first event of a request comes from the connection
-    it was given (`connection.connect_tcp.started` for a new one, `http11.send_request_headers.started`
-    for a kept-alive one), so the wait is the time from creation to that first event. GeventTransport
-    sends `connection.acquired` at the same point. A request that fails before it has a connection
-    records nothing. Later events cost a call and a test each.
+    A `PhaseTrace` (loadtest/phases.py, where the wait is defined), which also reads the request's
+    connection phases.
     """
-    t0 = time.perf_counter_ns()
-    pending = True
-
-    def trace(name: str, info: Any) -> None:
-        nonlocal pending
-        if pending:
-            pending = False
-            record(time.perf_counter_ns() - t0)
-
-    return trace
+    return PhaseTrace(record)
