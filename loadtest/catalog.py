@@ -47,11 +47,16 @@ TIMELINE_STATS = tuple(s for s in STATS if s.key in ("p50", "p90", "p99"))
 STAT_BY_LABEL = {**{s.label: s for s in STATS}, **{s.key: s for s in STATS}, "avg": STATS[1]}
 
 
+MS = "ms"
+TOKENS_PER_S = "tokens/s"
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
-    """One latency histogram of a run (microseconds inside, milliseconds in every output)."""
+    """One histogram of a run. Values are recorded in thousandths of `unit` (µs for ms, milli-tokens
+    per second for tokens/s), so every statistic is the recorded value / 1000 in `unit`."""
 
-    key: str  # summary.json has `{key}_ms` under `metrics`
+    key: str  # summary.json has it under `metrics` as `summary_key`
     label: str  # long name, for tables and charts
     short: str  # column heading where space is tight
     scopes: tuple[str, ...] = ()  # breakdowns kept: by_turn, by_scenario
@@ -59,13 +64,23 @@ class Metric:
     compared: bool = False  # in `loadtest compare`'s table
     gated: bool = False  # a regression of it fails `loadtest compare`
     timeline: bool = False  # kept per time-series interval
+    table: bool = True  # a row of the summary tables (console, Markdown, HTML, web UI tab)
+    # Left out of a table when it has no samples: a run without TLS has no `tls`, a server that sends
+    # no usage no token figures. The others show a row of dashes, which says no turn got that far.
+    optional: bool = False
     color: str = "#64748b"  # charts
     shades: tuple[str, str, str] = ("#cbd5e1", "#64748b", "#1e293b")  # p50, p90, p99 light to dark
-    unit: str = "ms"
+    unit: str = MS
 
     @property
     def summary_key(self) -> str:
-        return f"{self.key}_ms"
+        """`ttft_ms` for a time; the bare key for another unit (`output_tps`, in tokens/s)."""
+        return f"{self.key}_ms" if self.unit == MS else self.key
+
+    @property
+    def heading(self) -> str:
+        """The label with its unit when that is not ms, for tables whose heading says (ms)."""
+        return self.label if self.unit == MS else f"{self.label} ({self.unit})"
 
 
 TTFT = Metric(
@@ -95,15 +110,62 @@ CONVERSATION = Metric("conversation", "conversation", "conversation", scopes=(SC
 # Measured from the intended start of a turn (coordinated omission corrected); the others from the
 # actual send (service time).
 TTFT_RESPONSE = Metric(
-    "ttft_response", "TTFT from the intended start", "TTFT (resp.)", threshold=False, color="#93c5fd"
+    "ttft_response",
+    "TTFT from the intended start",
+    "TTFT (resp.)",
+    threshold=False,
+    table=False,
+    color="#93c5fd",
 )
 TURN_RESPONSE = Metric(
-    "turn_response", "turn latency from the intended start", "turn (resp.)", threshold=False, color="#c4b5fd"
+    "turn_response",
+    "turn latency from the intended start",
+    "turn (resp.)",
+    threshold=False,
+    table=False,
+    color="#c4b5fd",
 )
-METRICS = (TTFT, TURN_LATENCY, ITL, CONVERSATION, TTFT_RESPONSE, TURN_RESPONSE)
+# Where the time of a turn goes (see `loadtest.client.TurnResult` and the README's "What a turn
+# measures"). Request start to the response headers, for every turn that got them.
+TTFB = Metric("ttfb", "time to response headers", "TTFB", compared=True, color="#0d9488")
+# The set-up of a new connection, each phase on its own (a reused connection has none).
+DNS = Metric("dns", "DNS lookup (new connections)", "DNS", compared=True, optional=True, color="#a16207")
+CONNECT = Metric(
+    "connect", "TCP connect (new connections)", "connect", compared=True, optional=True, color="#ca8a04"
+)
+TLS = Metric("tls", "TLS handshake (new connections)", "TLS", compared=True, optional=True, color="#eab308")
+# Request start to the first reasoning chunk (`delta.reasoning_content` or `delta.reasoning`).
+TTFR = Metric("ttfr", "time to first reasoning", "TTFR", compared=True, optional=True, color="#db2777")
+# From the usage the stream reports (--api openai): time per output token after the first, and output
+# tokens per second of streaming.
+TPOT = Metric("tpot", "time per output token", "TPOT", compared=True, optional=True, color="#ea580c")
+OUTPUT_TPS = Metric(
+    "output_tps",
+    "output tokens per second",
+    "tokens/s",
+    compared=True,
+    optional=True,
+    color="#16a34a",
+    unit=TOKENS_PER_S,
+)
+METRICS = (
+    TTFT,
+    TURN_LATENCY,
+    ITL,
+    CONVERSATION,
+    TTFT_RESPONSE,
+    TURN_RESPONSE,
+    TTFB,
+    DNS,
+    CONNECT,
+    TLS,
+    TTFR,
+    TPOT,
+    OUTPUT_TPS,
+)
 METRIC_BY_KEY = {m.key: m for m in METRICS}
-# What the summary tables show (console, Markdown, HTML): the service-time metrics.
-TABLE_METRICS = (TTFT, TURN_LATENCY, ITL, CONVERSATION)
+# What the summary tables show (console, Markdown, HTML, web UI tab): the service-time metrics.
+TABLE_METRICS = tuple(m for m in METRICS if m.table)
 THRESHOLD_METRICS = tuple(m for m in METRICS if m.threshold)
 COMPARED_METRICS = tuple(m for m in METRICS if m.compared)
 TIMELINE_METRICS = tuple(m for m in METRICS if m.timeline)
@@ -138,6 +200,16 @@ COUNTERS = (
     Counter("conversations_good", "good conversations (completed, every turn good)", (SCENARIO,)),
     Counter("chunks", "content chunks", timeline=True),
     Counter("chars", "characters of content"),
+    # Reasoning (`delta.reasoning_content`, `delta.reasoning`) is counted apart from the answer.
+    Counter("reasoning_chars", "characters of reasoning"),
+    # Connections: a turn that opened one, or reused one the user had kept alive.
+    Counter("connections_opened", "connections opened", timeline=True),
+    Counter("connections_reused", "connections reused", timeline=True),
+    # Tokens as the stream's usage reports them (--api openai); never estimated.
+    Counter("turns_with_usage", "turns whose stream reported token usage"),
+    Counter("prompt_tokens", "prompt tokens"),
+    Counter("completion_tokens", "completion tokens", timeline=True),
+    Counter("reasoning_tokens", "reasoning tokens (part of the completion tokens)"),
     Counter("turns_late", "turns started over 10 ms late"),
     Counter("arrivals", "arrivals (open model)"),
     Counter("arrivals_late", "arrivals started over 10 ms late"),
@@ -152,6 +224,28 @@ TIMELINE_COUNTS = tuple(c.key for c in COUNTERS if c.timeline)
 def scoped_counts(scope: str) -> tuple[str, ...]:
     """The counters kept per turn index (TURN) or per scenario (SCENARIO)."""
     return tuple(c.key for c in COUNTERS if scope in c.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of a succeeded turn's latency in "Where the time goes" (summary.json's `time_split`)."""
+
+    key: str  # `{key}_ms` in each entry of time_split
+    label: str
+
+
+# The parts add up to the turn latency: request start -> connection acquired (pool wait, then DNS,
+# TCP connect and TLS for a new connection) -> response headers -> first answer content -> last event.
+TIME_SPLIT_PARTS = (
+    Part("setup", "connection set-up"),
+    Part("headers", "waiting for the response headers"),
+    Part("first_content", "headers to first content"),
+    Part("streaming", "streaming"),
+)
+# Which statistics of turn latency time_split explains: the turns in the band that holds each.
+TIME_SPLIT_STATS = BREAKDOWN_STATS
+# Turns are grouped by latency in log-spaced bands, each this ratio wide (5 %).
+TIME_SPLIT_BAND_RATIO = 1.05
 
 
 @dataclass(frozen=True, slots=True)

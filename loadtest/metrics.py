@@ -1,6 +1,8 @@
-"""HDR histograms of TTFT, turn latency and inter-chunk gaps, with counters, mergeable exactly.
+"""HDR histograms of TTFT, turn latency and the other metrics of `loadtest.catalog`, with counters and
+the split of turn latency into its parts, all mergeable exactly.
 
-Values are recorded in microseconds (1 µs to 1 h, 3 significant digits). A `Metrics` object can be
+Values are recorded in thousandths of the metric's unit: microseconds for times (1 µs to 1 h, 3
+significant digits), milli-tokens per second for `output_tps`. A `Metrics` object can be
 drained into a plain, msgpack-friendly dict (histograms as HdrHistogram base64 V2 strings) and merged
 into another, so Locust workers ship their data to the master without losing a sample.
 """
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import math
 import weakref
 import zlib
 from array import array
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,7 @@ COUNT_KEYS = catalog.COUNT_KEYS
 TURN_COUNT_KEYS = catalog.scoped_counts(catalog.TURN)
 SCENARIO_COUNT_KEYS = catalog.scoped_counts(catalog.SCENARIO)
 METRIC_NAMES = tuple(m.key for m in catalog.METRICS)
+SUMMARY_KEYS = {m.key: m.summary_key for m in catalog.METRICS}
 # Time series: seconds per interval, and what each interval keeps (keys `ttft@{epoch}` and so on).
 INTERVAL_S = 5
 INTERVAL_METRICS = tuple(m.key for m in catalog.TIMELINE_METRICS)
@@ -222,7 +227,8 @@ class Histogram:
         return {float(p): int(v) for p, v in found.items()}
 
     def stats_ms(self) -> dict[str, Any]:
-        """count, min, mean, p50 … p999, max in milliseconds, and the encoded histogram."""
+        """count, min, mean, p50 … p999, max in milliseconds (in the metric's unit: the recorded
+        thousandths / 1000), and the encoded histogram."""
         count = self.count
         out: dict[str, Any] = {"count": count}
         if count == 0:
@@ -263,7 +269,7 @@ def interval_point(figures: array[int]) -> dict[str, Any]:
         for (key, _), value in zip(INTERVAL_STATS, values, strict=True):
             stats[key] = _ms(value) if count else None
         stats["max"] = _ms(top) if count else None
-        point[f"{name}_ms"] = stats
+        point[SUMMARY_KEYS[name]] = stats
     return point
 
 
@@ -290,6 +296,51 @@ def _ms(value_us: int) -> float:
     return round(value_us / 1000.0, 3)
 
 
+# A band of turn latency keeps: turns, then the sum (µs) of their latency and of each of
+# catalog.TIME_SPLIT_PARTS.
+SPLIT_FIGURES = 2 + len(catalog.TIME_SPLIT_PARTS)
+_LOG_BAND = math.log(catalog.TIME_SPLIT_BAND_RATIO)
+
+
+def band_of(latency_us: int) -> int:
+    """The band of turn latency holding `latency_us`: bands are log-spaced, TIME_SPLIT_BAND_RATIO wide,
+    the same on every worker."""
+    return int(math.log(latency_us) / _LOG_BAND) if latency_us > 1 else 0
+
+
+def time_split(bands: Mapping[int, Sequence[int]]) -> dict[str, Any]:
+    """summary.json's `time_split`: for each of catalog.TIME_SPLIT_STATS of turn latency, the mean
+    parts of the turns in the band that holds that percentile (ranked as HdrHistogram ranks); empty
+    without turns."""
+    total = sum(figures[0] for figures in bands.values())
+    if not total:
+        return {}
+    ordered = sorted(bands.items())
+    out: dict[str, Any] = {}
+    for stat in catalog.TIME_SPLIT_STATS:
+        assert stat.percentile is not None
+        rank = max(math.ceil(stat.percentile / 100 * total), 1)
+        seen = 0
+        for _, figures in ordered:
+            seen += figures[0]
+            if seen >= rank:
+                out[stat.key] = _split_entry(figures)
+                break
+    return out
+
+
+def _split_entry(figures: Sequence[int]) -> dict[str, Any]:
+    turns, latency_us, *parts_us = figures
+    entry: dict[str, Any] = {"turn_ms": _mean_ms(latency_us, turns), "turns": turns}
+    for part, part_us in zip(catalog.TIME_SPLIT_PARTS, parts_us, strict=True):
+        entry[f"{part.key}_ms"] = _mean_ms(part_us, turns)
+    return entry
+
+
+def _mean_ms(total_us: int, n: int) -> float:
+    return round(total_us / n / 1000.0, 3)
+
+
 @dataclass
 class ErrorTally:
     count: int = 0
@@ -310,6 +361,8 @@ class Metrics:
     # Time-series intervals whose histograms and counters were replaced by their figures (see
     # settle_intervals), by start.
     settled: dict[int, array[int]] = field(default_factory=dict)
+    # Succeeded turns by band of latency (`band_of`): SPLIT_FIGURES integers each (see `split`).
+    splits: dict[int, list[int]] = field(default_factory=dict)
 
     def hist(self, key: str) -> Histogram:
         found = self.histograms.get(key)
@@ -371,6 +424,18 @@ class Metrics:
             if key not in self.examples:
                 self.examples[key] = shorten(example)
 
+    def split(self, latency_ns: int, parts_ns: Sequence[int]) -> None:
+        """One succeeded turn's latency and its parts (catalog.TIME_SPLIT_PARTS, in ns), added to its
+        band: sums of integers, so workers' figures add up exactly."""
+        latency_us = latency_ns // 1000
+        figures = self.splits.get(band_of(latency_us))
+        if figures is None:
+            figures = self.splits[band_of(latency_us)] = [0] * SPLIT_FIGURES
+        figures[0] += 1
+        figures[1] += latency_us
+        for i, part_ns in enumerate(parts_ns, 2):
+            figures[i] += part_ns // 1000
+
     def drain(self) -> dict[str, Any]:
         """Return everything recorded so far as plain data and start afresh."""
         data = self.to_data()
@@ -385,6 +450,8 @@ class Metrics:
             "errors": {k: [t.count, t.example] for k, t in self.errors.items()},
             "examples": dict(self.examples),
             "fingerprints": sorted(self.fingerprints),
+            # String keys: msgpack's reader refuses integer map keys by default.
+            "splits": {str(band): figures for band, figures in self.splits.items()},
         }
 
     def merge_data(self, data: dict[str, Any]) -> None:
@@ -402,9 +469,16 @@ class Metrics:
         for key, example in data.get("examples", {}).items():
             self.examples.setdefault(key, str(example))
         self.fingerprints.update(data.get("fingerprints", []))
+        for band, figures in data.get("splits", {}).items():
+            mine = self.splits.setdefault(int(band), [0] * SPLIT_FIGURES)
+            for i, value in enumerate(figures):
+                mine[i] += int(value)
 
     def summary_metrics(self) -> dict[str, Any]:
-        return {f"{name}_ms": self.hist(name).stats_ms() for name in METRIC_NAMES}
+        return {SUMMARY_KEYS[name]: self.hist(name).stats_ms() for name in METRIC_NAMES}
+
+    def summary_time_split(self) -> dict[str, Any]:
+        return time_split(self.splits)
 
     def summary_counts(self) -> dict[str, int]:
         return {key: int(self.counts.get(key, 0)) for key in COUNT_KEYS}
@@ -492,7 +566,7 @@ class Metrics:
         out: dict[str, Any] = {}
         for value in self.scope_values(scope):
             entry: dict[str, Any] = {
-                f"{name}_ms": self.hist(scoped(name, scope, value)).stats_ms() for name in metrics
+                SUMMARY_KEYS[name]: self.hist(scoped(name, scope, value)).stats_ms() for name in metrics
             }
             entry["counts"] = {k: int(self.counts.get(scoped(k, scope, value), 0)) for k in count_keys}
             errors = self._errors_in(scope, value)

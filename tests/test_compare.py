@@ -45,6 +45,10 @@ def run_summary(run_id: str, ttft_ms: float) -> Summary:
             metrics.count_scoped(name, scopes)
         metrics.count_at("turns_ok", interval)
         metrics.count("chunks", 5)
+        for metric in catalog.COMPARED_METRICS:
+            if metric not in (catalog.TTFT, catalog.TURN_LATENCY, catalog.ITL):
+                # Any value that differs between the two runs: thousandths of the metric's unit.
+                metrics.hist(metric.key).record_us(round(ttft * 1000) // 4)
     for _ in range(TURNS // 2):
         metrics.record_scoped("conversation", round((2 * ttft_ms + 50) * MS), ("scenario=chat",))
         metrics.count_scoped("conversations_started", ("scenario=chat",))
@@ -274,8 +278,21 @@ def test_the_comparison_covers_each_compared_metric_and_table_statistic() -> Non
     rows = {row.split(" | ")[0].lstrip("| "): row for row in markdown.splitlines() if row.startswith("| ")}
     for m in catalog.COMPARED_METRICS:
         for s in catalog.TABLE_STATS:
-            row = rows[f"{m.label} {s.label} (ms)"]
+            row = rows[f"{m.label} {s.label} ({m.unit})"]
             assert row.endswith("| ❌ |" if m.gated and s in catalog.BREAKDOWN_STATS else "|  |"), row
+
+
+def test_a_metric_neither_run_has_is_left_out_and_a_unit_other_than_ms_is_named() -> None:
+    fast, slow = run_summary("fast", 20.0), run_summary("slow", 200.0)
+    no_tls = {k: v for k, v in slow["metrics"].items() if k != catalog.TLS.summary_key}
+    both_without: Summary = {**slow, "metrics": no_tls}
+    markdown = render_markdown(compare(both_without, both_without, 0.1), both_without, both_without)
+    assert f"| {catalog.TLS.label} p50" not in markdown
+    assert f"| {catalog.CONNECT.label} p50 (ms) |" in markdown
+    assert f"| {catalog.OUTPUT_TPS.label} p50 (tokens/s) |" in markdown
+    # One run has it: shown, the other side a dash.
+    markdown = render_markdown(compare(fast, both_without, 0.1), fast, both_without)
+    assert f"| {catalog.TLS.label} p50 (ms) |" in markdown
 
 
 def test_the_rule_names_what_is_judged_and_what_is_only_shown() -> None:

@@ -8,7 +8,8 @@ import weakref
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from loadtest.metrics import EXAMPLE_CHARS, Histogram, Metrics, shorten
+from loadtest import catalog
+from loadtest.metrics import EXAMPLE_CHARS, Histogram, Metrics, band_of, shorten
 
 
 def test_stats_are_exact_hdr_percentiles_in_ms() -> None:
@@ -224,3 +225,68 @@ def test_the_mean_is_hdrhs_mean_for_recorded_decoded_and_merged_histograms() -> 
     for hist in (a, b, Histogram.decode(b.encode()), merged):
         assert hist.mean_us() == pytest.approx(hist.hdr.get_mean_value(), rel=1e-12)
     assert Histogram().mean_us() == 0.0
+
+
+MS_NS = 1_000_000
+
+
+def test_time_split_takes_the_mean_parts_of_the_band_holding_each_percentile() -> None:
+    m = Metrics()
+    # 90 turns of 100 ms, 9 of 1 s, 1 of 10 s: p50 in the first band, p95 and p99 in the second.
+    for _ in range(90):
+        m.split(100 * MS_NS, (10 * MS_NS, 20 * MS_NS, 30 * MS_NS, 40 * MS_NS))
+    for i in range(9):
+        setup = (100 + i) * MS_NS  # a spread within the band, averaged
+        m.split(1000 * MS_NS + i, (setup, 200 * MS_NS, 300 * MS_NS, 500 * MS_NS - setup + i))
+    m.split(10_000 * MS_NS, (0, 1000 * MS_NS, 1000 * MS_NS, 8000 * MS_NS))
+    split = m.summary_time_split()
+    assert split["p50"] == {
+        "turn_ms": 100.0,
+        "turns": 90,
+        "setup_ms": 10.0,
+        "headers_ms": 20.0,
+        "first_content_ms": 30.0,
+        "streaming_ms": 40.0,
+    }
+    assert split["p95"] == split["p99"]
+    assert split["p95"]["turns"] == 9 and split["p95"]["setup_ms"] == 104.0
+    assert split["p95"]["turn_ms"] == 1000.0
+    parts = sum(split["p95"][f"{p.key}_ms"] for p in catalog.TIME_SPLIT_PARTS)
+    assert parts == pytest.approx(split["p95"]["turn_ms"], abs=0.01)
+    # A band is 5 % wide: latencies in one band differ by less, latencies 5 % apart never share one.
+    for low in (1_000, 99_999, 2_345_678):
+        assert band_of(round(low * 1.0501)) != band_of(low)
+        assert {band_of(round(low * 1.0499)), band_of(low)} == {band_of(low), band_of(low) + 1}
+
+
+def test_time_split_merges_exactly_across_workers() -> None:
+    rng = random.Random(3)
+    turns = [
+        (int(rng.lognormvariate(20, 0.8)), tuple(int(rng.uniform(0, 1e8)) for _ in range(4)))
+        for _ in range(3_000)
+    ]
+    alone = Metrics()
+    workers = [Metrics() for _ in range(3)]
+    for i, (latency, parts) in enumerate(turns):
+        alone.split(latency, parts)
+        workers[i % 3].split(latency, parts)
+    master = Metrics()
+    for w in workers:
+        master.merge_data(w.drain())
+        assert not w.splits
+    assert master.splits == alone.splits
+    assert master.summary_time_split() == alone.summary_time_split()
+    assert set(alone.summary_time_split()) == {s.key for s in catalog.TIME_SPLIT_STATS}
+
+
+def test_no_succeeded_turn_gives_no_time_split() -> None:
+    assert Metrics().summary_time_split() == {}
+
+
+def test_a_metric_in_another_unit_keeps_thousandths_of_it_under_its_own_key() -> None:
+    m = Metrics()
+    m.hist(catalog.OUTPUT_TPS.key).record_us(42_500)  # 42.5 tokens/s
+    metrics = m.summary_metrics()
+    assert "output_tps" in metrics and "output_tps_ms" not in metrics
+    assert metrics["output_tps"]["p50"] == pytest.approx(42.5, rel=1e-3)  # 3 significant digits
+    assert metrics["ttfb_ms"]["count"] == 0

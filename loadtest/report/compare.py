@@ -58,7 +58,9 @@ __all__ = [
     "parse_tolerance",
     "render_markdown",
     "rule",
+    "shown_deltas",
     "throughput",
+    "unit_of",
 ]
 
 DEFAULT_TOLERANCE = "10%"
@@ -222,12 +224,14 @@ def describe(d: Delta, tolerance: float) -> str:
             f"error_rate rose from {_percent(base, 2)} to {_percent(d.new, 2)} "
             f"(+{(d.new - base) * 100:.2f} pp, more than the {allowed * 100:.2f} pp allowed)"
         )
+    unit = unit_of(d)
     if d.new is None:
-        return f"{d.name}: no data in the new run (the baseline has {format_ms(d.baseline)} ms)"
+        return f"{d.name}: no data in the new run (the baseline has {format_ms(d.baseline)} {unit})"
     ratio = d.ratio
     rise = f"+{ratio * 100:.1f}%" if ratio is not None else "up"
     return (
-        f"{d.name} {rise} ({format_ms(d.baseline)} → {format_ms(d.new)} ms), more than {_percent(tolerance)}"
+        f"{d.name} {rise} ({format_ms(d.baseline)} → {format_ms(d.new)} {unit}), "
+        f"more than {_percent(tolerance)}"
     )
 
 
@@ -246,10 +250,10 @@ def render_markdown(comparison: Comparison, baseline: Mapping[str, Any], new: Ma
     out += ["", f"Baseline {_run_line(baseline)}  ", f"New {_run_line(new)}", ""]
 
     out += ["| metric | baseline | new | Δ | Δ % | |", "|---|---:|---:|---:|---:|---|"]
-    for d in c.latency:
+    for d in shown_deltas(c):
         mark = ("❌" if d.regressed else "✅") if d.gated else ""
         out.append(
-            f"| {d.label} (ms) | {format_ms(d.baseline)} | {format_ms(d.new)} "
+            f"| {d.label} ({unit_of(d)}) | {format_ms(d.baseline)} | {format_ms(d.new)} "
             f"| {format_change(d.change)} | {format_ratio(d.ratio)} | {mark} |"
         )
     r = c.error_rate
@@ -271,6 +275,18 @@ def render_markdown(comparison: Comparison, baseline: Mapping[str, Any], new: Ma
     out.append(f"| turns | {_num(n.baseline, 0)} | {_num(n.new, 0)} | {format_change(n.change, 0)} | | |")
     out += ["", f"<sub>{cell(rule(c.tolerance))} ✅/❌ mark the judged statistics.</sub>", ""]
     return "\n".join(out)
+
+
+def shown_deltas(comparison: Comparison) -> list[Delta]:
+    """The statistics a table shows: the judged ones always, the others when either run has them (a
+    run without TLS has no TLS figures, a server that sends no usage no token figures)."""
+    return [d for d in comparison.latency if d.gated or d.baseline is not None or d.new is not None]
+
+
+def unit_of(d: Delta) -> str:
+    """The unit of a metric's statistic: ms, or the metric's own (tokens/s)."""
+    metric = catalog.METRIC_BY_KEY.get(d.metric)
+    return metric.unit if metric is not None else catalog.MS
 
 
 def format_ms(value: float | None) -> str:
