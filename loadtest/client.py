@@ -1,4 +1,6 @@
-"""One streamed chat turn over httpx, with the timestamps that make TTFT and turn latency.
+"""One streamed chat turn over httpx, with the timestamps that make TTFT and turn latency, the
+connection it went out on (new or reused, and how long a new one took to open), and the tokens the
+stream reported.
 
 `stream_turn` never raises for a failure of the endpoint under test: a 4xx/5xx, a wrong content
 type, an `{"error": ...}` inside the stream, a cut connection or a timeout all come back as a
@@ -19,8 +21,8 @@ import orjson
 from loadtest import nlx
 from loadtest.catalog import Failure, http_failure
 from loadtest.errors import EventTooLarge, redact
-from loadtest.health import pool_wait_trace
 from loadtest.options import TRANSPORTS
+from loadtest.phases import Connection, PhaseTrace
 from loadtest.sse import SSEDecoder, is_done
 from loadtest.transport import GeventTransport
 
@@ -74,7 +76,12 @@ def make_client(
 
 @dataclass(frozen=True, slots=True)
 class TurnResult:
-    """What one turn did, with perf_counter_ns timestamps (None when the turn never got there)."""
+    """What one turn did, with perf_counter_ns timestamps (None when the turn never got there).
+
+    `content` is the answer alone; reasoning (`delta.reasoning_content`, `delta.reasoning`) is only
+    timed (`t_first_reasoning_ns`) and counted (`reasoning_chars`). The token counts are the stream's
+    own usage, None when it reported none.
+    """
 
     ok: bool
     kind: str | None
@@ -93,10 +100,28 @@ class TurnResult:
     finish_reason: str | None = None
     system_fingerprint: str | None = None
     protocol: dict[str, int] = field(default_factory=dict)
+    t_first_reasoning_ns: int | None = None
+    reasoning_chars: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    # None: no connection was acquired (the turn failed before, or while opening one).
+    connection: Connection | None = None
+    pool_wait_ns: int | None = None
 
     @property
     def ttft_ns(self) -> int | None:
         return None if self.t_first_content_ns is None else self.t_first_content_ns - self.t_start_ns
+
+    @property
+    def ttfb_ns(self) -> int | None:
+        """Request start to the response headers."""
+        return None if self.t_headers_ns is None else self.t_headers_ns - self.t_start_ns
+
+    @property
+    def ttfr_ns(self) -> int | None:
+        """Request start to the first reasoning chunk."""
+        return None if self.t_first_reasoning_ns is None else self.t_first_reasoning_ns - self.t_start_ns
 
     @property
     def latency_ns(self) -> int:
@@ -104,11 +129,61 @@ class TurnResult:
         end = self.t_last_event_ns if self.ok and self.t_last_event_ns is not None else self.t_end_ns
         return end - self.t_start_ns
 
+    @property
+    def generation_ns(self) -> int | None:
+        """First output (answer or reasoning, whichever came first) to the last event: the time over
+        which the completion tokens streamed."""
+        first = [t for t in (self.t_first_content_ns, self.t_first_reasoning_ns) if t is not None]
+        if not first or self.t_last_event_ns is None:
+            return None
+        return self.t_last_event_ns - min(first)
+
+    @property
+    def tpot_ns(self) -> int | None:
+        """Time per output token after the first: generation time / (completion tokens - 1), for a
+        succeeded turn with at least 2 completion tokens."""
+        generation = self.generation_ns
+        tokens = self.completion_tokens
+        if not self.ok or generation is None or tokens is None or tokens < 2:
+            return None
+        return generation // (tokens - 1)
+
+    @property
+    def output_tps(self) -> float | None:
+        """Completion tokens per second of generation, for a succeeded turn with at least 2 completion
+        tokens (with one, the time is only the gap to the last event, and the rate meaningless)."""
+        generation = self.generation_ns
+        tokens = self.completion_tokens
+        if not self.ok or not generation or tokens is None or tokens < 2:
+            return None
+        return tokens * 1e9 / generation
+
+    @property
+    def setup_ns(self) -> int | None:
+        """Request start to the connection acquired: the pool wait, then DNS, TCP connect and TLS of
+        a new connection. None without a connection."""
+        conn = self.connection
+        if conn is None:
+            return None
+        phases = (conn.dns_ns or 0) + (conn.connect_ns or 0) + (conn.tls_ns or 0)
+        return (self.pool_wait_ns or 0) + phases
+
+    def time_split_ns(self) -> tuple[int, int, int, int] | None:
+        """A succeeded turn's latency in its parts (`catalog.TIME_SPLIT_PARTS`): set-up, waiting for
+        the response headers, headers to first answer content, streaming to the last event. They add
+        up to `latency_ns`. None for a failed turn."""
+        t_headers, t_first, t_last = self.t_headers_ns, self.t_first_content_ns, self.t_last_event_ns
+        if not self.ok or t_headers is None or t_first is None or t_last is None:
+            return None
+        to_headers = t_headers - self.t_start_ns
+        setup = min(self.setup_ns or 0, to_headers)
+        return setup, to_headers - setup, t_first - t_headers, t_last - t_first
+
 
 class _Stream:
     """Mutable state while one response streams in."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_pool_wait: Callable[[int], None] | None) -> None:
         self.parts: list[str] = []
         self.chunks = 0
         self.itl_ns: list[int] = []
@@ -116,11 +191,21 @@ class _Stream:
         self.t_first_content: int | None = None
         self.t_last_content: int | None = None
         self.t_last_event: int | None = None
+        self.t_first_reasoning: int | None = None
+        self.reasoning_chars = 0
+        self.usage: nlx.Usage | None = None
         self.done = False
         self.finish_reason: str | None = None
         self.fingerprint: str | None = None
         self.role_only = 0
         self.after_done = 0
+        self.pool_wait: int | None = None
+        self._on_pool_wait = on_pool_wait
+
+    def pool_waited(self, wait_ns: int) -> None:
+        self.pool_wait = wait_ns
+        if self._on_pool_wait is not None:
+            self._on_pool_wait(wait_ns)
 
 
 def stream_turn(
@@ -143,14 +228,16 @@ def stream_turn(
 
     `first_byte_timeout` bounds the wait for the response headers, `idle_timeout` each wait for
     more of the stream; both default to the client's read timeout. `on_pool_wait` is given how
-    long (ns) the request waited for a connection from the client's pool.
+    long (ns) the request waited for a connection from the client's pool. The request carries a
+    `PhaseTrace`, whose connection (new or reused, its phases) goes into the result.
     """
     hidden = (api_key,)
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     payload = orjson.dumps(body)
-    state = _Stream()
+    state = _Stream(on_pool_wait)
+    trace = PhaseTrace(state.pool_waited)
     decoder = SSEDecoder(max_event_bytes=max_event_bytes)
     status: int | None = None
     t_headers: int | None = None
@@ -167,6 +254,7 @@ def stream_turn(
         }
         if ok and not state.done:
             protocol["no_done"] = 1
+        usage = state.usage
         return TurnResult(
             ok=ok,
             kind=kind,
@@ -185,6 +273,13 @@ def stream_turn(
             finish_reason=state.finish_reason,
             system_fingerprint=state.fingerprint,
             protocol={k: v for k, v in protocol.items() if v},
+            t_first_reasoning_ns=state.t_first_reasoning,
+            reasoning_chars=state.reasoning_chars,
+            prompt_tokens=None if usage is None else usage.prompt_tokens,
+            completion_tokens=None if usage is None else usage.completion_tokens,
+            reasoning_tokens=None if usage is None else usage.reasoning_tokens,
+            connection=trace.connection(),
+            pool_wait_ns=state.pool_wait,
         )
 
     # httpcore reads this dict when it starts on the body, so the read timeout can change between
@@ -192,9 +287,7 @@ def stream_turn(
     timeouts = client.timeout.as_dict()
     if first_byte_timeout is not None:
         timeouts["read"] = first_byte_timeout
-    extensions: dict[str, Any] = {"timeout": timeouts}
-    if on_pool_wait is not None:
-        extensions["trace"] = pool_wait_trace(on_pool_wait)
+    extensions: dict[str, Any] = {"timeout": timeouts, "trace": trace}
     opened: httpx.Response | None = None
     try:
         with client.stream("POST", url, content=payload, headers=headers, extensions=extensions) as response:
@@ -287,17 +380,29 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
             chunk = orjson.loads(text)
         except orjson.JSONDecodeError:
             return Failure.BAD_JSON, f"event data is not JSON: {text[:200]!r}"
-    if isinstance(chunk, dict) and "error" in chunk:
+    if not isinstance(chunk, dict):
+        return None
+    if "error" in chunk:
         return Failure.STREAM_ERROR, orjson.dumps(chunk["error"]).decode()[:ERROR_BODY_BYTES]
-    if isinstance(chunk, dict):
-        fingerprint = chunk.get("system_fingerprint")
-        if isinstance(fingerprint, str):
-            state.fingerprint = fingerprint
-    reason = nlx.finish_reason(chunk)
+    fingerprint = chunk.get("system_fingerprint")
+    if isinstance(fingerprint, str):
+        state.fingerprint = fingerprint
+    if chunk.get("usage") is not None:
+        # The last usage a stream reports holds the totals (some servers report it on every chunk).
+        state.usage = nlx.usage(chunk) or state.usage
+    choice = nlx.first_choice(chunk)
+    if choice is None:
+        # A usage chunk (`"choices": []`): neither content nor a role-only chunk.
+        return None
+    reason = nlx.finish_reason(choice)
     if reason is not None:
         state.finish_reason = reason
-    content = nlx.delta_content(chunk)
-    if content:
+    content, reasoning = nlx.delta_parts(choice)
+    if reasoning is not None:
+        if state.t_first_reasoning is None:
+            state.t_first_reasoning = t_ns
+        state.reasoning_chars += len(reasoning)
+    if content is not None:
         if state.t_first_content is None:
             state.t_first_content = t_ns
         else:
@@ -306,7 +411,7 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
         state.t_last_content = t_ns
         state.parts.append(content)
         state.chunks += 1
-    elif reason is None:
+    elif reason is None and reasoning is None:
         state.role_only += 1
     return None
 

@@ -1,9 +1,11 @@
-"""The NLX OpenAI Connect contract: URL, request body, channel keys, chunk fields."""
+"""The NLX OpenAI Connect contract: URL, request body, channel keys; and the fields of a
+chat.completion.chunk both APIs stream (content, reasoning, finish reason, usage)."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from loadtest.errors import ConfigError
@@ -66,28 +68,66 @@ def request_body(conversation_id: str, messages: list[dict[str, str]]) -> dict[s
     return {"model": model_for(conversation_id), "messages": messages, "stream": True}
 
 
-def delta_content(chunk: Any) -> str | None:
-    """The `choices[0].delta.content` of a chat.completion.chunk, or None when absent."""
+# Where OpenAI-compatible servers stream reasoning, apart from the answer: `reasoning_content` (vLLM,
+# DeepSeek) or `reasoning` (OpenRouter, newer vLLM).
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def first_choice(chunk: Any) -> dict[str, Any] | None:
+    """`choices[0]` of a chunk when it is an object; None for a chunk without choices (a usage chunk)."""
     if not isinstance(chunk, dict):
         return None
     choices = chunk.get("choices")
     if not choices or not isinstance(choices, list):
         return None
     first = choices[0]
-    if not isinstance(first, dict):
-        return None
-    delta = first.get("delta")
+    return first if isinstance(first, dict) else None
+
+
+def delta_parts(choice: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The answer (`delta.content`) and the reasoning of one choice, each None when absent or empty."""
+    delta = choice.get("delta")
     if not isinstance(delta, dict):
-        return None
+        return None, None
     content = delta.get("content")
-    return content if isinstance(content, str) else None
+    reasoning = None
+    for name in REASONING_FIELDS:
+        value = delta.get(name)
+        if value and isinstance(value, str):
+            reasoning = value
+            break
+    return (content if content and isinstance(content, str) else None), reasoning
 
 
-def finish_reason(chunk: Any) -> str | None:
-    if not isinstance(chunk, dict):
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts a stream reported (`stream_options.include_usage`); None where a count was absent."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    reasoning_tokens: int | None  # `completion_tokens_details.reasoning_tokens`, part of completion_tokens
+
+
+def usage(chunk: dict[str, Any]) -> Usage | None:
+    """The `usage` object of a chunk (OpenAI sends it in a last chunk with empty `choices`, and
+    `"usage": null` on the others); None when there is none, or it holds no count."""
+    found = chunk.get("usage")
+    if not isinstance(found, dict):
         return None
-    choices = chunk.get("choices")
-    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+    details = found.get("completion_tokens_details")
+    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    prompt = _count(found.get("prompt_tokens"))
+    completion = _count(found.get("completion_tokens"))
+    if prompt is None and completion is None:
         return None
-    reason = choices[0].get("finish_reason")
+    return Usage(prompt, completion, reasoning)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def finish_reason(choice: dict[str, Any]) -> str | None:
+    """The `finish_reason` of one choice, None while the stream goes on."""
+    reason = choice.get("finish_reason")
     return reason if isinstance(reason, str) else None

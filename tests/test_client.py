@@ -9,7 +9,10 @@ import orjson
 import pytest
 
 from loadtest.catalog import PROTOCOL_KEYS
-from loadtest.client import TurnResult, stream_turn
+from loadtest.client import TurnResult, make_client, stream_turn
+from loadtest.options import OPENAI_PATH, TRANSPORTS
+from loadtest.phases import Connection
+from tests.mockthread import ThreadedMock
 
 URL = "https://apps.nlx.ai/v1/dep/web-en-US/chat/completions"
 KEY = "sk-secret-key-123"
@@ -187,3 +190,133 @@ def test_every_protocol_count_the_client_keeps_is_in_the_catalog() -> None:
     late = run(sse([chunk("Hi"), b"data: [DONE]\n\n", chunk("late")]))
     keys = {*quirky.protocol, *late.protocol}
     assert keys == PROTOCOL_KEYS, keys ^ PROTOCOL_KEYS
+
+
+# --- reasoning, usage, connection and the split of a turn's time ----------------------------------------
+
+
+def reasoning(text: str, field: str = "reasoning_content") -> bytes:
+    obj = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {field: text}}]}
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def usage(prompt: int, completion: int, reasoning_tokens: int | None = None) -> bytes:
+    counts: dict[str, object] = {"prompt_tokens": prompt, "completion_tokens": completion}
+    if reasoning_tokens is not None:
+        counts["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return (
+        b"data: "
+        + orjson.dumps({"object": "chat.completion.chunk", "choices": [], "usage": counts})
+        + b"\n\n"
+    )
+
+
+def test_reasoning_is_timed_and_counted_apart_and_usage_is_read() -> None:
+    r = run(
+        sse(
+            [
+                chunk("", role="assistant"),
+                reasoning("Let me think"),
+                reasoning(", then answer", field="reasoning"),
+                chunk("Hi"),
+                chunk(" there"),
+                chunk(finish="stop"),
+                usage(12, 9, reasoning_tokens=5),
+                b"data: [DONE]\n\n",
+            ]
+        )
+    )
+    assert r.ok and r.content == "Hi there" and r.chunks == 2 and len(r.itl_ns) == 1
+    assert r.reasoning_chars == len("Let me think, then answer")
+    assert r.t_first_reasoning_ns is not None and r.t_first_content_ns is not None
+    # TTFT is the first answer content, after the reasoning.
+    assert r.t_first_event_ns <= r.t_first_reasoning_ns < r.t_first_content_ns  # type: ignore[operator]
+    assert r.ttfr_ns is not None and r.ttft_ns is not None and r.ttfr_ns < r.ttft_ns
+    assert (r.prompt_tokens, r.completion_tokens, r.reasoning_tokens) == (12, 9, 5)
+    # Neither reasoning nor the usage chunk is a role-only chunk.
+    assert r.protocol == {"role_only_chunks": 1}
+
+
+def test_a_stream_of_reasoning_and_usage_without_an_answer_has_no_content() -> None:
+    r = run(sse([reasoning("thinking"), chunk(finish="stop"), usage(3, 4), b"data: [DONE]\n\n"]))
+    assert not r.ok and r.kind == "no_content"
+    assert r.content == "" and r.reasoning_chars == len("thinking") and r.completion_tokens == 4
+
+
+def test_without_usage_there_are_no_token_counts() -> None:
+    r = run(sse(STREAM))
+    assert r.ok and (r.prompt_tokens, r.completion_tokens, r.reasoning_tokens) == (None, None, None)
+    assert r.tpot_ns is None and r.output_tps is None and r.ttfr_ns is None and r.reasoning_chars == 0
+
+
+MS = 1_000_000
+
+
+def timed(**fields: object) -> TurnResult:
+    """A succeeded turn that started at 0: headers at 100 ms, first content at 300 ms, last event at 1.3 s."""
+    base: dict[str, object] = {
+        "ok": True,
+        "kind": None,
+        "detail": "",
+        "status": 200,
+        "t_start_ns": 0,
+        "t_end_ns": 1400 * MS,
+        "t_headers_ns": 100 * MS,
+        "t_first_event_ns": 250 * MS,
+        "t_first_content_ns": 300 * MS,
+        "t_last_event_ns": 1300 * MS,
+    }
+    return TurnResult(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_tpot_and_output_rate_from_the_completion_tokens() -> None:
+    r = timed(completion_tokens=11)
+    assert r.ttfb_ns == 100 * MS
+    assert r.tpot_ns == 100 * MS  # 1 s after the first token / 10 more tokens
+    assert r.output_tps == pytest.approx(11.0)  # 11 tokens / 1 s
+    # Reasoning streamed first: the completion tokens streamed from the first reasoning chunk on.
+    thinking = timed(completion_tokens=13, t_first_reasoning_ns=200 * MS)
+    assert thinking.tpot_ns == 1100 * MS // 12 and thinking.output_tps == pytest.approx(13 / 1.1)
+    for no_rate in (timed(completion_tokens=1), timed(), timed(completion_tokens=11, ok=False, kind="x")):
+        assert no_rate.tpot_ns is None and no_rate.output_tps is None
+
+
+def test_the_time_split_adds_up_to_the_latency() -> None:
+    fresh = Connection(new=True, dns_ns=5 * MS, connect_ns=10 * MS, tls_ns=30 * MS)
+    r = timed(connection=fresh, pool_wait_ns=1 * MS)
+    assert r.setup_ns == 46 * MS
+    assert r.time_split_ns() == (46 * MS, 54 * MS, 200 * MS, 1000 * MS)
+    assert sum(r.time_split_ns() or ()) == r.latency_ns
+    reused = timed(
+        connection=Connection(new=False, dns_ns=None, connect_ns=None, tls_ns=None), pool_wait_ns=MS
+    )
+    assert reused.time_split_ns() == (1 * MS, 99 * MS, 200 * MS, 1000 * MS)
+    assert timed().time_split_ns() == (0, 100 * MS, 200 * MS, 1000 * MS)
+    assert timed(ok=False, kind="assertion").time_split_ns() is None
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_users_first_turn_opens_a_connection_and_the_next_reuses_it(
+    transport: str, thread_mock: Callable[..., ThreadedMock]
+) -> None:
+    mock = thread_mock(api_key=KEY)
+    waits: list[int] = []
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with make_client(transport=transport) as client:
+        url = mock.base + OPENAI_PATH
+        first, second = (
+            stream_turn(client, url, body, api_key=KEY, on_pool_wait=waits.append) for _ in range(2)
+        )
+    assert first.ok and second.ok, (first.detail, second.detail)
+    assert first.connection is not None and first.connection.new
+    assert first.connection.connect_ns is not None and first.connection.connect_ns > 0
+    assert first.connection.tls_ns is None  # plain HTTP
+    assert second.connection is not None and not second.connection.new
+    assert len(waits) == 2 and first.pool_wait_ns == waits[0] and second.pool_wait_ns == waits[1]
+    assert second.setup_ns == second.pool_wait_ns
+
+
+def test_a_turn_that_got_no_connection_has_none() -> None:
+    with make_client(connect_timeout=2) as client:
+        r = stream_turn(client, "http://127.0.0.1:9/v1/chat/completions", BODY, api_key=KEY)
+    assert not r.ok and r.kind == "connect" and r.connection is None and r.setup_ns is None

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from loadtest import nlx
@@ -47,11 +49,46 @@ def test_model_carries_the_conversation_id_and_round_trips() -> None:
         nlx.conversation_id_from_model("gpt-4o")
 
 
-def test_delta_content_and_finish_reason_tolerate_odd_chunks() -> None:
-    chunk = {"choices": [{"delta": {"content": "hé"}, "finish_reason": None}]}
-    assert nlx.delta_content(chunk) == "hé"
-    assert nlx.finish_reason(chunk) is None
-    assert nlx.finish_reason({"choices": [{"delta": {}, "finish_reason": "stop"}]}) == "stop"
-    for odd in (None, [], {}, {"choices": []}, {"choices": [1]}, {"choices": [{"delta": "x"}]}):
-        assert nlx.delta_content(odd) is None
-        assert nlx.finish_reason(odd) is None
+def parts(chunk: object) -> tuple[str | None, str | None, str | None]:
+    """Answer, reasoning and finish reason of a chunk, as the client reads them."""
+    choice = nlx.first_choice(chunk)
+    if choice is None:
+        return None, None, None
+    return (*nlx.delta_parts(choice), nlx.finish_reason(choice))
+
+
+def test_content_reasoning_and_finish_reason_tolerate_odd_chunks() -> None:
+    assert parts({"choices": [{"delta": {"content": "hé"}, "finish_reason": None}]}) == ("hé", None, None)
+    assert parts({"choices": [{"delta": {}, "finish_reason": "stop"}]}) == (None, None, "stop")
+    odd_deltas = ({"delta": "x"}, {"delta": {"content": 3, "reasoning": ["x"]}}, {"delta": {"content": ""}})
+    odd_chunks: list[Any] = [None, [], {}, {"choices": []}, {"choices": [1]}]
+    for odd in [*odd_chunks, *({"choices": [d]} for d in odd_deltas)]:
+        assert parts(odd) == (None, None, None), odd
+
+
+@pytest.mark.parametrize("field", nlx.REASONING_FIELDS)
+def test_reasoning_is_read_apart_from_the_answer(field: str) -> None:
+    assert parts({"choices": [{"delta": {field: "hmm", "content": None}}]}) == (None, "hmm", None)
+    assert parts({"choices": [{"delta": {field: "", "content": "Hi"}}]}) == ("Hi", None, None)
+
+
+def test_usage_reads_the_counts_and_the_reasoning_tokens_when_given() -> None:
+    chunk = {
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 12,
+            "completion_tokens": 30,
+            "total_tokens": 42,
+            "completion_tokens_details": {"reasoning_tokens": 18},
+        },
+    }
+    assert nlx.usage(chunk) == nlx.Usage(12, 30, 18)
+    assert nlx.usage({"usage": {"prompt_tokens": 5, "completion_tokens": 7}}) == nlx.Usage(5, 7, None)
+    no_usage: list[dict[str, Any]] = [
+        {},
+        {"usage": None},
+        {"usage": {}},
+        {"usage": {"prompt_tokens": -1, "completion_tokens": True}},
+    ]
+    for odd in no_usage:
+        assert nlx.usage(odd) is None, odd
