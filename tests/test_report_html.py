@@ -105,6 +105,7 @@ def record(
         m.record_scoped("ttft", ttft_ns, scopes, interval)
         m.record_scoped("turn", turn_ns, scopes, interval)
         m.hist("ttft_response").record_ns(ttft_ns + 2_000_000)
+        m.hist("ttfb").record_ns(ttft_ns - 10_000_000)
         m.hist("turn_response").record_ns(turn_ns + 2_000_000)
         for gap_ms in (2, 3, 4, 5):
             m.itl.record_ns(gap_ms * 1_000_000)
@@ -326,13 +327,22 @@ def test_a_passing_run() -> None:
     ]
 
 
+def table_metrics(summary: dict[str, Any]) -> list[catalog.Metric]:
+    """The metrics of the Latency table: an optional one only with samples."""
+    metrics = summary["metrics"]
+    return [m for m in catalog.TABLE_METRICS if metrics[m.summary_key]["count"] or not m.optional]
+
+
 def test_tables_follow_the_catalog_and_its_number_format() -> None:
     summary = passing_run()
     page = Page(render_html(summary))
     assert page.head("latency") == [["metric", "count", *(s.label for s in catalog.STATS)]]
     rows = page.rows("latency")
-    assert [row[0].lower() for row in rows] == [m.label.lower() for m in catalog.METRICS]
-    for metric, row in zip(catalog.METRICS, rows, strict=True):
+    # An optional metric without samples has no row: this run had no TLS, no reasoning, no usage.
+    shown = table_metrics(summary)
+    assert [m.key for m in shown] == ["ttft", "turn", "itl", "conversation", "ttfb"]
+    assert [row[0].lower() for row in rows] == [m.heading.lower() for m in shown]
+    for metric, row in zip(shown, rows, strict=True):
         stats = summary["metrics"][metric.summary_key]
         assert row[1:] == [f"{stats['count']:,}", *(format_number(stats[s.key]) for s in catalog.STATS)]
     assert f".swatch.m-{catalog.TTFT.key} {{ background: {catalog.TTFT.color}; }}" in page.html
@@ -475,6 +485,10 @@ def test_the_comparison_page() -> None:
     assert runs["host"] == ["http://127.0.0.1:8089", NASTY]
     assert re.search(r'<td class="l wrap worse"><code>[^<]*evil', html)  # the host differs
     assert [s["id"] for s in chart_data(html)] == ["dist-ttft", "dist-turn"]
+    # A statistic neither run has (no TLS, no usage) has no row; one only the baseline has would.
+    statistics = [row[0] for row in page.rows("all-latency-statistics")]
+    assert "time to response headers p95" in statistics
+    assert not [name for name in statistics if name.startswith(("TLS", "output tokens"))]
 
     same = render_compare_html(compare(baseline, baseline, 0.1), baseline, baseline)
     assert (
@@ -498,7 +512,9 @@ def browser() -> Iterator[Browser]:
 
 
 def test_report_draws_every_chart_offline(browser: Browser, tmp_path: Path) -> None:
-    summary = passing_run()
+    from tests.test_report_time_split import split_run
+
+    summary = split_run()  # the passing run with "Where the time goes": every chart of a run
     report = tmp_path / "report.html"
     report.write_text(render_html(summary), encoding="utf-8")
     specs = chart_data(report.read_text(encoding="utf-8"))
@@ -520,7 +536,7 @@ def test_report_draws_every_chart_offline(browser: Browser, tmp_path: Path) -> N
         assert size is not None and size["width"] > 300 and size["height"] > 150, (chart_id, size)
     assert page.locator("#verdict.pass").inner_text().startswith("PASS")
     assert page.locator("#thresholds table.thresholds tbody tr").count() == 2
-    assert page.locator("#latency tbody tr").count() == len(catalog.METRICS)
+    assert page.locator("#latency tbody tr").count() == len(table_metrics(summary))
     assert page.locator("#by-turn tbody tr").count() == len(summary["by_turn"])
     assert page.locator("#by-scenario tbody tr").count() == len(summary["by_scenario"])
     counters = page.locator("#stream-protocol .counter").all_inner_texts()
@@ -528,6 +544,13 @@ def test_report_draws_every_chart_offline(browser: Browser, tmp_path: Path) -> N
     # The metric colours of the style sheet reach the swatches.
     swatch = page.locator("#latency .swatch").first.evaluate("e => getComputedStyle(e).backgroundColor")
     assert swatch == "rgb(37, 99, 235)" == _rgb(catalog.TTFT.color)
+    # "Where the time goes" is drawn to scale: p95's set-up is 310 of the 1,200 ms of p99's bar.
+    assert "time-connections" in expected
+    p95 = page.locator("#where-the-time-goes svg.bar").nth(1)
+    track, setup = p95.bounding_box(), p95.locator("rect.part-setup").bounding_box()
+    assert track is not None and setup is not None and track["width"] > 500
+    assert setup["width"] == pytest.approx(track["width"] * 310 / 1200, abs=1.5)
+    assert p95.locator("rect.part-setup").evaluate("e => getComputedStyle(e).fill") == "rgb(180, 83, 9)"
 
 
 def test_an_old_summary_renders_in_the_browser(browser: Browser, tmp_path: Path) -> None:

@@ -37,7 +37,11 @@ COLORS = {
     "ok": "#16a34a",
     "failed": "#dc2626",
     "users": "#64748b",
+    "connections_opened": "#b45309",
+    "connections_reused": "#64748b",
 }
+# The timeline counts of the connections chart, and their legend.
+CONNECTION_COUNTS = {"connections_opened": "opened", "connections_reused": "reused"}
 # Points labelled on a percentile distribution, the end for a statistic without a percentile (max).
 # p95 would sit between p90 and p99 where labels collide: the tables give it.
 MARKS = tuple(s for s in catalog.TABLE_STATS if s.key != "p95")
@@ -141,9 +145,21 @@ class Timeline:
     t: tuple[int, ...]
     interval_s: int
     users: tuple[int | None, ...]
-    ok_per_s: tuple[float, ...]
-    failed_per_s: tuple[float, ...]
     latency: Mapping[str, Mapping[str, tuple[float | None, ...]]]  # metric key -> stat key -> values
+    # Every count of the points (turns_ok, connections_opened, ...) per second, by its key.
+    per_s: Mapping[str, tuple[float, ...]]
+
+    def rate(self, count: str) -> tuple[float, ...]:
+        """`count` per second per interval; zeros when the timeline has no such count."""
+        return self.per_s.get(count) or (0.0,) * len(self.t)
+
+    @property
+    def ok_per_s(self) -> tuple[float, ...]:
+        return self.rate("turns_ok")
+
+    @property
+    def failed_per_s(self) -> tuple[float, ...]:
+        return self.rate("turns_failed")
 
 
 def timeline(summary: Mapping[str, Any]) -> Timeline | None:
@@ -161,7 +177,15 @@ def timeline(summary: Mapping[str, Any]) -> Timeline | None:
         return None
     run = summary.get("run") or {}
     start, end = _epoch(run.get("started")), _epoch(run.get("ended"))
-    t, users, ok, failed = [], [], [], []
+    t, users = [], []
+    # A count is any number of a point but its time and users; a point without one counted none.
+    count_keys = dict.fromkeys(
+        key
+        for p in points
+        for key, value in p.items()
+        if key not in ("t", "users") and _number(value) is not None
+    )
+    per_s: dict[str, list[float]] = {key: [] for key in count_keys}
     latency: dict[str, dict[str, list[float | None]]] = {
         m.key: {s.key: [] for s in catalog.TIMELINE_STATS} for m in catalog.TIMELINE_METRICS
     }
@@ -171,8 +195,8 @@ def timeline(summary: Mapping[str, Any]) -> Timeline | None:
         t.append(int(t0))
         u = _number(p.get("users"))
         users.append(None if u is None else int(u))
-        ok.append(round((_number(p.get("turns_ok")) or 0) / covered, 3))
-        failed.append(round((_number(p.get("turns_failed")) or 0) / covered, 3))
+        for key, rates in per_s.items():
+            rates.append(round((_number(p.get(key)) or 0) / covered, 3))
         for metric, stats in latency.items():
             section_stats = p.get(catalog.METRIC_BY_KEY[metric].summary_key)
             for stat, values in stats.items():
@@ -182,9 +206,8 @@ def timeline(summary: Mapping[str, Any]) -> Timeline | None:
         t=tuple(t),
         interval_s=int(interval),
         users=tuple(users),
-        ok_per_s=tuple(ok),
-        failed_per_s=tuple(failed),
         latency={m: {s: tuple(v) for s, v in stats.items()} for m, stats in latency.items()},
+        per_s={key: tuple(rates) for key, rates in per_s.items()},
     )
 
 
@@ -200,11 +223,11 @@ def latency_over_time_spec(chart_id: str, tl: Timeline, metric: Metric) -> dict[
     return {
         "id": chart_id,
         "kind": "time",
-        "unit": "ms",
+        "unit": metric.unit,
         "height": 240,
         "interval": tl.interval_s,
         "series": series,
-        "axes": [{"scale": "y", "label": "ms"}],
+        "axes": [{"scale": "y", "label": metric.unit}],
         "data": data,
     }
 
@@ -229,6 +252,27 @@ def throughput_spec(chart_id: str, tl: Timeline) -> dict[str, Any]:
         "interval": tl.interval_s,
         "series": series,
         "axes": axes,
+        "data": data,
+    }
+
+
+def connections_spec(chart_id: str, tl: Timeline) -> dict[str, Any] | None:
+    """Connections opened and kept-alive ones reused, per second per interval; None when the timeline
+    counted none (a summary written before connections were counted)."""
+    if not any(any(tl.rate(key)) for key in CONNECTION_COUNTS):
+        return None
+    series, data = [], [_midpoints(tl)]
+    for key, label in CONNECTION_COUNTS.items():
+        series.append(_series(label, COLORS[key], width=2.0, fill=key == "connections_opened"))
+        data.append(list(tl.rate(key)))
+    return {
+        "id": chart_id,
+        "kind": "time",
+        "unit": "/s",
+        "height": 200,
+        "interval": tl.interval_s,
+        "series": series,
+        "axes": [{"scale": "y", "label": "per second"}],
         "data": data,
     }
 

@@ -35,6 +35,7 @@ from loadtest.report.compare import (
     format_pp,
     format_ratio,
     rule,
+    shown_deltas,
     throughput,
 )
 from loadtest.report.schema import number, scoped_errors
@@ -102,6 +103,8 @@ def render_html(summary: Mapping[str, Any]) -> str:
         settings=_settings(run),
         latency=_latency(metrics),
         distributions=_distributions(metrics, specs),
+        time_split=_time_split(summary, specs),
+        time_parts=catalog.TIME_SPLIT_PARTS,
         over_time=_over_time(summary, specs),
         by_turn=_breakdown(summary.get("by_turn"), catalog.TURN),
         by_scenario=_breakdown(summary.get("by_scenario"), catalog.SCENARIO),
@@ -141,7 +144,7 @@ def render_compare_html(comparison: Comparison, baseline: Mapping[str, Any], new
         floor=f"{ERROR_RATE_FLOOR * 100:g} pp",
         rule=rule(comparison.tolerance),
         checks=[_check(d, comparison.tolerance) for d in comparison.checks],
-        deltas=[_latency_delta(d, comparison.tolerance) for d in comparison.latency],
+        deltas=[_latency_delta(d, comparison.tolerance) for d in shown_deltas(comparison)],
         counts=_count_deltas(comparison, baseline, new),
         overlays=_overlays(baseline, new, specs),
         facts=_facts_side_by_side(b_run, n_run),
@@ -512,12 +515,14 @@ class Table:
 
 
 def _latency(metrics: Mapping[str, Any]) -> Table:
+    """The catalog's table metrics the summary has; an optional one only with samples (no TLS row for
+    a run over http, no token rows for a server that sends no usage)."""
     rows = []
-    for m in catalog.METRICS:
+    for m in catalog.TABLE_METRICS:
         stats = _mapping(metrics.get(m.summary_key))
-        if stats:
+        if stats and (_int(stats.get("count")) or not m.optional):
             cells = [f"{_int(stats.get('count')):,}", *(_ms(stats.get(s.key)) for s in catalog.STATS)]
-            rows.append(Row(_capital(m.label), cells, m.key))
+            rows.append(Row(_capital(m.heading), cells, m.key))
     return Table(["metric", "count", *(s.label for s in catalog.STATS)], rows)
 
 
@@ -577,6 +582,128 @@ def _over_time(summary: Mapping[str, Any], specs: list[dict[str, Any]]) -> OverT
     detail = f"turns per second, every {tl.interval_s} s"
     tput = charts.throughput_spec("time-throughput", tl)
     return OverTime(latency, _figure("time-throughput", "Throughput and users", detail, tput, specs, ""))
+
+
+# --- where the time goes ----------------------------------------------------------------------
+
+
+# Tabled under the bars, those with samples: a run over http has no TLS handshake, one that kept its
+# connections alive may have no DNS lookup after the first turns.
+PHASE_METRICS = (catalog.TTFB, catalog.DNS, catalog.CONNECT, catalog.TLS)
+CONNECTION_COUNTS = ("connections_opened", "connections_reused")
+# A part narrower than this share of the widest bar has no room to write its ms in: the sentence under
+# the bar gives it.
+LABELLED_MIN_PCT = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A part of one bar, placed in % of the widest bar (the slowest of the percentiles)."""
+
+    part: str  # the slug of its `catalog.Part`: its colour in the style sheet, .part-first-content
+    ms: str
+    x: float
+    width: float
+
+    @property
+    def middle(self) -> float:
+        return round(self.x + self.width / 2, 3)
+
+    @property
+    def labelled(self) -> bool:
+        return self.width >= LABELLED_MIN_PCT
+
+
+@dataclass(frozen=True, slots=True)
+class SplitBar:
+    stat: str  # p95
+    turn: str  # the turn latency at that percentile, ms as shown
+    basis: str  # which turns the split is the mean of: "the mean of 4 turns near p95"; "" when not said
+    segments: list[Segment]
+    sentence: str  # "p95 turn 912.0 ms: 310.0 ms connection set-up, ..."
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSplit:
+    """The "Where the time goes" card: a bar per percentile, the connections and their phases."""
+
+    bars: list[SplitBar]
+    connections: str  # one line of the counts; "" when the summary has none
+    phases: Table | None
+    over_time: Figure | None
+
+
+def _time_split(summary: Mapping[str, Any], specs: list[dict[str, Any]]) -> TimeSplit | None:
+    """None when the summary has no `time_split` (written before it, or no turn succeeded)."""
+    section = _mapping(summary.get("time_split"))
+    entries = [(s.label, _mapping(section.get(s.key))) for s in catalog.TIME_SPLIT_STATS]
+    entries = [(stat, e) for stat, e in entries if (_float(e.get("turn_ms")) or 0) > 0]
+    if not entries:
+        return None
+    # One scale for every bar, so that p99's is the longest; parts are means, their sum may pass the turn.
+    scale = max(max(_float(e.get("turn_ms")) or 0.0, sum(_parts(e).values())) for _, e in entries)
+    return TimeSplit(
+        [_split_bar(stat, e, scale) for stat, e in entries],
+        _connections(_mapping(summary.get("counts"))),
+        _phases(_mapping(summary.get("metrics"))),
+        _connections_over_time(summary, specs),
+    )
+
+
+def _parts(entry: Mapping[str, Any]) -> dict[catalog.Part, float]:
+    """The parts an entry has, in ms (a negative mean, which no clock should give, as none)."""
+    found = {part: _float(entry.get(f"{part.key}_ms")) for part in catalog.TIME_SPLIT_PARTS}
+    return {part: max(ms, 0.0) for part, ms in found.items() if ms is not None}
+
+
+def _split_bar(stat: str, entry: Mapping[str, Any], scale: float) -> SplitBar:
+    segments, x = [], 0.0
+    parts = _parts(entry)
+    for part, ms in parts.items():
+        width = ms / scale * 100
+        if width > 0:
+            segments.append(Segment(_slug(part.key), _ms(ms) or "", round(x, 3), round(width, 3)))
+        x += width
+    turn = _ms(entry.get("turn_ms")) or ""
+    said = ", ".join(f"{_ms(ms)} ms {part.label}" for part, ms in parts.items())
+    sentence = f"{stat} turn {turn} ms" + (f": {said}" if said else "")
+    return SplitBar(stat, turn, _basis(_int(entry.get("turns")), stat), segments, sentence)
+
+
+def _basis(turns: int, stat: str) -> str:
+    if turns == 1:
+        return f"the one turn near {stat}"
+    return f"the mean of {turns:,} turns near {stat}" if turns else ""
+
+
+def _connections(counts: Mapping[str, Any]) -> str:
+    """The line of the connection counts; "" when no turn counted one (a summary from before them)."""
+    opened, reused = (_int(counts.get(key)) for key in CONNECTION_COUNTS)
+    if not opened + reused:
+        return ""
+    share = _pct(opened / (opened + reused), 1)
+    return f"Connections: {opened:,} opened, {reused:,} kept-alive ones reused; {share} of turns opened one."
+
+
+def _phases(metrics: Mapping[str, Any]) -> Table | None:
+    """TTFB and the phases of new connections, as the Latency table shows them; None without samples."""
+    stats = catalog.BREAKDOWN_STATS
+    rows = []
+    for metric in PHASE_METRICS:
+        values = _mapping(metrics.get(metric.summary_key))
+        if _int(values.get("count")):
+            cells = [f"{_int(values.get('count')):,}", *(_ms(values.get(s.key)) for s in stats)]
+            rows.append(Row(_capital(metric.label), cells, metric.key))
+    return Table(["phase", "count", *(s.label for s in stats)], rows) if rows else None
+
+
+def _connections_over_time(summary: Mapping[str, Any], specs: list[dict[str, Any]]) -> Figure | None:
+    tl = charts.timeline(summary)
+    spec = None if tl is None else charts.connections_spec("time-connections", tl)
+    if tl is None or spec is None:
+        return None
+    detail = f"per second, every {tl.interval_s} s"
+    return _figure("time-connections", "New and reused connections", detail, spec, specs, "")
 
 
 def _breakdown(table: Any, scope: str) -> Table | None:
@@ -738,7 +865,7 @@ def _latency_delta(d: Delta, tolerance: float) -> DeltaRow:
 def _delta_label(d: Delta) -> str:
     metric = catalog.METRIC_BY_KEY.get(d.metric)
     stat = catalog.STAT_BY_LABEL.get(d.stat)
-    return f"{metric.label if metric else d.metric} {stat.label if stat else d.stat}"
+    return f"{metric.heading if metric else d.metric} {stat.label if stat else d.stat}"
 
 
 def _change(d: Delta, tolerance: float) -> str:
