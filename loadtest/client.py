@@ -141,20 +141,20 @@ class TurnResult:
     @property
     def tpot_ns(self) -> int | None:
         """Time per output token after the first: generation time / (completion tokens - 1), for a
-        succeeded turn with at least 2 completion tokens."""
+        turn with at least 2 completion tokens."""
         generation = self.generation_ns
         tokens = self.completion_tokens
-        if not self.ok or generation is None or tokens is None or tokens < 2:
+        if generation is None or tokens is None or tokens < 2:
             return None
         return generation // (tokens - 1)
 
     @property
     def output_tps(self) -> float | None:
-        """Completion tokens per second of generation, for a succeeded turn with at least 2 completion
-        tokens (with one, the time is only the gap to the last event, and the rate meaningless)."""
+        """Completion tokens per second of generation, for a turn with at least 2 completion tokens
+        (with one, the time is only the gap to the last event, and the rate meaningless)."""
         generation = self.generation_ns
         tokens = self.completion_tokens
-        if not self.ok or not generation or tokens is None or tokens < 2:
+        if not generation or tokens is None or tokens < 2:
             return None
         return tokens * 1e9 / generation
 

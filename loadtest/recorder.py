@@ -123,6 +123,10 @@ class TurnRecorder:
         m.count("chunks", result.chunks)
         m.count_at("chunks", interval, result.chunks)
         m.count("chars", len(result.content))
+        if result.reasoning_chars:
+            m.count("reasoning_chars", result.reasoning_chars)
+        self._connection(result, interval)
+        self._usage(result, interval)
         if result.ok:
             m.count_scoped("turns_ok", scopes)
             m.count_at("turns_ok", interval)
@@ -147,6 +151,7 @@ class TurnRecorder:
                 m.hist("ttft_response").record_ns(result.ttft_ns + late_ns)
             for gap in result.itl_ns:
                 m.itl.record_ns(gap)
+            self._generation(result)
         if self.turn_log is not None:
             # Wall-clock start of the turn, for lining the log up with server logs.
             started = time.time() - (time.perf_counter_ns() - result.t_start_ns) / 1e9
@@ -161,14 +166,61 @@ class TurnRecorder:
                     "kind": result.kind,
                     "reason": None if result.ok else result.detail,
                     "status": result.status,
-                    "ttft_us": None if result.ttft_ns is None else result.ttft_ns // 1000,
+                    "ttft_us": _us(result.ttft_ns),
                     "latency_us": result.latency_ns // 1000,
                     "late_us": late_ns // 1000,
                     "chunks": result.chunks,
                     "chars": len(result.content),
                     "reply": excerpt(result.content, TURN_LOG_REPLY_CHARS),
+                    **_turn_log_phases(result),
                 }
             )
+
+    def _connection(self, result: TurnResult, interval: int) -> None:
+        """Time to the response headers, for every turn that got them; whether the turn opened a
+        connection or reused one, and the phases of a new one."""
+        m = self.metrics
+        ttfb = result.ttfb_ns
+        if ttfb is not None:
+            m.hist("ttfb").record_ns(ttfb)
+        conn = result.connection
+        if conn is None:
+            return
+        name = "connections_opened" if conn.new else "connections_reused"
+        m.count(name)
+        m.count_at(name, interval)
+        for key, phase_ns in (("dns", conn.dns_ns), ("connect", conn.connect_ns), ("tls", conn.tls_ns)):
+            if phase_ns is not None:
+                m.hist(key).record_ns(phase_ns)
+
+    def _usage(self, result: TurnResult, interval: int) -> None:
+        """The tokens the stream reported, whatever became of the turn: the server spent them."""
+        if result.prompt_tokens is None and result.completion_tokens is None:
+            return
+        m = self.metrics
+        m.count("turns_with_usage")
+        m.count("prompt_tokens", result.prompt_tokens or 0)
+        m.count("completion_tokens", result.completion_tokens or 0)
+        m.count_at("completion_tokens", interval, result.completion_tokens or 0)
+        m.count("reasoning_tokens", result.reasoning_tokens or 0)
+
+    def _generation(self, result: TurnResult) -> None:
+        """Time to first reasoning, and for a succeeded turn its token rates and the split of its
+        latency."""
+        m = self.metrics
+        ttfr = result.ttfr_ns
+        if ttfr is not None:
+            m.hist("ttfr").record_ns(ttfr)
+        tpot = result.tpot_ns
+        if tpot is not None:
+            m.hist("tpot").record_ns(tpot)
+        rate = result.output_tps
+        if rate is not None:
+            # Thousandths of a token per second, as every histogram keeps thousandths of its unit.
+            m.hist("output_tps").record_us(round(rate * 1000))
+        split = result.time_split_ns()
+        if split is not None:
+            m.split(result.latency_ns, split)
 
     def _failed_or_cut(self, result: TurnResult, scopes: tuple[str, ...], interval: int) -> None:
         """A turn cut by the end of the run is no error of the endpoint: it is only counted as cut, so
@@ -186,3 +238,27 @@ class TurnRecorder:
 
 def _scope(scope: str, value: str | int) -> str:
     return f"{scope}={value}"
+
+
+def _us(value_ns: int | None) -> int | None:
+    return None if value_ns is None else value_ns // 1000
+
+
+def _turn_log_phases(result: TurnResult) -> dict[str, Any]:
+    """What the turn log adds for the connection, reasoning and tokens: enough to recompute tpot and
+    output_tps (`first_output_us` is the first answer or reasoning chunk)."""
+    conn = result.connection
+    first_output = [t for t in (result.t_first_content_ns, result.t_first_reasoning_ns) if t is not None]
+    return {
+        "ttfb_us": _us(result.ttfb_ns),
+        "ttfr_us": _us(result.ttfr_ns),
+        "first_output_us": _us(min(first_output) - result.t_start_ns) if first_output else None,
+        "connection": None if conn is None else "new" if conn.new else "reused",
+        "dns_us": _us(conn.dns_ns) if conn else None,
+        "connect_us": _us(conn.connect_ns) if conn else None,
+        "tls_us": _us(conn.tls_ns) if conn else None,
+        "reasoning_chars": result.reasoning_chars,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "reasoning_tokens": result.reasoning_tokens,
+    }

@@ -13,6 +13,7 @@ from loadtest import catalog
 from loadtest.catalog import Failure
 from loadtest.client import TurnResult
 from loadtest.metrics import EXAMPLE_CHARS, Metrics
+from loadtest.phases import Connection
 from loadtest.recorder import TURN_LOG_REPLY_CHARS, TurnRecorder
 from loadtest.report import build_summary
 
@@ -204,3 +205,103 @@ def test_a_reply_that_failed_a_check_is_timed_and_its_example_kept_per_scenario_
     assert order["examples"]["assertion"] == "reply does not match /^\\d+$/"
     assert summary["by_turn"]["2"]["errors"] == {"assertion": 1}
     assert summary["by_turn"]["1"]["examples"] == {"http_500": "http_500 happened"}
+
+
+NEW = Connection(new=True, dns_ns=2 * MS, connect_ns=3 * MS, tls_ns=7 * MS)
+KEPT = Connection(new=False, dns_ns=None, connect_ns=None, tls_ns=None)
+
+
+def rich_turn(connection: Connection | None = NEW, **fields: object) -> TurnResult:
+    """A succeeded turn with headers at 20 ms, reasoning from 25 ms, the answer from 40 ms to 100 ms,
+    and usage: 10 prompt, 11 completion (4 of them reasoning) tokens."""
+    values: dict[str, object] = {
+        "t_headers_ns": 20 * MS,
+        "t_first_reasoning_ns": 25 * MS,
+        "reasoning_chars": 17,
+        "prompt_tokens": 10,
+        "completion_tokens": 11,
+        "reasoning_tokens": 4,
+        "connection": connection,
+        "pool_wait_ns": MS,
+        **fields,
+    }
+    return dataclasses.replace(ok_turn(), **values)  # type: ignore[arg-type]
+
+
+def p50(metrics: Metrics, key: str) -> int:
+    return metrics.hist(key).value_at_percentile_us(50)
+
+
+def test_connection_phases_tokens_and_reasoning_are_recorded() -> None:
+    recorder = TurnRecorder()
+    recorder.turn(rich_turn(), "s", 1, "c", intended_ns=0)
+    recorder.turn(rich_turn(KEPT), "s", 2, "c", intended_ns=0)
+    m = recorder.metrics
+    assert m.counts["connections_opened"] == m.counts["connections_reused"] == 1
+    assert m.hist("ttfb").count == 2 and p50(m, "ttfb") == pytest.approx(20_000, rel=1e-3)
+    # Phases only for the new connection.
+    for key, us in (("dns", 2000), ("connect", 3000), ("tls", 7000)):
+        assert m.hist(key).count == 1 and m.hist(key).value_at_percentile_us(50) == pytest.approx(
+            us, rel=1e-3
+        )
+    assert m.hist("ttfr").count == 2 and p50(m, "ttfr") == pytest.approx(25_000, rel=1e-3)
+    # 75 ms from the first reasoning to the last event over 10 tokens after the first; 11 tokens in 75 ms.
+    assert p50(m, "tpot") == pytest.approx(7_500, rel=1e-3)
+    assert p50(m, "output_tps") == pytest.approx(11 / 0.075 * 1000, rel=1e-3)
+    counts = build_summary(m, {"id": "r"})["counts"]
+    assert (counts["turns_with_usage"], counts["prompt_tokens"], counts["completion_tokens"]) == (2, 20, 22)
+    assert counts["reasoning_tokens"] == 8 and counts["reasoning_chars"] == 34
+    timeline = build_summary(m, {"id": "r"})["timeline"]["points"]
+    assert sum(p["completion_tokens"] for p in timeline) == 22
+    assert sum(p["connections_opened"] + p["connections_reused"] for p in timeline) == 2
+
+
+def test_the_time_split_of_succeeded_turns_reaches_the_summary() -> None:
+    recorder = TurnRecorder()
+    recorder.turn(rich_turn(), "s", 1, "c", intended_ns=0)
+    recorder.turn(
+        dataclasses.replace(rich_turn(), ok=False, kind=Failure.ASSERTION), "s", 1, "c", intended_ns=0
+    )
+    summary = build_summary(recorder.metrics, {"id": "r"})
+    # Set-up 1 + 2 + 3 + 7 ms, headers at 20 ms, first content at 40 ms, last event at 100 ms.
+    expected = {
+        "turn_ms": 100.0,
+        "turns": 1,
+        "setup_ms": 13.0,
+        "headers_ms": 7.0,
+        "first_content_ms": 20.0,
+        "streaming_ms": 60.0,
+    }
+    assert summary["time_split"] == {"p50": expected, "p95": expected, "p99": expected}
+    assert "time_split" not in build_summary(TurnRecorder().metrics, {"id": "r"})
+
+
+def test_a_turn_without_a_connection_or_usage_adds_no_such_figures() -> None:
+    recorder = TurnRecorder()
+    recorder.turn(ok_turn(), "s", 1, "c", intended_ns=0)
+    recorder.turn(failed_turn("connect"), "s", 1, "c", intended_ns=0)
+    m = recorder.metrics
+    for key in ("connections_opened", "connections_reused", "turns_with_usage", "completion_tokens"):
+        assert m.counts[key] == 0, key
+    for metric in ("ttfb", "dns", "connect", "tls", "ttfr", "tpot", "output_tps"):
+        assert m.hist(metric).count == 0, metric
+
+
+def test_the_turn_log_lets_tpot_and_the_output_rate_be_recomputed(tmp_path: Path) -> None:
+    recorder = TurnRecorder()
+    recorder.open_turn_log(tmp_path / "run")
+    recorder.turn(rich_turn(), "s", 1, "c1", intended_ns=0)
+    recorder.close_turn_log()
+    [line] = [
+        orjson.loads(x) for x in next((tmp_path / "run").glob("turns-*.jsonl")).read_bytes().splitlines()
+    ]
+    assert line["connection"] == "new" and (line["dns_us"], line["connect_us"], line["tls_us"]) == (
+        2000,
+        3000,
+        7000,
+    )
+    assert line["ttfb_us"] == 20_000 and line["ttfr_us"] == 25_000 and line["first_output_us"] == 25_000
+    assert (line["prompt_tokens"], line["completion_tokens"], line["reasoning_tokens"]) == (10, 11, 4)
+    generation_us = line["latency_us"] - line["first_output_us"]
+    tpot_us = generation_us / (line["completion_tokens"] - 1)
+    assert p50(recorder.metrics, "tpot") == pytest.approx(tpot_us, rel=1e-3)

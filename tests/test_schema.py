@@ -23,6 +23,7 @@ from loadtest.report.schema import (
     Stats,
     Summary,
     Timeline,
+    TimeSplit,
     duration_s,
     error_rate,
     format_observed,
@@ -44,6 +45,7 @@ def recorded() -> Summary:
         scopes = tuple(f"{s}={'1' if s == catalog.TURN else 'chat'}" for s in counter.scopes)
         metrics.count_scoped(counter.key, scopes)
     metrics.error("http_500", "HTTP 500: boom")
+    metrics.split(10 * MS, (MS, 2 * MS, 3 * MS, 4 * MS))
     return build_summary(metrics, {"id": "r1", "duration_s": 2.0}, {interval: 1})
 
 
@@ -68,6 +70,13 @@ def test_the_types_hold_what_a_run_writes() -> None:
     [error] = summary["errors"]
     assert set(error) == keys(ErrorEntry)
     assert set(summary["timeline"]) == keys(Timeline)
+    assert set(summary["time_split"]) == {s.key for s in catalog.TIME_SPLIT_STATS}
+    for split in summary["time_split"].values():
+        assert (
+            set(split)
+            == keys(TimeSplit)
+            == {"turn_ms", "turns", *(f"{p.key}_ms" for p in catalog.TIME_SPLIT_PARTS)}
+        )
     [point] = summary["timeline"]["points"]
     assert {m.summary_key for m in catalog.TIMELINE_METRICS} | set(catalog.TIMELINE_COUNTS) <= set(point)
 

@@ -3,7 +3,7 @@
 Every report (console, Markdown, junit.xml, HTML, `loadtest compare`) and the thresholds read a
 summary through these types and functions, so that a rate or a duration is worked out once.
 
-Metric sections are keyed by `catalog.Metric.summary_key` (`ttft_ms`) and counts by
+Metric sections are keyed by `catalog.Metric.summary_key` (`ttft_ms`, `output_tps`) and counts by
 `catalog.Counter.key`: those two are plain dicts, so a new metric or counter needs no edit here.
 """
 
@@ -25,8 +25,9 @@ SCHEMA_PREFIX = "loadtest.summary/"
 
 
 class Stats(TypedDict):
-    """One latency histogram in milliseconds (`None` without samples), with the histogram encoded
-    (`hdr`) for charts and exact merges. Its statistic keys are `catalog.STAT_KEYS`."""
+    """One histogram in milliseconds, or the metric's own unit (`catalog.Metric.unit`: output_tps in
+    tokens/s), `None` without samples, with the histogram encoded (`hdr`, thousandths of the unit)
+    for charts and exact merges. Its statistic keys are `catalog.STAT_KEYS`."""
 
     count: int
     min: float | None
@@ -74,6 +75,19 @@ class Timeline(TypedDict):
     points: list[dict[str, Any]]
 
 
+class TimeSplit(TypedDict):
+    """Where the time of the succeeded turns around one percentile of turn latency went: the turns in
+    the 5 %-wide band of latency that holds it, their number and mean latency, and the mean of each
+    of `catalog.TIME_SPLIT_PARTS` (`{part}_ms`), which add up to `turn_ms`."""
+
+    turn_ms: float
+    turns: int
+    setup_ms: float  # request start to the connection acquired: pool wait, then DNS, connect, TLS
+    headers_ms: float  # then to the response headers
+    first_content_ms: float  # then to the first answer content
+    streaming_ms: float  # then to the last event
+
+
 class RunInfo(TypedDict, total=False):
     id: str
     started: str | None
@@ -118,7 +132,7 @@ class Reason(TypedDict):
 
 
 class Summary(TypedDict, total=False):
-    """A run's summary.json. A run writes every key but the last three only when it has them;
+    """A run's summary.json. A run writes every key but the last four only when it has them;
     `load_summary` guarantees `schema` and `metrics`, and readers take the rest with `.get`, so
     that older summaries still render."""
 
@@ -144,6 +158,9 @@ class Summary(TypedDict, total=False):
     # steps (`loadtest.capacity.section`).
     goodput: dict[str, Any]
     capacity: dict[str, Any]
+    # "Where the time goes", by catalog.TIME_SPLIT_STATS key (p50, p95, p99); absent when no turn
+    # succeeded.
+    time_split: dict[str, TimeSplit]
 
 
 def load_summary(path: Path) -> Summary:

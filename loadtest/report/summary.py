@@ -20,6 +20,7 @@ from loadtest.report.schema import (
     RunInfo,
     Summary,
     Timeline,
+    TimeSplit,
     format_observed,
     stat_of,
     stats_of,
@@ -50,7 +51,7 @@ def build_summary(
     `Metrics` returns plain dicts (it cannot import these types: the report package imports it), whose
     shapes `tests/test_schema.py` checks against the TypedDicts.
     """
-    return {
+    summary: Summary = {
         "schema": SCHEMA,
         "run": cast(RunInfo, run),
         "metrics": metrics.summary_metrics(),
@@ -61,6 +62,10 @@ def build_summary(
         "protocol": dict(sorted(metrics.protocol.items())),
         "timeline": cast(Timeline, metrics.summary_timeline(users)),
     }
+    split = metrics.summary_time_split()
+    if split:
+        summary["time_split"] = cast(dict[str, TimeSplit], split)
+    return summary
 
 
 def write_run(report_dir: Path, run_id: str, summary: Summary) -> Path:
