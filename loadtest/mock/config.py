@@ -27,7 +27,9 @@ OPENAI_BASE = "/v1"
 
 ROUTES_HELP = (
     "ROUTES: NLX, POST {prefix}/{deploymentKey}/{channelKey}/chat/completions; OpenAI (any model, "
-    f"no conversation state), POST {{prefix}}/chat/completions, or {OPENAI_BASE}/chat/completions "
+    "no conversation state; the usage chunk before [DONE] when the request has stream_options: "
+    '{"include_usage": true}, tokens counted as whitespace-separated words; NLX sends none), '
+    f"POST {{prefix}}/chat/completions, or {OPENAI_BASE}/chat/completions "
     f"without a prefix: an OpenAI client's base URL is the mock's URL, plus {OPENAI_BASE} if it has no "
     "prefix; GET [{prefix}]/_mock/stats."
 )
@@ -42,6 +44,8 @@ class MockConfig:
     ttft: Distribution = field(default_factory=lambda: parse_duration_dist(DEFAULT_TTFT))
     itl: Distribution = field(default_factory=lambda: parse_duration_dist(DEFAULT_ITL))
     chunks: Distribution = field(default_factory=lambda: parse_count_dist(DEFAULT_CHUNKS))
+    # Reasoning chunks before the answer (None: none, as most servers send).
+    reasoning: Distribution | None = None
     send_done: bool = True
     seed: int = 0
     fingerprint: str = DEFAULT_FINGERPRINT
@@ -53,6 +57,8 @@ class MockConfig:
     max_concurrent: int | None = None
     # The rules of a bot that picks replies by the user's message (None: the mock's own text).
     bot: Bot | None = None
+    # HTTPS with a certificate made at start (see tls.py).
+    tls: bool = False
 
     @property
     def openai_path(self) -> str:
@@ -108,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIST",
         help="content chunks per reply (default: %(default)s)",
     )
+    parser.add_argument(
+        "--reasoning",
+        metavar="DIST",
+        help='reasoning chunks before the answer, each {"delta": {"reasoning_content": ...}} as vLLM and '
+        "DeepSeek send them, on both routes: the first at --ttft, the next ones and the answer's first "
+        "chunk --itl apart, so a client's time to first reasoning comes before its TTFT (default: none)",
+    )
     parser.add_argument("--no-done", action="store_true", help="do not send the final data: [DONE]")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--fingerprint", default=DEFAULT_FINGERPRINT, help="system_fingerprint value")
@@ -116,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KIND=RATE",
-        help="inject a fault into this share of chat requests, e.g. http_429=10%% or stall=0.01 (repeatable)",
+        help="inject a fault into this share of chat requests, e.g. http_429=10%% or stall=0.01 "
+        "(repeatable); idle_close=100%% closes the connection after every response, so every turn opens "
+        "a new one (with --tls, a new handshake)",
     )
     parser.add_argument(
         "--faults",
@@ -161,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="play a bot: YAML rules that pick the reply by the user's last message and may ask back "
         "(see loadtest/mock/bot.py; default: the mock's own text)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS, with a self-signed certificate made at start for 127.0.0.1, ::1, localhost "
+        "and --host; clients must skip verification (loadtest --insecure, curl -k); the URL it "
+        "announces starts with https://",
     )
     return parser
 
@@ -223,6 +245,9 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
         faults = parse_faults([*args.fault, *args.faults])
     except ValueError as exc:
         raise ValueError(f"--fault: {exc}") from None
+    reasoning = None
+    if args.reasoning is not None:
+        reasoning = _option_dist("--reasoning", args.reasoning, parse_count_dist)
     return MockConfig(
         host=args.host,
         port=args.port,
@@ -231,6 +256,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
         ttft=_option_dist("--ttft", args.ttft, parse_duration_dist),
         itl=_option_dist("--itl", args.itl, parse_duration_dist),
         chunks=_option_dist("--chunks", args.chunks, parse_count_dist),
+        reasoning=reasoning,
         send_done=not args.no_done,
         seed=args.seed,
         fingerprint=args.fingerprint,
@@ -240,4 +266,5 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> MockConfig:
         max_conversations=args.max_conversations,
         max_concurrent=args.max_concurrent,
         bot=None if args.bot is None else load_bot(args.bot),
+        tls=args.tls,
     )

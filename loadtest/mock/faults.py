@@ -99,7 +99,8 @@ FAULTS: Final[tuple[Fault, ...]] = (
     # The client reconnects for its next turn: nothing fails.
     Fault(
         "idle_close",
-        "complete the response, then close the connection (Connection: close)",
+        "complete the response, then close the connection (Connection: close), so the next request "
+        "opens a new one",
         Stage.STREAM,
         None,
     ),

@@ -72,14 +72,22 @@ class ChatRoutes:
         )
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
-        """The generic OpenAI route: any model name, no server-side state, so each request is new."""
+        """The generic OpenAI route: any model name, no server-side state, so each request is new; the
+        usage chunk when the request asks for it (the NLX route never sends one, as NLX does not)."""
         admitted = await self._admit(request, _parse_openai)
         if isinstance(admitted, web.Response):
             return admitted
-        started_ns, (model, messages), fault = admitted
+        started_ns, (model, messages, include_usage), fault = admitted
         turns = self.state.begin_stateless_turn(messages)
         return await self.streamer.stream(
-            request, started_ns, nlx.new_conversation_id(), turns, messages, model, fault
+            request,
+            started_ns,
+            nlx.new_conversation_id(),
+            turns,
+            messages,
+            model,
+            fault,
+            include_usage=include_usage,
         )
 
 
@@ -88,7 +96,7 @@ def _parse_nlx(request: web.Request, raw: bytes) -> tuple[str | None, list[dict[
     return parse_nlx_body(raw)
 
 
-def _parse_openai(request: web.Request, raw: bytes) -> tuple[str, list[dict[str, Any]]]:
+def _parse_openai(request: web.Request, raw: bytes) -> tuple[str, list[dict[str, Any]], bool]:
     return parse_openai_body(raw)
 
 

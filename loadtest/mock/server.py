@@ -9,12 +9,14 @@
     GET  [{prefix}]/_mock/conversations/{id}                      what one conversation sent and got
 
 So an OpenAI client's base URL is the mock's URL when it has a prefix (`--prefix /v1`: the client is
-given `http://host/v1` and posts `/v1/chat/completions`), and the URL + `/v1` when it has none.
+given `http://host/v1` and posts `/v1/chat/completions`), and the URL + `/v1` when it has none. With
+`--tls` it serves HTTPS, with a certificate it makes at start (`tls.py`), and its URL is `https://...`.
 
 With `--fault KIND=RATE` a chat request may get one fault instead of its normal answer (see
 `faults.py`), counted in the stats under `faults`. The parts: `command` and `config` (the command
 line), `routes` (handlers), `validation` (request bodies), `answers` (JSON answers), `stream` and
-`ticker` (the stream of a turn), `connection` (faults below HTTP), `state` (what the stats report).
+`ticker` (the stream of a turn), `usage` (the usage chunk), `connection` (faults below HTTP), `state`
+(what the stats report), `tls` (the certificate).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import gc
 import math
 import selectors
 import signal
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -87,9 +90,10 @@ async def serve(
     runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_S)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=_tls_context(config))
         await site.start()
-        url = f"http://{_url_host(config.host)}:{runner.addresses[0][1]}{config.prefix}"
+        scheme = "https" if config.tls else "http"
+        url = f"{scheme}://{_url_host(config.host)}:{runner.addresses[0][1]}{config.prefix}"
         if ready is None:
             print(READY_PREFIX + url, flush=True)
         else:
@@ -99,6 +103,15 @@ async def serve(
         await runner.cleanup()
         for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+def _tls_context(config: MockConfig) -> ssl.SSLContext | None:
+    if not config.tls:
+        return None
+    # Loaded only for --tls: `cryptography` takes a tenth of a second to import.
+    from loadtest.mock.tls import server_context
+
+    return server_context(config.host)
 
 
 class _PreciseSelector(selectors.DefaultSelector):

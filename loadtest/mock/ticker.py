@@ -69,10 +69,10 @@ class Ticker:
 
 
 class Schedule:
-    """The content chunks of one turn, each written by the ticker at its deadline.
+    """The reasoning and content chunks of one turn, each written by the ticker at its deadline.
 
-    `frames` are the chunks already framed for the transport; `finished` is True once the last one is
-    written, False if the client went away first.
+    `frames` are the chunks already framed for the transport, the first `reasoning` of them reasoning;
+    `finished` is True once the last one is written, False if the client went away first.
     """
 
     def __init__(
@@ -82,6 +82,7 @@ class Schedule:
         writer: asyncio.WriteTransport,
         frames: list[bytes],
         pieces: list[str],
+        reasoning: int,
         deadlines: list[float],
         slot: tuple[list[Turn], int],
         started_ns: int,
@@ -91,6 +92,7 @@ class Schedule:
         self.writer = writer
         self.frames = frames
         self.pieces = pieces
+        self.reasoning = reasoning
         self.deadlines = deadlines
         self.slot = slot
         self.started_ns = started_ns
@@ -108,7 +110,11 @@ class Schedule:
         self.writer.write(self.frames[i])
         state = self.state
         late_s = self.ticker.loop.time() - self.deadlines[i]
-        state.chunk_written(self.pieces[i], late_s, self.started_ns if i == 0 else None)
+        if i < self.reasoning:
+            state.reasoning_written(self.pieces[i], late_s)
+        else:
+            # The server-side TTFT is the answer's first chunk's, as a client's.
+            state.chunk_written(self.pieces[i], late_s, self.started_ns if i == self.reasoning else None)
         if i == len(self.frames) - 1:
             state.delivered(*self.slot)
             self.finished.set_result(True)

@@ -40,13 +40,26 @@ def parse_nlx_body(raw: bytes) -> tuple[str | None, list[dict[str, Any]]]:
     return conversation_id, _messages_to_stream(body)
 
 
-def parse_openai_body(raw: bytes) -> tuple[str, list[dict[str, Any]]]:
-    """The model name (any) and the messages, or BadRequest."""
+def parse_openai_body(raw: bytes) -> tuple[str, list[dict[str, Any]], bool]:
+    """The model name (any), the messages and whether the usage chunk is asked for, or BadRequest."""
     body = _json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model is required", param="model")
-    return model, _messages_to_stream(body)
+    return model, _messages_to_stream(body), _include_usage(body)
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    """`stream_options.include_usage`, checked as OpenAI checks it."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise BadRequest("stream_options must be an object", param="stream_options")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise BadRequest("stream_options.include_usage must be a boolean", param="stream_options")
+    return include
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
