@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from hdrh.histogram import HdrHistogram
 
 from loadtest.metrics import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
@@ -40,43 +39,6 @@ FAST = ("--ttft", "uniform:20ms:60ms", "--itl", "uniform:1ms:5ms", "--chunks", "
 CHANNEL = ["--nlx-deployment", "dep1", "--nlx-channel", "web-en-US"]
 
 
-@background
-def workers_run(folder: Path) -> Finish:
-    """A master and two worker processes against a mock, every process logging its turns."""
-    mock = start_background_mock(*FAST)
-    port = free_port()
-    common = ["--think-time", "0", "--stop-timeout", "30", "--turn-log", *CHANNEL]
-    env = locust_env(NLX_API_KEY=TEST_KEY)
-    master = start_locust(
-        [*common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
-        + ["--expect-workers", "2", "-u", "10", "-r", "10", "-t", "4s", "--host", mock.url],
-        folder / "master",
-        env=env,
-        report_dir=folder / "reports",
-    )  # fmt: skip
-    workers = [
-        start_locust(
-            [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-            folder / f"worker{i}",
-            env=env,
-            headless=False,
-            report_dir=folder / "reports",
-        )
-        for i in range(2)
-    ]
-
-    def finish() -> tuple[LocustRun, dict[str, Any]]:
-        try:
-            run = master()
-            for worker in workers:
-                worker()
-            return run, mock.stats()
-        finally:
-            mock.process.stop()
-
-    return finish
-
-
 def assert_merged_exactly(
     summary: dict[str, Any], run_dir: Path, served: dict[str, Any], processes: int
 ) -> list[dict[str, Any]]:
@@ -98,30 +60,6 @@ def assert_merged_exactly(
             assert merged[stat] == round(reference.get_value_at_percentile(pct) / 1000, 3), (key, stat)
         assert merged["max"] == round(reference.get_max_value() / 1000, 3)
     return turns
-
-
-def test_master_and_two_workers_merge_histograms_exactly(
-    workers_run: tuple[LocustRun, dict[str, Any]],
-) -> None:
-    run, served = workers_run
-    assert run.returncode == 0, run.stderr[-3000:]
-    run_dir = (run.report_dir / "latest").resolve()
-    summary = orjson.loads((run_dir / "summary.json").read_bytes())
-    counts = summary["counts"]
-    assert summary["run"]["workers"] == 2
-    assert "workers_without_final_report" not in summary["run"]
-    assert counts["turns"] > 20
-    # The raw samples every process logged, in one histogram, give the very same percentiles.
-    assert_merged_exactly(summary, run_dir, served, processes=2)
-    ttft = summary["metrics"]["ttft_ms"]
-    by_turn = summary["by_turn"]
-    assert sum(entry["ttft_ms"]["count"] for entry in by_turn.values()) == ttft["count"]
-    # The time series merges across workers like the totals.
-    points = summary["timeline"]["points"]
-    assert sum(p["turns_ok"] for p in points) == counts["turns_ok"]
-    assert sum(p["ttft_ms"]["count"] for p in points) == ttft["count"]
-    assert sum(p["chunks"] for p in points) == counts["chunks"]
-    assert max(p["users"] or 0 for p in points) == 10
 
 
 @background
