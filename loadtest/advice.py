@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from loadtest import thresholds
-from loadtest.options import THRESHOLD
+from loadtest import catalog, thresholds
+from loadtest.options import NO_USAGE, THRESHOLD
 from loadtest.report.schema import count_of, duration_s, number
 from loadtest.settings import Settings
 
@@ -20,6 +20,8 @@ __all__ = ["end_warnings", "start_warnings"]
 
 # The threshold the warnings suggest when no threshold checks failed turns.
 ERROR_RATE_EXAMPLE = "error_rate<1%"
+# Metrics made of the token counts a stream reports (`--api openai` without `--no-usage`).
+USAGE_METRICS = (catalog.TPOT.key, catalog.OUTPUT_TPS.key)
 
 
 def start_warnings(
@@ -37,6 +39,7 @@ def start_warnings(
             "or add a class deriving from loadtest.shapes.StagesShape to the locustfile"
         )
     warnings += _threshold_warnings(options, settings, run_time_s)
+    warnings += _usage_warnings(settings)
     if settings.mock_options.strip() and not settings.uses_mock:
         warnings.append(
             "--mock-options has no effect with --host: the built-in mock is not started; "
@@ -57,6 +60,12 @@ def end_warnings(summary: Mapping[str, Any], settings: Settings) -> list[str]:
                 f"{failed:.0f} of {done:.0f} turns failed and no threshold checks errors: "
                 f"add --threshold '{ERROR_RATE_EXAMPLE}'"
             )
+    if _no_usage_came(summary, settings):
+        warnings.append(
+            "no turn's stream reported token usage (asked for with stream_options.include_usage): the run "
+            "has no token figures, only chunks and characters; the server does not send usage in streams "
+            f"(pass {NO_USAGE.flag} to stop asking)"
+        )
     if _abort_never_armed(summary, settings):
         lasted = duration_s(_run(summary)) or 0.0
         warmup = _seconds(settings.threshold_warmup)
@@ -86,6 +95,31 @@ def _threshold_warnings(options: Any, settings: Settings, run_time_s: float | No
             "pass a shorter --threshold-warmup or a longer -t"
         )
     return warnings
+
+
+def _usage_warnings(settings: Settings) -> list[str]:
+    """--no-usage where it changes nothing, and token thresholds that can only fail with no data."""
+    warnings: list[str] = []
+    if not settings.usage and settings.api != "openai":
+        warnings.append(f"{NO_USAGE.flag} has no effect with --api {settings.api}: drop it")
+    if settings.api == "openai" and settings.usage:
+        return warnings
+    why = f"--api {settings.api} reports no token usage" if settings.api != "openai" else NO_USAGE.flag
+    for th in settings.thresholds:
+        if th.metric in USAGE_METRICS:
+            warnings.append(
+                f"--threshold '{th.expr}' needs token usage and can only fail with no data ({why}): "
+                "drop it, or use --api openai without --no-usage"
+            )
+    return warnings
+
+
+def _no_usage_came(summary: Mapping[str, Any], settings: Settings) -> bool:
+    """An OpenAI run that asked for usage, had turns that succeeded, and got usage on none of them."""
+    if settings.api != "openai" or not settings.usage:
+        return False
+    with_usage = count_of(summary, "turns_with_usage")
+    return with_usage == 0 and (count_of(summary, "turns_ok") or 0) > 0
 
 
 def _empty_threshold_given(options: Any) -> bool:

@@ -529,6 +529,20 @@ PATH = Option[str](
     label="Path",
     hint="appended to the host with API openai",
 )
+NO_USAGE = Option[bool](
+    flag="--no-usage",
+    env_var="LOADTEST_NO_USAGE",
+    default=False,
+    parse=_no_flag,
+    kind="store_true",
+    setting="usage",
+    help="With --api openai, do not ask for token usage (stream_options.include_usage): for servers "
+    "that refuse the field. The run then has no token figures",
+    meaning="with `--api openai`, do not send `stream_options: {\"include_usage\": true}` (for servers "
+    "that refuse it): no token figures then",
+    label="No token usage",
+    hint="API openai: for servers that refuse stream_options",
+)
 THRESHOLD = Option[tuple[thresholds.Threshold, ...]](
     flag="--threshold",
     env_var="LOADTEST_THRESHOLDS",
@@ -715,6 +729,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     NLX_CHANNEL,
     MODEL,
     PATH,
+    NO_USAGE,
     INSECURE,
     MOCK_OPTIONS,
     # the conversations

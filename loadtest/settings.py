@@ -44,6 +44,7 @@ MOCK_CHANNEL = "web-en-US"
 CONVERSATIONS_FILE = "conversations.yaml"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MOCK_MODEL = "mock-model"
+USAGE_STREAM_OPTIONS = {"include_usage": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,8 @@ class Settings:
     api_key: str = field(repr=False)
     model: str
     path: str
+    # --api openai asks the stream for its token usage (off with --no-usage)
+    usage: bool
     # the users
     pacing: Pacing
     abandon: float
@@ -126,7 +129,11 @@ class Settings:
 
     def request_body(self, conversation_id: str, messages: list[dict[str, str]]) -> dict[str, Any]:
         if self.api == "openai":
-            return {"model": self.model, "messages": messages, "stream": True}
+            body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
+            if self.usage:
+                # OpenAI's way to get the token counts in a stream: one last chunk with `usage`.
+                body["stream_options"] = USAGE_STREAM_OPTIONS
+            return body
         return nlx.request_body(conversation_id, messages)
 
 

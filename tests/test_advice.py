@@ -142,6 +142,20 @@ def test_every_start_warning_at_once() -> None:
     assert all("\n" not in line for line in lines)
 
 
+def test_no_usage_where_it_changes_nothing() -> None:
+    (line,) = warned_at_start("--no-usage")
+    assert line == "--no-usage has no effect with --api nlx: drop it"
+    assert warned_at_start("--api", "openai", "--no-usage") == []
+
+
+@pytest.mark.parametrize("args", [(), ("--api", "openai", "--no-usage")])
+def test_a_token_threshold_without_usage_can_only_fail(args: tuple[str, ...]) -> None:
+    lines = warned_at_start(*args, "--threshold", "tpot.p95<50ms", "--threshold", "ttft.p95<1s")
+    [line] = [line for line in lines if line.startswith("--threshold")]
+    assert line.startswith("--threshold 'tpot.p95<50ms' needs token usage and can only fail with no data")
+    assert warned_at_start("--api", "openai", "--threshold", "output_tps.p50>20") == []
+
+
 # -- at the end ---------------------------------------------------------------------------------------
 
 
@@ -209,3 +223,22 @@ def test_both_end_warnings_at_once() -> None:
     got = summary(1, 3, lasted=5.0, planned=60.0)
     lines = warned_at_end(got, "--threshold", "ttft.p95<5s", "--threshold-abort")
     assert [line.split(" ")[:2] for line in lines] == [["3", "of"], ["the", "run"]]
+
+
+def test_an_openai_run_that_got_no_usage_says_so_once() -> None:
+    got = summary(10, 0)
+    got["counts"]["turns_with_usage"] = 0
+    (line,) = warned_at_end(got, "--api", "openai")
+    assert line.startswith(
+        "no turn's stream reported token usage (asked for with stream_options.include_usage)"
+    )
+    assert "no token figures" in line and line.endswith("(pass --no-usage to stop asking)")
+    # Usage came, or was not asked for, or the API has none, or no turn succeeded: nothing to say.
+    assert warned_at_end(got, "--api", "openai", "--no-usage") == []
+    assert warned_at_end(got) == []
+    assert (
+        warned_at_end(summary(0, 0) | {"counts": {"turns_ok": 0, "turns_with_usage": 0}}, "--api", "openai")
+        == []
+    )
+    got["counts"]["turns_with_usage"] = 1
+    assert warned_at_end(got, "--api", "openai") == []

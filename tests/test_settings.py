@@ -159,6 +159,29 @@ def test_openai_sends_a_key_only_when_there_is_one() -> None:
     assert settings("--api", "openai", "--model", "m", key=False).api_key == "sk-test"
 
 
+def test_openai_requests_ask_for_usage_unless_no_usage() -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    asked = settings("--api", "openai", "--model", "m")
+    assert asked.usage
+    assert asked.request_body("c1", messages) == {
+        "model": "m",
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    os.environ[API_KEY_ENV] = TEST_KEY
+    from_env = from_options(
+        parse_options("--api", "openai", "--model", "m", env={"LOADTEST_NO_USAGE": "true"}),
+        HOST,
+        uses_mock=False,
+    )
+    assert not from_env.usage
+    refused = settings("--api", "openai", "--model", "m", "--no-usage")
+    assert not refused.usage and "stream_options" not in refused.request_body("c1", messages)
+    # NLX's contract has no stream_options.
+    assert "stream_options" not in settings(*NLX).request_body("c1", messages)
+
+
 def test_values_typed_as_text_by_the_web_ui_are_parsed() -> None:
     # Locust's web UI stores an option whose default is None as the text typed in its field.
     options = parse_options(*NLX)
