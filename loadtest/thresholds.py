@@ -3,7 +3,7 @@ r"""Pass/fail thresholds over a run's summary, in the spirit of k6.
 A threshold is one expression, given with `--threshold` (repeatable; several may also be joined with
 `;` in one value). Whitespace around the parts is allowed.
 
-Latency::
+Latency (and the other metrics)::
 
     METRIC[{SCOPE}].STAT OP NUMBER[UNIT]
 
@@ -13,12 +13,18 @@ Latency::
     conversation.p90<30s            a whole conversation
     ttft{turn=1}.p95<500ms          first turns only
     turn{scenario=booking}.p99 < 2.5s
+    ttfb.p95<500ms                  time to the response headers
+    connect.p99<100ms               TCP connect of new connections (also dns, tls)
+    tpot.p95<50ms                   time per output token (--api openai)
+    output_tps.p50>20               output tokens per second (--api openai)
 
 - METRIC: a `catalog.Metric` with `threshold=True`: `ttft` (time to first token), `turn` (turn
-  latency), `itl` (inter-chunk gap), `conversation`.
+  latency), `itl` (inter-chunk gap), `conversation`, `ttfb`, `dns`, `connect`, `tls`, `ttfr` (time
+  to first reasoning), `tpot`, `output_tps`.
 - STAT: a `catalog.Stat` by label or key: `min`, `mean` (or `avg`), `p50`, `p90`, `p95`, `p99`,
   `p99.9` (or `p999`), `max`.
-- UNIT: `us`, `ms`, `s`; a bare number is milliseconds.
+- UNIT: for a time `us`, `ms`, `s`, a bare number being milliseconds; for a metric in another unit
+  (`output_tps`, tokens/s) a bare number, or the unit written out (`output_tps.p50>20tokens/s`).
 
 Rates::
 
@@ -80,6 +86,7 @@ __all__ = [
     "quote_name",
     "scope_text",
     "split",
+    "unit_of",
     "verdict",
 ]
 
@@ -94,6 +101,8 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
 }
 UNITS_MS = {"us": Decimal("0.001"), "ms": Decimal(1), "s": Decimal(1000)}
+# The unit of each metric's outcome in summary.json (a metric in a unit missing here fails loudly).
+_UNITS: dict[str, Unit] = {catalog.MS: "ms", catalog.TOKENS_PER_S: "tokens/s"}
 # How each scope is written, in messages.
 SCOPE_FORMS = {catalog.TURN: "{turn=N}", catalog.SCENARIO: "{scenario=NAME}"}
 
@@ -123,7 +132,8 @@ _OUTSIDE, _SCOPE, _QUOTED, _CLOSE = "o", "s", "q", "c"
 
 @dataclass(frozen=True, slots=True)
 class Threshold:
-    """One parsed threshold; `limit` is in milliseconds for latency, a fraction 0..1 for rates."""
+    """One parsed threshold; `limit` is in the metric's unit (milliseconds for a time), a fraction 0..1
+    for rates."""
 
     expr: str
     metric: str
@@ -189,6 +199,8 @@ def parse(expr: str) -> Threshold:
     metric, scope, stat = _parse_left(text, left, classes[: found.start()])
     if metric in RATE_METRICS:
         limit = _parse_rate(text, right.strip(), metric)
+    elif catalog.METRIC_BY_KEY[metric].unit != catalog.MS:
+        limit = _parse_other_unit(text, right.strip(), catalog.METRIC_BY_KEY[metric])
     else:
         limit = _parse_latency(text, right.strip())
     return Threshold(expr=text, metric=metric, scope=scope, stat=stat, op=op, limit=limit)
@@ -257,7 +269,8 @@ def _known_names(wanted: str, names: Sequence[str]) -> str:
 
 
 def observe(th: Threshold, summary: Mapping[str, Any]) -> float | None:
-    """The value `th` is about, read from `summary`: ms for latency, a fraction for rates; None if no data."""
+    """The value `th` is about, read from `summary`: in the metric's unit (ms for a time), a fraction for
+    rates; None if no data."""
     section = _section(th, summary)
     if section is None:
         return None
@@ -274,9 +287,14 @@ def evaluate(thresholds: Sequence[Threshold], summary: Mapping[str, Any]) -> lis
     outcomes = []
     for th in thresholds:
         observed = observe(th, summary)
-        unit: Unit = "ratio" if th.is_rate else "ms"
+        unit = unit_of(th)
         outcomes.append(Outcome(expr=th.expr, observed=observed, passed=th.check(observed), unit=unit))
     return outcomes
+
+
+def unit_of(th: Threshold) -> Unit:
+    """What `th` compares: "ratio" for a rate, else its metric's unit (ms, tokens/s)."""
+    return "ratio" if th.is_rate else _UNITS[catalog.METRIC_BY_KEY[th.metric].unit]
 
 
 def verdict(outcomes: Sequence[Outcome]) -> str:
@@ -437,6 +455,24 @@ def _parse_latency(text: str, right: str) -> float:
         raise _error(text, f"unknown unit '{unit}': use us, ms or s (a bare number is ms)")
     # Decimal arithmetic, so that 506400us is exactly the float 506.4.
     return float(Decimal(m.group()) * UNITS_MS[unit or "ms"])
+
+
+def _parse_other_unit(text: str, right: str, metric: catalog.Metric) -> float:
+    """A limit in a metric's own unit (tokens/s): a bare number, or one followed by the unit."""
+    m = _NUMBER_RE.match(right)
+    example = f"{metric.key}.p50>20"
+    if m is None:
+        if not right:
+            raise _error(
+                text, f"missing limit after the operator: write a number of {metric.unit}, as in {example}"
+            )
+        raise _error(text, f"'{right}' is not a number of {metric.unit}: write one, as in {example}")
+    unit = right[m.end() :].strip()
+    if unit and unit != metric.unit:
+        raise _error(
+            text, f"{metric.key} is in {metric.unit}, not '{unit}': write a bare number, as in {example}"
+        )
+    return float(Decimal(m.group()))
 
 
 def _parse_rate(text: str, right: str, metric: str) -> float:

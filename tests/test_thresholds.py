@@ -23,6 +23,7 @@ from loadtest.thresholds import (
     quote_name,
     scope_text,
     split,
+    unit_of,
     verdict,
 )
 
@@ -36,6 +37,10 @@ from loadtest.thresholds import (
         ("ttft{turn=1}.p95<500ms", "ttft", ("turn", "1"), "p95", "<", 500.0),
         ("turn{scenario=booking}.p99 < 2.5s", "turn", ("scenario", "booking"), "p99", "<", 2500.0),
         ("error_rate<1%", "error_rate", None, None, "<", 0.01),
+        ("ttfb.p95<500ms", "ttfb", None, "p95", "<", 500.0),
+        ("connect.p99<100ms", "connect", None, "p99", "<", 100.0),
+        ("tpot.p95<50ms", "tpot", None, "p95", "<", 50.0),
+        ("output_tps.p50>20", "output_tps", None, "p50", ">", 20.0),
         ("conversation_success>=99%", "conversation_success", None, None, ">=", 0.99),
         ("error_rate{scenario=booking}<0.5%", "error_rate", ("scenario", "booking"), None, "<", 0.005),
         ("error_rate<0.02", "error_rate", None, None, "<", 0.02),
@@ -84,8 +89,8 @@ def test_parse_valid(
         ("ttft.p95<fast", "'fast' is not a number with a unit (us, ms, s)"),
         (
             "latency.p95<1s",
-            "unknown metric 'latency': use ttft, turn, itl, conversation, error_rate, conversation_success, "
-            "goodput or conversation_goodput",
+            "unknown metric 'latency': use ttft, turn, itl, conversation, ttfb, dns, connect, tls, ttfr, "
+            "tpot, output_tps, error_rate, conversation_success, goodput or conversation_goodput",
         ),
         ("ttft{run=1}.p95<1s", "unknown scope 'run': use {turn=N} or {scenario=NAME}"),
         ("ttft.p95 800ms", "missing operator: use <, <=, > or >="),
@@ -332,6 +337,7 @@ def test_can_still_pass(expr: str, expected: bool) -> None:
         (0.0512, "ms", "0.0512 ms"),
         (0.0152, "ratio", "1.52%"),
         (None, "ms", "no data"),
+        (42.123, "tokens/s", "42.1 tokens/s"),
     ],
 )
 def test_format_observed(observed: float | None, unit: str, text: str) -> None:
@@ -370,18 +376,62 @@ def _registry_summary() -> dict[str, Any]:
 @pytest.mark.parametrize("metric", catalog.THRESHOLD_METRICS, ids=lambda m: m.key)
 def test_each_threshold_metric_takes_each_statistic_overall_and_in_its_scopes(metric: catalog.Metric) -> None:
     summary = _registry_summary()
+    limit = "1ms" if metric.unit == catalog.MS else "1"
     for stat in catalog.STATS:
         for written in {stat.key, stat.label}:
-            th = parse(f"{metric.key}.{written}<1ms")
+            th = parse(f"{metric.key}.{written}<{limit}")
             assert (th.metric, th.stat, th.scope) == (metric.key, stat.key, None)
             assert observe(th, summary) == summary["metrics"][metric.summary_key][stat.key]
         for scope, value, table in ((catalog.TURN, "1", "by_turn"), (catalog.SCENARIO, "s", "by_scenario")):
-            expr = f"{metric.key}{{{scope}={value}}}.{stat.label}<1ms"
+            expr = f"{metric.key}{{{scope}={value}}}.{stat.label}<{limit}"
             if scope in metric.scopes:
                 assert observe(parse(expr), summary) == summary[table][value][metric.summary_key][stat.key]
             else:
                 with pytest.raises(ConfigError, match=f"{metric.key} has no per-"):
                     parse(expr)
+
+
+@pytest.mark.parametrize(
+    ("expr", "stat", "limit"),
+    [
+        ("output_tps.p50>20", "p50", 20.0),
+        ("output_tps.p50 > 20 tokens/s", "p50", 20.0),
+        ("output_tps.min>=0.5", "min", 0.5),
+    ],
+)
+def test_a_metric_in_tokens_per_second_takes_a_bare_number(expr: str, stat: str, limit: float) -> None:
+    th = parse(expr)
+    assert (th.metric, th.stat, th.limit) == ("output_tps", stat, limit)
+    summary = {"metrics": {"output_tps": {"p50": 42.5, "min": 0.75}}}
+    (outcome,) = evaluate([th], summary)
+    assert outcome.passed and outcome.to_json()["unit"] == "tokens/s"
+    assert format_observed(outcome.observed, outcome.unit) == (
+        "42.5 tokens/s" if th.stat == "p50" else "0.75 tokens/s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        (
+            "output_tps.p50>20ms",
+            "output_tps is in tokens/s, not 'ms': write a bare number, as in output_tps.p50>20",
+        ),
+        ("output_tps.p50>20%", "output_tps is in tokens/s, not '%'"),
+        ("output_tps.p50>", "missing limit after the operator: write a number of tokens/s"),
+        ("output_tps.p50>fast", "'fast' is not a number of tokens/s"),
+    ],
+)
+def test_a_metric_in_tokens_per_second_refuses_a_time(expr: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(expr)
+    assert problem in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_metric_unit_has_an_outcome_unit() -> None:
+    for metric in catalog.THRESHOLD_METRICS:
+        th = parse(f"{metric.key}.p50<1" + ("ms" if metric.unit == catalog.MS else ""))
+        assert unit_of(th) == metric.unit
 
 
 @pytest.mark.parametrize("rate", RATES, ids=lambda r: r.key)

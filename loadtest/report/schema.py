@@ -58,12 +58,13 @@ class ErrorEntry(TypedDict):
     example: str
 
 
-Unit = Literal["ms", "ratio"]
+# A threshold's unit: a metric's (`catalog.Metric.unit`: ms, tokens/s) or a rate's ("ratio").
+Unit = Literal["ms", "tokens/s", "ratio"]
 
 
 class ThresholdOutcome(TypedDict):
     expr: str
-    observed: float | None  # ms, or a fraction for unit "ratio"; None: no data
+    observed: float | None  # in `unit`: ms, tokens/s, or a fraction for "ratio"; None: no data
     passed: bool
     unit: Unit
 
@@ -352,9 +353,9 @@ def per_second(summary: Mapping[str, object], counter: str) -> float | None:
 
 
 def format_observed(observed: float | None, unit: str) -> str:
-    """A threshold's observed value: `912.3 ms`, `1.52%` (unit "ratio") or `no data`."""
+    """A threshold's observed value: `912.3 ms`, `42.1 tokens/s`, `1.52%` (unit "ratio") or `no data`."""
     if observed is None:
         return "no data"
     if unit == "ratio":
         return f"{observed * 100:.2f}%"
-    return f"{catalog.format_number(observed)} ms"
+    return f"{catalog.format_number(observed)} {unit}"
