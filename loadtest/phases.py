@@ -43,14 +43,17 @@ class PhaseTrace:
     for a kept-alive one), so the pool wait is the time from creation to that first event.
     GeventTransport sends `connection.acquired` at the same point. A request that fails before it has
     a connection records no wait, and a connection that failed to open is no connection (None).
-    Events after the connection's are one dictionary lookup each.
+    Once the request is on its connection, each event costs a call and a test.
     """
 
-    __slots__ = ("_on_pool_wait", "_t0", "_waiting", "_new", "_mark", "_dns", "_connect", "_tls", "_open")
+    __slots__ = (
+        "_on_pool_wait", "_t0", "_waiting", "_settled", "_new", "_mark", "_dns", "_connect", "_tls", "_open"
+    )  # fmt: skip
 
     def __init__(self, on_pool_wait: Callable[[int], None] | None = None) -> None:
         self._on_pool_wait = on_pool_wait
         self._waiting = True
+        self._settled = False
         self._new: bool | None = None
         self._mark = 0
         self._dns: int | None = None
@@ -61,6 +64,8 @@ class PhaseTrace:
         self._t0 = time.perf_counter_ns()
 
     def __call__(self, name: str, info: Any) -> None:
+        if self._settled:
+            return
         step = _STEPS.get(name)
         if step is None and not self._waiting:
             return
@@ -86,11 +91,15 @@ class PhaseTrace:
 
     def _acquired(self, now: int, info: Any) -> None:
         self._new = not info["reused"]
+        self._settled = not self._new
 
-    def _reused(self, now: int, info: Any) -> None:
+    def _sending(self, now: int, info: Any) -> None:
         # httpcore's first event on a kept-alive connection; on a new one the connect came first.
+        # The request is on its connection now: httpcore moves a request to another connection only
+        # before it has sent anything.
         if self._new is None:
             self._new = False
+        self._settled = True
 
     def _resolve_started(self, now: int, info: Any) -> None:
         self._start(now)
@@ -139,6 +148,6 @@ _STEPS: dict[str, _Step] = {
     "connection.start_tls.started": PhaseTrace._tls_started,
     "connection.start_tls.complete": PhaseTrace._tls_complete,
     "connection.start_tls.failed": PhaseTrace._failed,
-    "http11.send_request_headers.started": PhaseTrace._reused,
-    "http2.send_request_headers.started": PhaseTrace._reused,
+    "http11.send_request_headers.started": PhaseTrace._sending,
+    "http2.send_request_headers.started": PhaseTrace._sending,
 }

@@ -13,6 +13,7 @@ Requests are never retried: a chat turn is a POST that a stateful endpoint may a
 from __future__ import annotations
 
 import errno
+import ipaddress
 import select
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ __all__ = ["GeventTransport"]
 
 BLOCK_SIZE = 64 * 1024
 _Origin = tuple[bytes, str, int]
+_Trace = Callable[[str, Any], None]
 
 _CONTEXTS: dict[bool, gevent.ssl.SSLContext] = {}
 
@@ -169,13 +171,13 @@ class GeventTransport(httpx.BaseTransport):
         port = url.port or (443 if url.scheme == "https" else 80)
         origin: _Origin = (url.raw_scheme, url.host, port)
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        trace: Callable[[str, Any], None] | None = request.extensions.get("trace")
+        trace: _Trace | None = request.extensions.get("trace")
 
         sock = self._reuse(origin)
         if trace is not None:
             trace("connection.acquired", {"reused": sock is not None})
         if sock is None:
-            sock = self._connect(origin, timeouts.get("connect"))
+            sock = self._connect(origin, timeouts.get("connect"), trace)
         head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), url.raw_path)]
         head += [b"%s: %s\r\n" % pair for pair in request.headers.raw]
         head.append(b"\r\n")
@@ -218,25 +220,25 @@ class GeventTransport(httpx.BaseTransport):
         while not parsed.headers_complete or parsed.status_code < 200:
             _receive(sock, parsed)
 
-    def _connect(self, origin: _Origin, timeout: float | None) -> gevent.socket.socket:
+    def _connect(self, origin: _Origin, timeout: float | None, trace: _Trace | None) -> gevent.socket.socket:
         scheme, host, port = origin
-        try:
-            sock = gevent.socket.create_connection((host, port), timeout=timeout)
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "timed out") from exc
-        except OSError as exc:
-            raise httpx.ConnectError(str(exc)) from exc
+        sock = _open(host, port, timeout, trace)
         sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
         if scheme != b"https":
             return sock
+        if trace is not None:
+            trace("connection.start_tls.started", {"server_hostname": host, "timeout": timeout})
         try:
-            return self._context.wrap_socket(sock, server_hostname=host)
+            tls = self._context.wrap_socket(sock, server_hostname=host)
         except TimeoutError as exc:
             sock.close()
-            raise httpx.ConnectTimeout(str(exc) or "timed out") from exc
+            raise _failed(trace, "start_tls", httpx.ConnectTimeout(str(exc) or "timed out")) from exc
         except OSError as exc:  # ssl.SSLError, certificate errors included
             sock.close()
-            raise httpx.ConnectError(str(exc)) from exc
+            raise _failed(trace, "start_tls", httpx.ConnectError(str(exc))) from exc
+        if trace is not None:
+            trace("connection.start_tls.complete", {"return_value": tls})
+        return tls
 
     def _reuse(self, origin: _Origin) -> gevent.socket.socket | None:
         idle = self._idle.get(origin)
@@ -289,6 +291,74 @@ def _incomplete(parsed: _Response) -> str:
     if parsed.content_length is None:
         return "peer closed connection without sending complete message body: incomplete chunked read"
     return "peer closed connection without sending complete message body"
+
+
+def _open(host: str, port: int, timeout: float | None, trace: _Trace | None) -> gevent.socket.socket:
+    """A TCP connection to the first of the host's addresses that takes one, as
+    `socket.create_connection` opens it (`timeout` for each address), with resolution apart."""
+    addresses = _resolve(host, port, trace)
+    if trace is not None:
+        trace("connection.connect_tcp.started", {"host": host, "port": port, "timeout": timeout})
+    error = OSError("getaddrinfo returns an empty list")
+    for address in addresses:
+        try:
+            sock = _connect_to(address, timeout)
+        except OSError as exc:
+            error = exc
+            continue
+        if trace is not None:
+            trace("connection.connect_tcp.complete", {"return_value": sock})
+        return sock
+    # The last address's error, as create_connection raises it.
+    if isinstance(error, TimeoutError):
+        raise _failed(trace, "connect_tcp", httpx.ConnectTimeout(str(error) or "timed out")) from error
+    raise _failed(trace, "connect_tcp", httpx.ConnectError(str(error))) from error
+
+
+def _connect_to(address: tuple[Any, ...], timeout: float | None) -> gevent.socket.socket:
+    family, kind, proto, _, where = address
+    sock = gevent.socket.socket(family, kind, proto)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(where)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _resolve(host: str, port: int, trace: _Trace | None) -> list[tuple[Any, ...]]:
+    """The host's addresses from gevent's resolver; an IP address resolves to itself, untraced."""
+    if trace is None or _is_ip(host):
+        return _addresses(host, port, None)
+    trace("connection.resolve.started", {"host": host, "port": port})
+    addresses = _addresses(host, port, trace)
+    trace("connection.resolve.complete", {"return_value": addresses})
+    return addresses
+
+
+def _addresses(host: str, port: int, trace: _Trace | None) -> list[tuple[Any, ...]]:
+    try:
+        return list(gevent.socket.getaddrinfo(host, port, 0, gevent.socket.SOCK_STREAM))
+    except TimeoutError as exc:
+        raise _failed(trace, "resolve", httpx.ConnectTimeout(str(exc) or "timed out")) from exc
+    except OSError as exc:  # socket.gaierror: no such name, no answer
+        raise _failed(trace, "resolve", httpx.ConnectError(str(exc))) from exc
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _failed(trace: _Trace | None, step: str, exc: httpx.TransportError) -> httpx.TransportError:
+    """`exc`, after telling the trace that `step` failed with it, as httpcore does."""
+    if trace is not None:
+        trace(f"connection.{step}.failed", {"exception": exc})
+    return exc
 
 
 # The real poll(), not gevent's: the check must not wait, and select() fails for descriptors past 1023.

@@ -6,11 +6,15 @@ import gzip
 import resource
 import select
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 import gevent
 import httpx
@@ -19,10 +23,11 @@ import pytest
 from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.nlx import request_body
 from loadtest.options import TRANSPORTS
+from loadtest.phases import Connection, PhaseTrace
 from loadtest.transport import GeventTransport
 from tests.conftest import FAST, NLX, TEST_KEY
 from tests.harness import Run, config_error, turns_at_least
-from tests.mockthread import ThreadedMock
+from tests.mockthread import KEY, ThreadedMock, mock_in_thread
 
 CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}\n\n'
 DONE = b"data: [DONE]\n\n"
@@ -77,19 +82,30 @@ class Server:
     conns: list[socket.socket] = field(default_factory=list)
 
 
+class Serve(Protocol):
+    def __call__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> Server: ...
+
+
 @pytest.fixture
-def serve() -> Iterator[Callable[[Handler], Server]]:
+def serve() -> Iterator[Serve]:
+    """Starts servers on 127.0.0.1 (https with a `tls` context) for the test."""
     listeners: list[socket.socket] = []
     threads: list[threading.Thread] = []
     servers: list[Server] = []
 
-    def start(handler: Handler) -> Server:
+    def start(handler: Handler, tls: ssl.SSLContext | None = None) -> Server:
         listener = socket.create_server(("127.0.0.1", 0))
+        scheme = "https" if tls else "http"
         server = Server(
-            handler, url=f"http://127.0.0.1:{listener.getsockname()[1]}/d/web-en-US/chat/completions"
+            handler, url=f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/d/web-en-US/chat/completions"
         )
 
-        def connection(conn: socket.socket) -> None:
+        def connection(raw: socket.socket) -> None:
+            try:
+                conn = tls.wrap_socket(raw, server_side=True) if tls else raw
+            except OSError:  # a client that refused the certificate
+                raw.close()
+                return
             with conn:
                 while True:
                     try:
@@ -391,3 +407,149 @@ def test_a_locust_run_on_each_transport(
 def test_an_unknown_transport_is_a_one_line_error() -> None:
     message = config_error(f"{NLX} --transport curl")
     assert "--transport" in message and "gevent" in message and "\n" not in message
+
+
+# --- connection phases: what each transport tells a PhaseTrace -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1 (clients need verify=False)."""
+    folder: Path = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def keep_alive(conn: socket.socket, head: bytes, n: int) -> bool:
+    conn.sendall(stream_head() + chunked(CHUNK, DONE))
+    return True
+
+
+def traced(client: httpx.Client, url: str) -> PhaseTrace:
+    """One request with a PhaseTrace, its body read; raises what the request raised."""
+    trace = PhaseTrace()
+    with client.stream("POST", url, content=b"{}", extensions={"trace": trace}) as response:
+        assert response.status_code == 200
+        response.read()
+    return trace
+
+
+REUSED = Connection(new=False, dns_ns=None, connect_ns=None, tls_ns=None)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_new_connection_has_its_phases_and_a_reused_one_none(
+    serve: Serve, tls_context: ssl.SSLContext, transport: str, scheme: str
+) -> None:
+    server = serve(keep_alive, tls_context if scheme == "https" else None)
+    with make_client(transport=transport, verify=False) as client:
+        first = traced(client, server.url).connection()
+        second = traced(client, server.url).connection()
+    assert server.connections == 1
+    assert first is not None and first.new and first.dns_ns is None  # an IP address: nothing to resolve
+    assert first.connect_ns is not None and first.connect_ns > 0
+    if scheme == "https":
+        assert first.tls_ns is not None and first.tls_ns > 0
+    else:
+        assert first.tls_ns is None
+    assert second == REUSED
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_host_name_is_resolved_apart_by_the_gevent_transport(serve: Serve, transport: str) -> None:
+    server = serve(keep_alive)
+    # localhost may resolve to ::1 first, where nothing listens: the next address is tried.
+    url = server.url.replace("127.0.0.1", "localhost")
+    with make_client(transport=transport) as client:
+        first = traced(client, url).connection()
+    assert first is not None and first.new and first.connect_ns is not None
+    if transport == "gevent":
+        assert first.dns_ns is not None and first.dns_ns > 0
+    else:
+        assert first.dns_ns is None  # httpcore resolves inside its connect: not measured
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_server_that_closes_after_each_response_gives_a_new_connection_every_turn(transport: str) -> None:
+    with mock_in_thread(*FAST, "--fault", "idle_close=100%") as mock:
+        url = mock.url + "/dep1/web-en-US/chat/completions"
+        with make_client(transport=transport) as client:
+            body = request_body("c", [{"role": "user", "content": "hi"}])
+            results = [stream_turn(client, url, body, api_key=KEY) for _ in range(3)]
+        served = mock.stats()
+    assert served["connections"] == 3 and all(result.ok for result in results)
+    for result in results:
+        assert result.connection is not None and result.connection.new
+        assert result.connection.connect_ns is not None and result.connection.connect_ns > 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_connection_that_fails_to_open_is_none(
+    serve: Serve, tls_context: ssl.SSLContext, transport: str
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{s.getsockname()[1]}/x"
+    waits: list[int] = []
+    trace = PhaseTrace(waits.append)
+    with make_client(transport=transport) as client, pytest.raises(httpx.ConnectError):
+        client.post(refused, extensions={"trace": trace})
+    assert trace.connection() is None and len(waits) == 1
+    server = serve(keep_alive, tls_context)
+    trace = PhaseTrace()
+    with make_client(transport=transport) as client, pytest.raises(httpx.ConnectError, match="CERTIFICATE"):
+        client.post(server.url, extensions={"trace": trace})  # nobody vouches for the certificate
+    assert trace.connection() is None
+
+
+def test_the_gevent_transport_tries_each_address_in_turn(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(keep_alive)
+    port = int(server.url.split(":")[2].split("/")[0])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = s.getsockname()[1]
+    addresses: list[tuple[Any, ...]] = []
+
+    def resolve(host: str, port: int, *args: Any) -> list[tuple[Any, ...]]:
+        assert host == "chat.example"
+        return addresses
+
+    monkeypatch.setattr(gevent.socket, "getaddrinfo", resolve)
+    url = server.url.replace("127.0.0.1", "chat.example")
+    entry = (socket.AF_INET, socket.SOCK_STREAM, 6, "")
+    addresses[:] = [(*entry, ("127.0.0.1", refused)), (*entry, ("127.0.0.1", port))]
+    with client_for() as client:
+        first = traced(client, url).connection()
+    assert first is not None and first.new and first.dns_ns is not None and server.connections == 1
+    # Every address refused: the last one's error, as socket.create_connection raises it.
+    addresses[:] = [(*entry, ("127.0.0.1", refused))]
+    events: list[str] = []
+    with client_for() as client, pytest.raises(httpx.ConnectError, match="refused"):
+        client.post(url, extensions={"trace": lambda name, info: events.append(name)})
+    assert events[-2:] == ["connection.connect_tcp.started", "connection.connect_tcp.failed"]
+    addresses.clear()
+    with client_for() as client, pytest.raises(httpx.ConnectError, match="empty list"):
+        client.post(url)
+
+
+def test_the_gevent_transport_maps_a_failed_resolution_to_a_connect_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_such_name(*args: Any) -> list[tuple[Any, ...]]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(gevent.socket, "getaddrinfo", no_such_name)
+    events: list[str] = []
+    with client_for() as client, pytest.raises(httpx.ConnectError, match="not known"):
+        client.post("http://chat.example/x", extensions={"trace": lambda name, info: events.append(name)})
+    assert events == ["connection.acquired", "connection.resolve.started", "connection.resolve.failed"]
