@@ -153,7 +153,10 @@ class GeventTransport(httpx.BaseTransport):
     """HTTP/1.1 over gevent sockets, parsed in C; idle connections kept per origin.
 
     `max_keepalive` idle connections are kept per origin, each for at most `keepalive_expiry`
-    seconds; one a server closed while idle is noticed and dropped before it is reused.
+    seconds; one a server closed while idle is noticed and dropped before it is reused. Given a
+    `trace` extension, it reports how it got the connection under httpcore's event names plus its
+    own (`connection.acquired`, `connection.resolve.*`: see loadtest/phases.py); without one, the
+    tracing costs a test per new connection and per request.
     """
 
     def __init__(
