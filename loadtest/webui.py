@@ -72,7 +72,7 @@ ROW_PERCENTILES: tuple[tuple[str, float], ...] = tuple(
 EMPTY = "-"
 
 # Row keys stay free of underscores: the UI camel-cases every key it receives, rows included.
-# The unit is in each row's metric cell: conversations are shown in seconds.
+# The unit is in each row's metric cell: conversations are shown in seconds, output_tps in tokens/s.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("metric", "Metric"),
     ("scope", "Scope"),
@@ -98,15 +98,20 @@ ChartsProvider = Callable[[], list[dict[str, Any]]]
 
 
 def rows_from_metrics(metrics: Metrics) -> list[dict[str, Any]]:
-    """One row per metric and scope: all turns, then each turn index and scenario the metric is kept for.
+    """One row per metric and scope: all turns, then each turn index and scenario the metric is kept for;
+    an optional metric (`catalog.Metric.optional`) only once it has samples.
 
-    Values are milliseconds rounded to 0.1, or "-" without samples. Reading adds nothing to `metrics`.
+    Values are in the metric's unit (milliseconds, tokens/s) rounded to 0.1, or "-" without samples.
+    Reading adds nothing to `metrics`.
     """
     values = {scope: metrics.scope_values(scope) for scope in catalog.SCOPES}
     rows: list[dict[str, Any]] = []
     for metric in ROW_METRICS:
         label = metric_label(metric)
-        rows.append(_row(label, "all", metrics.histograms.get(metric.key)))
+        hist = metrics.histograms.get(metric.key)
+        if metric.optional and (hist is None or not hist.count):
+            continue  # no TLS on this run, no usage from this server: no row of dashes
+        rows.append(_row(label, "all", hist))
         for scope in (s for s in catalog.SCOPES if s in metric.scopes):
             for value in values[scope]:
                 hist = metrics.histograms.get(scoped(metric.key, scope, value))
@@ -149,7 +154,7 @@ def charts_from_metrics(metrics: Metrics) -> list[dict[str, Any]]:
     return figures
 
 
-_UNITS = {metric_label(m): ("s" if m.key in SECONDS else "ms") for m in ROW_METRICS}
+_UNITS = {metric_label(m): ("s" if m.key in SECONDS else m.unit) for m in ROW_METRICS}
 
 
 def tab_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -255,7 +255,7 @@ def test_markdown_has_a_row_for_each_table_metric_and_a_column_for_each_statisti
     for m in catalog.TABLE_METRICS:
         values = summary["metrics"][m.summary_key]
         cells = " | ".join(catalog.format_number(values[s.key]) for s in stats)
-        assert f"| {m.label} | {values['count']} | {cells} |" in md
+        assert f"| {m.heading} | {values['count']} | {cells} |" in md
     for title, scope, name in (("By turn", catalog.TURN, "1"), ("By scenario", catalog.SCENARIO, "booking")):
         section = md.split(f"### {title} (ms)")[1].split("###")[0]
         scoped = [m for m in catalog.TABLE_METRICS if scope in m.scopes]
@@ -275,10 +275,63 @@ def test_console_has_a_row_for_each_table_metric(tmp_path: Path) -> None:
     assert lines[0].split() == ["metric", "count", *(s.label for s in catalog.TABLE_STATS), "(ms)"]
     for m in catalog.TABLE_METRICS:
         values = summary["metrics"][m.summary_key]
-        [row] = [line for line in lines[1:] if line.startswith(m.label + " ")]
+        [row] = [line for line in lines[1:] if line.startswith(m.heading + "  ")]
         cells = [catalog.format_number(values[s.key]) for s in catalog.TABLE_STATS]
         assert row.split()[-len(cells) - 1 :] == [str(values["count"]), *cells]
     assert lines[-2:] == [f"summary: {tmp_path / 'summary.json'}", f"report:  {tmp_path / 'report.html'}"]
+
+
+def test_an_optional_metric_without_samples_has_no_row_and_another_unit_is_named(tmp_path: Path) -> None:
+    summary = _registry_summary()
+    for m in (catalog.TLS, catalog.TPOT, catalog.TTFB):
+        summary["metrics"][m.summary_key] = _stats()  # no samples: a run without TLS or usage
+    lines, md = console_lines(summary, tmp_path), render_markdown(summary)
+    for m in (catalog.TLS, catalog.TPOT):
+        assert m.optional
+        assert not any(line.startswith(m.heading) for line in lines)
+        assert f"| {m.heading} |" not in md
+    # A metric every run has shows its empty row: no turn got that far.
+    assert [line.split()[-7:] for line in lines if line.startswith(catalog.TTFB.heading + "  ")] == [
+        ["0"] + ["-"] * 6
+    ]
+    assert f"| {catalog.TTFB.heading} | 0 | - | - | - | - | - | - |" in md
+    tps = catalog.OUTPUT_TPS
+    assert tps.heading == "output tokens per second (tokens/s)"
+    assert any(line.startswith(tps.heading) for line in lines) and f"| {tps.heading} |" in md
+
+
+def test_connections_reasoning_and_tokens_are_said_when_the_run_has_them(tmp_path: Path) -> None:
+    counts = {
+        "connections_opened": 4,
+        "connections_reused": 808,
+        "reasoning_chars": 10234,
+        "turns_with_usage": 812,
+        "prompt_tokens": 9120,
+        "completion_tokens": 40311,
+        "reasoning_tokens": 1200,
+    }
+    summary = _summary()
+    summary["counts"].update(counts)
+    summary["run"]["duration_s"] = 30.0
+    lines = console_lines(summary, tmp_path)
+    assert "connections 4 opened, 808 reused" in lines
+    assert "reasoning 10,234 chars" in lines
+    assert (
+        "tokens 9,120 prompt, 40,311 completion (1,200 reasoning) on 812 turns; 1,343.7 output tokens/s"
+        in lines
+    )
+    md = render_markdown(summary)
+    assert (
+        "**Connections**: 4 opened, 808 reused · **Reasoning**: 10,234 chars · **Tokens**: 9,120 prompt, "
+        "40,311 completion (1,200 reasoning) on 812 turns; 1,343.7 output tokens/s"
+    ) in md
+    # NLX, or a server that sent no usage: no token line, never an estimate.
+    summary["counts"].update(turns_with_usage=0, prompt_tokens=0, completion_tokens=0, reasoning_tokens=0)
+    assert not any(line.startswith("tokens ") for line in console_lines(summary, tmp_path))
+    assert "**Tokens**" not in render_markdown(summary)
+    plain = _summary()
+    assert not any(line.startswith(("connections ", "reasoning ")) for line in console_lines(plain, tmp_path))
+    assert "**Connections**" not in render_markdown(plain)
 
 
 def test_console_shows_counts_errors_thresholds_and_the_verdict(tmp_path: Path) -> None:

@@ -55,6 +55,8 @@ def test_rows_cover_each_metric_overall_and_by_the_turns_and_scenarios_it_is_kep
         ("Conversation", "all"),
         ("Conversation", "scenario booking"),
         ("Conversation", "scenario faq"),
+        # Every turn with headers has one; the optional metrics (TLS, tokens...) have no samples here.
+        ("Time to response headers", "all"),
     ]
     assert all(
         set(r) == {"metric", "scope", "count", "p50", "p90", "p95", "p99", "p999", "max"} for r in rows
@@ -120,14 +122,33 @@ def test_each_table_metric_has_its_rows_and_each_table_statistic_its_column() ->
     assert [title for _, title in webui.COLUMNS[3:]] == [s.label for s in catalog.TABLE_STATS]
 
 
-def test_empty_metrics_give_the_four_overall_rows() -> None:
+def test_empty_metrics_give_the_overall_rows_of_the_metrics_every_run_has() -> None:
     rows = webui.rows_from_metrics(Metrics())
     assert [(r["metric"], r["scope"], r["count"], r["p50"]) for r in rows] == [
         ("TTFT", "all", 0, "-"),
         ("Turn latency", "all", 0, "-"),
         ("Inter-chunk gap", "all", 0, "-"),
         ("Conversation", "all", 0, "-"),
+        ("Time to response headers", "all", 0, "-"),
     ]
+    assert [m for m in catalog.TABLE_METRICS if not m.optional] == [
+        catalog.TTFT,
+        catalog.TURN_LATENCY,
+        catalog.ITL,
+        catalog.CONVERSATION,
+        catalog.TTFB,
+    ]
+
+
+def test_an_optional_metric_gets_its_row_with_samples_and_its_unit_beside_it() -> None:
+    metrics = Metrics()
+    metrics.hist(catalog.OUTPUT_TPS.key).record_us(42_500)  # 42.5 tokens/s
+    metrics.hist(catalog.TLS.key).record_ns(7 * MS)
+    rows = webui.rows_from_metrics(metrics)
+    shown = {r["metric"]: r for r in webui.tab_rows(rows)}
+    assert shown["Output tokens per second (tokens/s)"]["p50"] == "42.5"
+    assert shown["TLS handshake (new connections) (ms)"]["max"] == "7.0"
+    assert not any(r["metric"].startswith(("DNS", "Time per output token")) for r in rows)
 
 
 # --- the tab's display -------------------------------------------------------------------------------
@@ -159,6 +180,7 @@ def test_the_tab_has_the_rows_of_the_json_endpoint_in_its_order() -> None:
     assert [(r["metric"], r["scope"]) for r in shown] == [
         (f"{r['metric']} ({'s' if r['metric'] == 'Conversation' else 'ms'})", r["scope"]) for r in rows
     ]
+    assert [r["metric"] for r in rows].count("Time to response headers") == 1
     conversation = next(r for r in rows if r["metric"] == "Conversation")
     assert shown[rows.index(conversation)]["max"] == f"{conversation['max'] / 1000:,.1f}"
 
@@ -538,7 +560,7 @@ def check_the_tab(locust: WebLocust, mock: Mock) -> None:
     [entry] = [e for e in stats["extended_stats"] if e["key"] == webui.TAB_KEY]
     polled = {(r["metric"], r["scope"]): r for r in entry["data"]}
     assert int(polled["TTFT (ms)", "all"]["count"]) > 0
-    assert {(m.split(" (")[0], scope) for m, scope in polled} == set(rows)
+    assert {(m.rpartition(" (")[0], scope) for m, scope in polled} == set(rows)
     # Live: more samples show up while the test runs, past the row cache (and Locust's own).
     seen = ttft["count"]
     locust.until(lambda: locust.ttft_count() > seen, "growing TTFT count")

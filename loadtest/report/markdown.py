@@ -18,8 +18,9 @@ from loadtest.report.schema import (
     number,
     scoped_errors,
     stat_of,
+    table_metrics,
 )
-from loadtest.report.summary import RunVerdict, one_example, run_verdict
+from loadtest.report.summary import RunVerdict, one_example, run_verdict, stream_lines
 
 logger = logging.getLogger("loadtest")
 # One mark per verdict (`verdict.VERDICTS`), distinct at a glance in a list of step summaries.
@@ -54,14 +55,15 @@ def render_markdown(summary: Summary) -> str:
     out += ["### Latency (ms)", ""]
     out.append("| metric | count | " + " | ".join(s.label for s in catalog.TABLE_STATS) + " |")
     out.append("|---|" + "---:|" * (len(catalog.TABLE_STATS) + 1))
-    for metric in catalog.TABLE_METRICS:
+    for metric in table_metrics(metrics):
         stats = metrics.get(metric.summary_key)
-        if isinstance(stats, Mapping):
-            cells = " | ".join(_ms(stat_of(metrics, metric, s)) for s in catalog.TABLE_STATS)
-            out.append(f"| {metric.label} | {stats.get('count', 0)} | {cells} |")
+        count = stats.get("count", 0) if isinstance(stats, Mapping) else 0
+        cells = " | ".join(_ms(stat_of(metrics, metric, s)) for s in catalog.TABLE_STATS)
+        out.append(f"| {cell(metric.heading)} | {count} | {cells} |")
     out.append("")
 
     out += _counts(summary.get("counts") or {})
+    out += _stream(summary)
     good = goodput.describe(summary.get("goodput"))
     if good:
         out += [f"**Goodput**: {prose(good.removeprefix('goodput '))}", ""]
@@ -114,6 +116,16 @@ def _counts(c: Mapping[str, Any]) -> list[str]:
     if c.get("conversations_abandoned"):
         conversations += f", {c['conversations_abandoned']} abandoned"
     return [f"{turns} · {conversations}", ""]
+
+
+def _stream(summary: Mapping[str, Any]) -> list[str]:
+    """Connections, reasoning and tokens, as the console says them, on one line: `**Connections**: 4
+    opened, 812 reused · **Tokens**: ...`."""
+    parts = []
+    for line in stream_lines(summary):
+        name, _, rest = line.partition(" ")
+        parts.append(f"**{name.capitalize()}**: {prose(rest)}")
+    return [" · ".join(parts), ""] if parts else []
 
 
 # A capacity step's columns: its latency statistics, after load, turns, error rate and goodput.

@@ -238,6 +238,19 @@ def stats_of(section: Mapping[str, object] | None, metric: catalog.Metric) -> St
     return cast(Stats, found) if isinstance(found, Mapping) else None
 
 
+def table_metrics(
+    section: Mapping[str, object] | None, metrics: tuple[catalog.Metric, ...] = catalog.TABLE_METRICS
+) -> list[catalog.Metric]:
+    """The rows of a summary table of `section`: each of `metrics` it holds, an optional one only with
+    samples (no TLS row for a run without TLS, no token rows for a server that sends no usage)."""
+    shown = []
+    for metric in metrics:
+        stats = stats_of(section, metric)
+        if stats is not None and (not metric.optional or number(stats.get("count"))):
+            shown.append(metric)
+    return shown
+
+
 def stat_of(section: Mapping[str, object] | None, metric: catalog.Metric, stat: catalog.Stat) -> float | None:
     """One statistic in ms, or None when the metric has no samples (or the section lacks it)."""
     stats = stats_of(section, metric)

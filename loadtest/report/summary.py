@@ -21,9 +21,12 @@ from loadtest.report.schema import (
     Summary,
     Timeline,
     TimeSplit,
+    count_of,
     format_observed,
+    per_second,
     stat_of,
     stats_of,
+    table_metrics,
 )
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "console_lines",
     "one_example",
     "run_verdict",
+    "stream_lines",
     "verdict_lines",
     "write_run",
 ]
@@ -167,16 +171,16 @@ def console_lines(summary: Summary, run_dir: Path) -> list[str]:
     with its reasons, how the run ended and the warnings; the paths of the files; a capacity search's
     answer last."""
     # Fixed-width columns, so the numbers line up under their heading in a terminal.
-    width = max(len(m.label) for m in catalog.TABLE_METRICS) + 2
+    metrics = summary["metrics"]
+    shown = table_metrics(metrics)
+    width = max((len(m.heading) for m in shown), default=len("metric")) + 2
     head = "".join(f"{s.label:>10}" for s in catalog.TABLE_STATS)
     lines = [f"{'metric':<{width}}{'count':>8}{head}  (ms)"]
-    metrics = summary["metrics"]
-    for metric in catalog.TABLE_METRICS:
+    for metric in shown:
         stats = stats_of(metrics, metric)
-        if stats is None:
-            continue
+        count = stats["count"] if stats is not None else 0
         cells = "".join(f"{_fmt(stat_of(metrics, metric, s)):>10}" for s in catalog.TABLE_STATS)
-        lines.append(f"{metric.label:<{width}}{stats['count']:>8}{cells}")
+        lines.append(f"{metric.heading:<{width}}{count:>8}{cells}")
     c = summary["counts"]
     lines.append(
         f"turns {c['turns']} (ok {c['turns_ok']}, failed {c['turns_failed']}, cut {c['turns_cut']}); "
@@ -184,6 +188,7 @@ def console_lines(summary: Summary, run_dir: Path) -> list[str]:
         f"({c['conversations_failed']} failed, {c.get('conversations_abandoned', 0)} abandoned); "
         f"{c['chunks']} chunks, {c['chars']} chars"
     )
+    lines += stream_lines(summary)
     good = goodput.describe(summary.get("goodput"))
     if good:
         lines.append(good)
@@ -201,6 +206,32 @@ def console_lines(summary: Summary, run_dir: Path) -> list[str]:
     search = summary.get("capacity")
     if search:
         lines.append(capacity.console_line(search))
+    return lines
+
+
+def stream_lines(summary: Mapping[str, Any]) -> list[str]:
+    """What a run's counts say of connections, reasoning and tokens, a line each when it has any:
+    `connections 4 opened, 812 reused`, `reasoning 10,234 chars`, `tokens 9,120 prompt, 40,311
+    completion (1,200 reasoning) on 812 turns; 1,343.7 output tokens/s`. Tokens only from the usage
+    streams reported: never an estimate."""
+    lines = []
+    opened, reused = count_of(summary, "connections_opened"), count_of(summary, "connections_reused")
+    if opened or reused:
+        lines.append(f"connections {opened or 0:,.0f} opened, {reused or 0:,.0f} reused")
+    reasoning_chars = count_of(summary, "reasoning_chars")
+    if reasoning_chars:
+        lines.append(f"reasoning {reasoning_chars:,.0f} chars")
+    turns = count_of(summary, "turns_with_usage")
+    if turns:
+        reasoning = count_of(summary, "reasoning_tokens")
+        line = (
+            f"tokens {count_of(summary, 'prompt_tokens') or 0:,.0f} prompt, "
+            f"{count_of(summary, 'completion_tokens') or 0:,.0f} completion"
+        )
+        line += f" ({reasoning:,.0f} reasoning)" if reasoning else ""
+        line += f" on {turns:,.0f} turns"
+        rate = per_second(summary, "completion_tokens")
+        lines.append(line + (f"; {catalog.format_number(rate)} output tokens/s" if rate is not None else ""))
     return lines
 
 
