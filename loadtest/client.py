@@ -141,17 +141,19 @@ class TurnResult:
     @property
     def tpot_ns(self) -> int | None:
         """Time per output token after the first: generation time / (completion tokens - 1), for a
-        turn with at least 2 completion tokens."""
+        turn with at least 2 completion tokens that did not all come in one read (which times the
+        client's lateness, not the server)."""
         generation = self.generation_ns
         tokens = self.completion_tokens
-        if generation is None or tokens is None or tokens < 2:
+        if not generation or tokens is None or tokens < 2:
             return None
         return generation // (tokens - 1)
 
     @property
     def output_tps(self) -> float | None:
         """Completion tokens per second of generation, for a turn with at least 2 completion tokens
-        (with one, the time is only the gap to the last event, and the rate meaningless)."""
+        (with one, the time is only the gap to the last event, and the rate meaningless) that did
+        not all come in one read."""
         generation = self.generation_ns
         tokens = self.completion_tokens
         if not generation or tokens is None or tokens < 2:

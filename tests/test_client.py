@@ -277,7 +277,13 @@ def test_tpot_and_output_rate_from_the_completion_tokens() -> None:
     # Reasoning streamed first: the completion tokens streamed from the first reasoning chunk on.
     thinking = timed(completion_tokens=13, t_first_reasoning_ns=200 * MS)
     assert thinking.tpot_ns == 1100 * MS // 12 and thinking.output_tps == pytest.approx(13 / 1.1)
-    for no_rate in (timed(completion_tokens=1), timed(), timed(completion_tokens=11, t_last_event_ns=None)):
+    one_read = timed(completion_tokens=11, t_first_content_ns=1300 * MS)
+    for no_rate in (
+        timed(completion_tokens=1),
+        timed(),
+        timed(completion_tokens=11, t_last_event_ns=None),
+        one_read,
+    ):
         assert no_rate.tpot_ns is None and no_rate.output_tps is None
 
 
