@@ -538,7 +538,7 @@ NO_USAGE = Option[bool](
     setting="usage",
     help="With --api openai, do not ask for token usage (stream_options.include_usage): for servers "
     "that refuse the field. The run then has no token figures",
-    meaning="with `--api openai`, do not send `stream_options: {\"include_usage\": true}` (for servers "
+    meaning='with `--api openai`, do not send `stream_options: {"include_usage": true}` (for servers '
     "that refuse it): no token figures then",
     label="No token usage",
     hint="API openai: for servers that refuse stream_options",
