@@ -4,8 +4,9 @@
 
     METRIC OP NUMBER[UNIT]          ttft<800ms   turn<=3s   itl<100ms   conversation<2m
 
-- METRIC: a latency metric of thresholds (`catalog.THRESHOLD_METRICS`). `ttft` and `turn` bound each
-  turn's own value, `itl` every inter-chunk gap of the turn, `conversation` a whole conversation.
+- METRIC: a latency metric of thresholds (`catalog.THRESHOLD_METRICS`). `ttft`, `turn`, `ttfb` and
+  `tpot` bound each turn's own value (a turn without it, such as `tpot` with no token usage, does not
+  meet the bound), `itl` every inter-chunk gap of the turn, `conversation` a whole conversation.
 - OP: `<` or `<=` (a bound is a most).
 - UNIT: `us`, `ms` (a bare number), `s`, or `m` for minutes.
 
@@ -21,10 +22,10 @@ Plain Python: `loadtest.options` parses the option with `parse`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from loadtest import catalog
 from loadtest.errors import ConfigError
@@ -36,10 +37,37 @@ from loadtest.report.schema import (
     per_second,
 )
 
-# The metrics each kind of bound reads: a turn's own values, or a whole conversation's duration.
-TURN_METRICS = (catalog.TTFT.key, catalog.TURN_LATENCY.key, catalog.ITL.key)
+
+class TurnValues(Protocol):
+    """What a turn bound reads of a turn (`loadtest.client.TurnResult` has it)."""
+
+    @property
+    def ttft_ns(self) -> int | None: ...
+    @property
+    def latency_ns(self) -> int: ...
+    @property
+    def ttfb_ns(self) -> int | None: ...
+    @property
+    def tpot_ns(self) -> int | None: ...
+    @property
+    def itl_ns(self) -> Sequence[int]: ...
+
+
+# What each turn bound reads of a turn: every value must meet it; None (never got there) does not.
+_TURN_VALUES: dict[str, Callable[[TurnValues], Sequence[int | None]]] = {
+    catalog.TTFT.key: lambda turn: (turn.ttft_ns,),
+    catalog.TURN_LATENCY.key: lambda turn: (turn.latency_ns,),
+    catalog.ITL.key: lambda turn: turn.itl_ns,
+    catalog.TTFB.key: lambda turn: (turn.ttfb_ns,),
+    catalog.TPOT.key: lambda turn: (turn.tpot_ns,),
+}
+TURN_METRICS = tuple(_TURN_VALUES)
 CONVERSATION_METRICS = (catalog.CONVERSATION.key,)
 METRICS = (*TURN_METRICS, *CONVERSATION_METRICS)
+# Threshold metrics that bound no turn: a connection's phases (a turn on a kept-alive connection has
+# none), the time to reasoning (only reasoning models), and output tokens per second (a least, not a
+# most, and in tokens/s).
+NOT_BOUNDS = (catalog.DNS.key, catalog.CONNECT.key, catalog.TLS.key, catalog.TTFR.key, catalog.OUTPUT_TPS.key)
 OPS = ("<", "<=")
 UNITS_NS = {
     "us": Decimal(1_000),
@@ -76,16 +104,11 @@ class Goodput:
     def exprs(self) -> list[str]:
         return [b.expr for b in self.bounds]
 
-    def turn_good(self, ttft_ns: int | None, latency_ns: int, gaps_ns: Sequence[int]) -> bool:
+    def turn_good(self, turn: TurnValues) -> bool:
         """Whether a successful turn met every turn bound (no first token: a TTFT bound is not met)."""
         for bound in self.bounds:
-            if bound.metric == catalog.TTFT.key:
-                if ttft_ns is None or not bound.met(ttft_ns):
-                    return False
-            elif bound.metric == catalog.TURN_LATENCY.key:
-                if not bound.met(latency_ns):
-                    return False
-            elif bound.metric == catalog.ITL.key and not all(bound.met(gap) for gap in gaps_ns):
+            read = _TURN_VALUES.get(bound.metric)
+            if read is not None and not all(v is not None and bound.met(v) for v in read(turn)):
                 return False
         return True
 

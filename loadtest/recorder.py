@@ -132,7 +132,7 @@ class TurnRecorder:
             m.count_at("turns_ok", interval)
         else:
             self._failed_or_cut(result, scopes, interval)
-        good = result.ok and self.goodput.turn_good(result.ttft_ns, result.latency_ns, result.itl_ns)
+        good = result.ok and self.goodput.turn_good(result)
         if good:
             m.count_scoped("turns_good", scopes)
         if not good:

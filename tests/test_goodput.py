@@ -81,7 +81,8 @@ def test_bounds_take_the_latency_metrics_with_units_separated_by_commas_or_semic
 
 def test_every_threshold_latency_metric_is_a_bound_of_a_turn_or_of_a_conversation() -> None:
     # The lists agree: a new latency metric needs a reading here before --goodput can take it.
-    assert set(goodput.METRICS) == {m.key for m in catalog.THRESHOLD_METRICS}
+    assert {*goodput.METRICS, *goodput.NOT_BOUNDS} == {m.key for m in catalog.THRESHOLD_METRICS}
+    assert not set(goodput.METRICS) & set(goodput.NOT_BOUNDS)
     assert not set(goodput.TURN_METRICS) & set(goodput.CONVERSATION_METRICS)
 
 
@@ -91,7 +92,8 @@ def test_every_threshold_latency_metric_is_a_bound_of_a_turn_or_of_a_conversatio
         ("ttft>800ms", "--goodput 'ttft>800ms': a bound is a most: use < or <=, as in ttft<800ms"),
         (
             "latency<1s",
-            "--goodput 'latency<1s': unknown metric 'latency': use ttft or turn or itl or conversation",
+            "--goodput 'latency<1s': unknown metric 'latency': "
+            "use ttft or turn or itl or ttfb or tpot or conversation",
         ),
         ("ttft<1h", "--goodput 'ttft<1h': unknown unit 'h': use us, ms, s or m (a bare number is ms)"),
         ("ttft<0", "--goodput 'ttft<0': the limit must be above 0"),
@@ -114,14 +116,37 @@ def test_the_option_and_its_environment_variable_reach_the_settings() -> None:
 # --- good turns and conversations -------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class Values:
+    """What a turn bound reads of a turn."""
+
+    ttft_ns: int | None = 40 * MS
+    latency_ns: int = 90 * MS
+    itl_ns: tuple[int, ...] = ()
+    ttfb_ns: int | None = 5 * MS
+    tpot_ns: int | None = 10 * MS
+
+
 def test_a_turn_is_good_when_it_succeeded_within_every_bound() -> None:
     bounds = parse(["ttft<50ms,turn<=100ms,itl<31ms"])
-    assert bounds.turn_good(40 * MS, 100 * MS, (20 * MS, 30 * MS))
-    assert not bounds.turn_good(50 * MS, 100 * MS, ())  # < is strict
-    assert not bounds.turn_good(40 * MS, 101 * MS, ())
-    assert not bounds.turn_good(40 * MS, 90 * MS, (20 * MS, 31 * MS))  # every gap, not their mean
-    assert not bounds.turn_good(None, 90 * MS, ())  # no first token: no TTFT within the bound
-    assert Goodput().turn_good(None, 10**12, ())  # without bounds every success is good
+    assert bounds.turn_good(Values(latency_ns=100 * MS, itl_ns=(20 * MS, 30 * MS)))
+    assert not bounds.turn_good(Values(ttft_ns=50 * MS))  # < is strict
+    assert not bounds.turn_good(Values(latency_ns=101 * MS))
+    assert not bounds.turn_good(Values(itl_ns=(20 * MS, 31 * MS)))  # every gap, not their mean
+    assert not bounds.turn_good(Values(ttft_ns=None))  # no first token: no TTFT within the bound
+    assert Goodput().turn_good(
+        Values(ttft_ns=None, latency_ns=10**12)
+    )  # without bounds every success is good
+
+
+def test_time_to_headers_and_time_per_output_token_bound_a_turn() -> None:
+    bounds = parse(["ttfb<10ms,tpot<=20ms"])
+    assert bounds.turn_good(Values(tpot_ns=20 * MS))
+    assert not bounds.turn_good(Values(ttfb_ns=10 * MS))
+    assert not bounds.turn_good(Values(tpot_ns=21 * MS))
+    # A turn without token usage has no time per output token: it cannot be shown within the bound.
+    assert not bounds.turn_good(Values(tpot_ns=None))
+    assert parse(["ttft<1s"]).turn_good(Values(tpot_ns=None, ttfb_ns=None))
 
 
 def test_the_recorder_counts_good_turns_by_turn_and_scenario() -> None:
