@@ -42,15 +42,15 @@ CHANNEL = ["--nlx-deployment", "dep1", "--nlx-channel", "web-en-US"]
 def assert_merged_exactly(
     summary: dict[str, Any], run_dir: Path, served: dict[str, Any], processes: int
 ) -> list[dict[str, Any]]:
-    """The merged counts are what the mock served, and the merged TTFT and turn-latency percentiles
-    are those of one histogram of every raw sample the `processes` logged; returns those samples."""
+    """The merged counts are what the mock served, and the merged TTFT, turn-latency and TTFB
+    percentiles are those of one histogram of every raw sample the `processes` logged; returns those samples."""
     counts = summary["counts"]
     assert counts["turns"] == counts["turns_ok"] == served["turns"] > 0
     assert counts["chunks"] == served["chunks"] and counts["chars"] == served["chars"]
     turns = read_turns(run_dir)
     assert len({path.name for path in run_dir.glob("turns-*.jsonl")}) == processes  # one file each
     assert len(turns) == counts["turns"]
-    for key, field in (("ttft_ms", "ttft_us"), ("turn_ms", "latency_us")):
+    for key, field in (("ttft_ms", "ttft_us"), ("turn_ms", "latency_us"), ("ttfb_ms", "ttfb_us")):
         merged = summary["metrics"][key]
         reference = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
         for turn in turns:
