@@ -21,6 +21,7 @@ from loadtest.mock.contract import ERROR_PREFIX
 from loadtest.mock.launch import MockAddress, start_mock
 from loadtest.mock.tls import server_context, subject_names
 from loadtest.mock.usage import count_usage
+from tests.conftest import locust_env
 from tests.mockthread import ThreadedMock, mock_in_thread
 from tests.test_mock import AUTH, CHANNEL_PATH, KEY, QUICK, StreamedTurn, body_for, turn, user
 
@@ -367,12 +368,14 @@ def test_over_tls_idle_close_makes_every_turn_a_new_connection(
 
 
 def test_the_launcher_reads_an_https_url_and_keeps_it_https_for_workers() -> None:
-    process = start_mock(["--tls", *QUICK], address=MockAddress("127.0.0.1", "localhost"))
+    # The key the mock takes from the environment: another test of the session may have set one.
+    env = locust_env(NLX_API_KEY=KEY)
+    process = start_mock(["--tls", *QUICK], env=env, address=MockAddress("127.0.0.1", "localhost"))
     try:
         url = urlsplit(process.url)
         assert (url.scheme, url.hostname) == ("https", "localhost")
         with httpx.Client(timeout=10, verify=False) as c:
-            result = turn(c, process.url, body_for("nlx"), headers={"Authorization": "Bearer nlx-mock-key"})
+            result = turn(c, process.url, body_for("nlx"), headers={"Authorization": f"Bearer {KEY}"})
     finally:
         process.stop()
     assert result.status == 200 and result.events[-1] == b"[DONE]"
