@@ -47,6 +47,10 @@ scope; `itl` has no scope at all.
 `check_scopes` checks the scopes against the conversations file at start: a scenario it does not
 hold, or a turn beyond its longest scenario, would only ever give "no data".
 
+`evaluate` reads a summary; `evaluate_live` reads a run in progress (`--threshold-abort`) straight from
+its `Metrics`: only the histograms and counters the thresholds name, through the functions that build
+the summary, so that both give the same outcomes.
+
 A threshold with no data (an empty histogram, no turns) fails. Anything that does not follow the
 grammar raises `ConfigError` with one line that quotes the expression and says what is accepted.
 """
@@ -64,6 +68,7 @@ from typing import Any
 from loadtest import catalog
 from loadtest.conversation import Scenario
 from loadtest.errors import ConfigError
+from loadtest.metrics import Metrics, scoped
 from loadtest.report.schema import RATE_BY_KEY, RATES, ThresholdOutcome, Unit, format_observed, stat_of
 
 __all__ = [
@@ -78,6 +83,7 @@ __all__ = [
     "can_still_pass",
     "check_scopes",
     "evaluate",
+    "evaluate_live",
     "format_observed",
     "observe",
     "one_of",
@@ -272,8 +278,11 @@ def observe(th: Threshold, summary: Mapping[str, Any]) -> float | None:
     """The value `th` is about, read from `summary`: in the metric's unit (ms for a time), a fraction for
     rates; None if no data."""
     section = _section(th, summary)
-    if section is None:
-        return None
+    return None if section is None else _read(th, section)
+
+
+def _read(th: Threshold, section: Mapping[str, Any]) -> float | None:
+    """The value `th` is about in its section: the summary, its `metrics` or a scope's entry."""
     rate = RATE_BY_KEY.get(th.metric)
     if rate is not None:
         # A rate reads the `counts` of the summary or of the scope's entry, never the summary itself.
@@ -284,11 +293,47 @@ def observe(th: Threshold, summary: Mapping[str, Any]) -> float | None:
 
 
 def evaluate(thresholds: Sequence[Threshold], summary: Mapping[str, Any]) -> list[Outcome]:
+    return _outcomes(thresholds, lambda th: observe(th, summary))
+
+
+def evaluate_live(thresholds: Sequence[Threshold], metrics: Metrics) -> list[Outcome]:
+    """`evaluate` over the summary `metrics` would give, without building it: each threshold's section
+    holds only what it reads, from the histogram or counters it names (each histogram's statistics
+    worked out once, by `Histogram.stats_ms` as the summary's), and nothing is added to `metrics`."""
+    stats: dict[str, dict[str, Any]] = {}
+    return _outcomes(thresholds, lambda th: _read(th, _live_section(th, metrics, stats)))
+
+
+def _live_section(th: Threshold, metrics: Metrics, stats: dict[str, dict[str, Any]]) -> Mapping[str, Any]:
+    """The part of `th`'s summary section it reads, from `metrics`; `stats` keeps the statistics of the
+    histograms read so far. A scope no turn reached reads as it would in the summary: no counts and no
+    samples, so no data."""
+    rate = RATE_BY_KEY.get(th.metric)
+    if rate is not None:
+        # As Metrics.summary_counts and summary_breakdown count: a counter never added is 0.
+        counts = {key: int(metrics.counts.get(_key(key, th.scope), 0)) for key in rate.counters}
+        return {"counts": counts}
+    metric = catalog.METRIC_BY_KEY[th.metric]
+    key = _key(metric.key, th.scope)
+    if key not in stats:
+        # `get`, not `Metrics.hist`: reading must not add empty histograms to the run's data.
+        hist = metrics.histograms.get(key)
+        if hist is None:
+            return {}
+        stats[key] = hist.stats_ms()
+    return {metric.summary_key: stats[key]}
+
+
+def _key(name: str, scope: tuple[str, str] | None) -> str:
+    """The key `Metrics` keeps a histogram or counter under, for the whole run or one scope value."""
+    return name if scope is None else scoped(name, *scope)
+
+
+def _outcomes(thresholds: Sequence[Threshold], observe: Callable[[Threshold], float | None]) -> list[Outcome]:
     outcomes = []
     for th in thresholds:
-        observed = observe(th, summary)
-        unit = unit_of(th)
-        outcomes.append(Outcome(expr=th.expr, observed=observed, passed=th.check(observed), unit=unit))
+        observed = observe(th)
+        outcomes.append(Outcome(expr=th.expr, observed=observed, passed=th.check(observed), unit=unit_of(th)))
     return outcomes
 
 
@@ -302,15 +347,14 @@ def verdict(outcomes: Sequence[Outcome]) -> str:
     return "pass" if all(o.passed for o in outcomes) else "fail"
 
 
-def can_still_pass(th: Threshold, summary: Mapping[str, Any]) -> bool:
+def can_still_pass(outcome: Outcome) -> bool:
     """Whether a run in progress should go on, for `--threshold-abort`.
 
     No data yet: True. Otherwise whether it passes now, as k6's abortOnFail: a `max` above a `<`/`<=`
     limit or a `min` below a `>`/`>=` limit can never recover; other thresholds might, but a run that
     asked to abort on thresholds stops at the first breach.
     """
-    observed = observe(th, summary)
-    return observed is None or th.check(observed)
+    return outcome.observed is None or outcome.passed
 
 
 def _parse_left(text: str, left: str, classes: str) -> tuple[str, tuple[str, str] | None, str | None]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import gevent
 
@@ -86,7 +85,10 @@ class UserSampler(Watcher):
 
 
 class ThresholdWatcher(StoppingWatcher):
-    """`--threshold-abort`: after the warm-up, stop the run at the first threshold that fails."""
+    """`--threshold-abort`: after the warm-up, stop the run at the first threshold that fails.
+
+    Every check reads the thresholds' values straight from the merged metrics (`evaluate_live`): a
+    summary would work out every histogram of every turn and scenario, on the master, every 5 s."""
 
     interval_s = ABORT_CHECK_SECONDS
 
@@ -95,26 +97,27 @@ class ThresholdWatcher(StoppingWatcher):
         run: Run,
         rules: tuple[thresholds.Threshold, ...],
         warmup_s: float,
-        summary: Callable[[], Mapping[str, Any]],
+        metrics: Callable[[], Metrics],
         stop_run: Callable[[], None],
     ) -> None:
         super().__init__()
         self.run = run
         self.rules = rules
         self.warmup_s = warmup_s
-        self.summary = summary
+        self.metrics = metrics
         self.stop_run = stop_run
 
     def check(self) -> bool:
         """Whether the run may go on; on the first failed threshold, record it and stop the run."""
         if self.run.elapsed_s() < self.warmup_s:
             return True
-        summary = self.summary()
-        for rule in self.rules:
-            if not thresholds.can_still_pass(rule, summary):
-                self.run.aborted_by = rule.expr
+        for outcome in thresholds.evaluate_live(self.rules, self.metrics()):
+            if not thresholds.can_still_pass(outcome):
+                self.run.aborted_by = outcome.expr
                 self.run.stop(StoppedBy.THRESHOLD_ABORT)
-                logger.error("loadtest: threshold %s failed after the warm-up: stopping the run", rule.expr)
+                logger.error(
+                    "loadtest: threshold %s failed after the warm-up: stopping the run", outcome.expr
+                )
                 gevent.spawn(self.stop_run)
                 return False
         return True

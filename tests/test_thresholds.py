@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -9,19 +11,26 @@ from hypothesis import strategies as st
 from loadtest import catalog
 from loadtest.conversation import Scenario, Turn
 from loadtest.errors import ConfigError
+from loadtest.metrics import Metrics, interval_of
+from loadtest.report import build_summary
 from loadtest.report.schema import RATES
 from loadtest.thresholds import (
+    METRICS,
+    OPS,
+    RATE_METRICS,
     Outcome,
     Threshold,
     can_still_pass,
     check_scopes,
     evaluate,
+    evaluate_live,
     format_observed,
     observe,
     parse,
     parse_all,
     quote_name,
     scope_text,
+    scopes,
     split,
     unit_of,
     verdict,
@@ -326,7 +335,8 @@ def test_verdict(passed: list[bool], expected: str) -> None:
     ],
 )
 def test_can_still_pass(expr: str, expected: bool) -> None:
-    assert can_still_pass(parse(expr), SUMMARY) is expected
+    (outcome,) = evaluate([parse(expr)], SUMMARY)
+    assert can_still_pass(outcome) is expected
 
 
 @pytest.mark.parametrize(
@@ -640,3 +650,135 @@ def test_the_first_bad_scope_is_reported() -> None:
     ths = [parse("ttft{turn=1}.p95<1s"), parse("ttft{turn=9}.p95<1s"), parse("ttft{scenario=x}.p95<1s")]
     with pytest.raises(ConfigError, match=r"ttft\{turn=9\}"):
         check_scopes(ths, SCENARIOS, "conv.yaml")
+
+
+# --- live evaluation (--threshold-abort) against the summary ------------------------------------------
+
+# Scenarios of 1 to 4 turns; one name only a quoted scope can write.
+LIVE_SCENARIOS = {"booking": 4, "order status, v2": 2, "faq": 1}
+MS_NS = 1_000_000
+
+
+def _random_metrics(rng: random.Random) -> Metrics:
+    """Turns and conversations as the recorder counts and times them, with random timings; each
+    optional metric recorded or not, and a scenario or turn the run never reached."""
+    m = Metrics()
+    optional = {key: rng.random() < 0.6 for key in ("dns", "connect", "tls", "ttfr", "tpot", "output_tps")}
+    interval = interval_of(1_764_547_200)
+    played = rng.sample(sorted(LIVE_SCENARIOS), rng.randint(1, len(LIVE_SCENARIOS)))
+    for _ in range(rng.randint(20, 150)):
+        scenario = rng.choice(played)
+        scope_s = (f"scenario={scenario}",)
+        m.count_scoped("conversations_started", scope_s)
+        all_good = True
+        for turn in range(1, rng.randint(1, LIVE_SCENARIOS[scenario]) + 1):
+            scopes = (f"turn={turn}", *scope_s)
+            m.count_scoped("turns", scopes)
+            outcome = rng.choices(("ok", "failed", "cut"), (0.85, 0.1, 0.05))[0]
+            m.count_scoped(f"turns_{outcome}", scopes)
+            if outcome == "failed":
+                m.count_error("http_500", scopes)
+            if outcome != "ok":
+                all_good = False
+                continue
+            if rng.random() < 0.7:
+                m.count_scoped("turns_good", scopes)
+            else:
+                all_good = False
+            ttft = int(rng.lognormvariate(0, 0.6) * 300 * MS_NS)
+            m.record_scoped("ttft", ttft, scopes, interval)
+            m.record_scoped("turn", ttft + rng.randint(0, 3000) * MS_NS, scopes, interval)
+            m.hist("ttfb").record_ns(ttft // 2)
+            for _ in range(rng.randint(0, 5)):
+                m.itl.record_ns(rng.randint(1, 80) * MS_NS)
+            for key, recorded in optional.items():
+                if recorded and rng.random() < 0.5:
+                    # output_tps in milli-tokens per second, the others in ns
+                    m.hist(key).record_ns(
+                        rng.randint(1, 200_000) * 1000 if key == "output_tps" else ttft // 7
+                    )
+        ended = rng.choice(("completed", "failed", "abandoned"))
+        m.count_scoped(f"conversations_{ended}", scope_s)
+        if ended == "completed":
+            m.record_scoped("conversation", rng.randint(1, 60_000) * MS_NS, scope_s)
+            if all_good:
+                m.count_scoped("conversations_good", scope_s)
+    if rng.random() < 0.5:
+        # As on a master: what the workers drained, merged.
+        merged = Metrics()
+        merged.merge_data(m.to_data())
+        return merged
+    return m
+
+
+def _every_threshold() -> list[Threshold]:
+    """Every metric with every statistic, and every rate, over the whole run and in every scope it
+    takes: each scenario, turns 1 to 4, and a scenario and a turn no run has."""
+    values = {
+        catalog.TURN: ["1", "2", "3", "4", "7"],
+        catalog.SCENARIO: [*LIVE_SCENARIOS, "nowhere"],
+    }
+    out = []
+    for metric in METRICS:
+        where_all: list[tuple[str, str] | None] = [None]
+        where_all += [(key, value) for key in scopes(metric) for value in values[key]]
+        for scope in where_all:
+            where = scope_text(scope) if scope else ""
+            if metric in RATE_METRICS:
+                out.append(parse(f"{metric}{where}<0.5"))
+            else:
+                out += [parse(f"{metric}{where}.{s.label}<1") for s in catalog.STATS]
+    return out
+
+
+def _against(ths: list[Threshold], summary: dict[str, Any], rng: random.Random) -> list[Threshold]:
+    """Each threshold with a random operator and a limit at, just under or just over what the summary
+    holds: a value read any differently would give another outcome."""
+    out = []
+    for th, outcome in zip(ths, evaluate(ths, summary), strict=True):
+        observed = outcome.observed if outcome.observed is not None else rng.random()
+        limit = rng.choice((observed, observed * (1 - 1e-9), observed * (1 + 1e-9), observed + 0.001))
+        out.append(dataclasses.replace(th, op=rng.choice(sorted(OPS)), limit=limit))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_live_outcomes_are_the_summary_outcomes(seed: int) -> None:
+    rng = random.Random(seed)
+    metrics = _random_metrics(rng)
+    kept = set(metrics.histograms)
+    rules = _every_threshold()
+    live_first = evaluate_live(rules, metrics)
+    assert set(metrics.histograms) == kept  # reading added no empty histogram to the run's data
+    summary = dict(build_summary(metrics, {}))
+    rules = _against(rules, summary, rng)
+    live = evaluate_live(rules, metrics)
+    assert live == evaluate(rules, summary)
+    assert [o.observed for o in live] == [o.observed for o in live_first]
+    assert [can_still_pass(o) for o in live] == [can_still_pass(o) for o in evaluate(rules, summary)]
+    # Every kind was read: latency and rates with data, a scope with none.
+    observed = {(th.is_rate, o.observed is None) for th, o in zip(rules, live, strict=True)}
+    assert {(False, False), (True, False), (False, True)} <= observed
+
+
+def test_live_values_are_read_from_the_named_histogram_and_counters() -> None:
+    m = Metrics()
+    for ms in (100, 200, 300, 400):
+        m.record_scoped("ttft", ms * MS_NS, ("turn=1", "scenario=booking"))
+    m.record_scoped("ttft", 900 * MS_NS, ("turn=2", "scenario=booking"))
+    m.count_scoped("turns_ok", ("turn=1", "scenario=booking"), 3)
+    m.count_scoped("turns_failed", ("turn=2", "scenario=booking"))
+    m.count_scoped("turns_good", ("turn=1", "scenario=booking"), 2)
+    exprs = [
+        "ttft{turn=1}.max<1s",
+        "ttft{turn=2}.min<1s",
+        "ttft.p50<1s",
+        "error_rate{turn=2}<1%",
+        "error_rate<1%",
+        "goodput{scenario=booking}>90%",
+        "turn.p95<1s",
+        "error_rate{scenario=faq}<1%",
+    ]
+    *seen, no_samples, no_scenario = (o.observed for o in evaluate_live(parse_all(exprs), m))
+    assert seen == pytest.approx([400.0, 900.0, 300.0, 1.0, 0.25, 0.5], rel=1e-3)
+    assert no_samples is None and no_scenario is None

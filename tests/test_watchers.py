@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import gevent
 
 from loadtest import thresholds
-from loadtest.metrics import interval_of
+from loadtest.metrics import Metrics, interval_of
 from loadtest.recorder import TurnRecorder
 from loadtest.run import Run
 from loadtest.watchers import ThresholdWatcher, UserSampler
 
 
-def summary_with_ttft_p95(value: float | None) -> dict[str, Any]:
-    return {"metrics": {"ttft_ms": {"p95": value}}, "counts": {}}
+def metrics_with_ttft(ms: float | None) -> Metrics:
+    """Metrics whose every TTFT is `ms` (none: no turn answered yet)."""
+    metrics = Metrics()
+    if ms is not None:
+        for _ in range(20):
+            metrics.ttft.record_ns(int(ms * 1_000_000))
+    return metrics
 
 
 def test_the_sampler_keeps_the_most_users_of_each_interval() -> None:
@@ -32,7 +37,7 @@ def test_a_failed_threshold_after_the_warm_up_stops_the_run_and_is_recorded() ->
     stopped: list[bool] = []
     rules = tuple(thresholds.parse_all(["ttft.p95<800ms"]))
     watcher = ThresholdWatcher(
-        run, rules, 0.0, lambda: summary_with_ttft_p95(912.0), lambda: stopped.append(True)
+        run, rules, 0.0, lambda: metrics_with_ttft(912.0), lambda: stopped.append(True)
     )
     assert watcher.check() is False
     assert run.aborted_by == "ttft.p95<800ms"
@@ -43,8 +48,8 @@ def test_a_failed_threshold_after_the_warm_up_stops_the_run_and_is_recorded() ->
 def test_no_data_or_a_passing_threshold_lets_the_run_go_on() -> None:
     run = Run()
     rules = tuple(thresholds.parse_all(["ttft.p95<800ms"]))
-    for value in (None, 500.0):
-        watcher = ThresholdWatcher(run, rules, 0.0, lambda v=value: summary_with_ttft_p95(v), lambda: None)
+    for ms in (None, 500.0):
+        watcher = ThresholdWatcher(run, rules, 0.0, functools.partial(metrics_with_ttft, ms), lambda: None)
         assert watcher.check() is True
     assert run.aborted_by is None
 
@@ -54,9 +59,18 @@ def test_nothing_stops_the_run_during_the_warm_up() -> None:
     rules = tuple(thresholds.parse_all(["ttft.p95<800ms"]))
     asked: list[bool] = []
 
-    def summary() -> dict[str, Any]:
+    def metrics() -> Metrics:
         asked.append(True)
-        return summary_with_ttft_p95(912.0)
+        return metrics_with_ttft(912.0)
 
-    watcher = ThresholdWatcher(run, rules, 3600.0, summary, lambda: None)
+    watcher = ThresholdWatcher(run, rules, 3600.0, metrics, lambda: None)
     assert watcher.check() is True and not asked and run.aborted_by is None
+
+
+def test_the_first_threshold_that_fails_is_the_one_recorded() -> None:
+    run = Run()
+    # error_rate has no turns to count yet: no data, which does not stop a run.
+    rules = tuple(thresholds.parse_all(["ttft.p95<1s; error_rate<1%; ttft.max<900ms; ttft.p50<800ms"]))
+    watcher = ThresholdWatcher(run, rules, 0.0, lambda: metrics_with_ttft(912.0), lambda: None)
+    assert watcher.check() is False
+    assert run.aborted_by == "ttft.max<900ms"
