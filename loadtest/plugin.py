@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import random
+import shlex
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -40,14 +41,14 @@ from loadtest import webui, webui_form
 from loadtest.chat import Chat, ConversationOver, Reply, TurnFailed, play_scenario
 from loadtest.client import make_client
 from loadtest.conversation import Scenario
-from loadtest.errors import LoadtestError
+from loadtest.errors import ConfigError, LoadtestError
 from loadtest.gcgovernor import GcGovernor
 from loadtest.health import HealthMonitor
 from loadtest.metrics import Metrics
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY
 from loadtest.mock.launch import MockAddress, MockProcess, for_workers, is_loopback, start_mock
 from loadtest.openmodel import ArrivalQueue
-from loadtest.options import MOCK_OPTIONS, add_arguments
+from loadtest.options import INSECURE, MOCK_OPTIONS, add_arguments
 from loadtest.recorder import TurnRecorder
 from loadtest.roles import Role, role_for
 from loadtest.settings import Plays, Settings, check_reachable, from_options, wanted_conversations
@@ -190,7 +191,11 @@ class Loadtest:
             # interface by default): that is the user's request to serve other machines; --processes
             # workers are this machine's own.
             address = for_workers(str(options.master_bind_host))
-        self.mock = start_mock(MOCK_OPTIONS.read(options), env=env, address=address)
+        mock_options = MOCK_OPTIONS.read(options)
+        if "--tls" in shlex.split(mock_options) and not INSECURE.read(options):
+            # Its certificate is one it made itself: nobody vouches for it, and every turn would fail.
+            raise ConfigError("the built-in mock serves --tls with a certificate of its own: add --insecure")
+        self.mock = start_mock(mock_options, env=env, address=address)
         self.uses_mock = True
         self.environment.host = self.mock.url
         logger.info("loadtest: no --host given, running against the built-in mock at %s", self.mock.url)

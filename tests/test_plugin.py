@@ -174,6 +174,25 @@ def test_without_host_the_built_in_mock_runs_and_stops(in_process: InProcess) ->
         httpx.get(summary["run"]["host"] + "/_mock/stats", timeout=5)
 
 
+def test_the_built_in_mock_over_tls_times_each_users_handshake(in_process: InProcess) -> None:
+    with pytest.raises(AssertionError, match=r"stopped at start \(2\)") as refused:
+        in_process("-u 1 -r 1 --mock-options=--tls", until=turns_at_least(1))
+    assert "the built-in mock serves --tls with a certificate of its own: add --insecure" in str(
+        refused.value
+    )
+    args = "-u 2 -r 2 --think-time 0 --insecure --mock-options"
+    run = in_process(args, f"--tls {' '.join(FAST)}", until=turns_at_least(6, ok=6))
+    assert run.exit_code == 0, run.output[-3000:]
+    summary = run.summary()
+    assert summary["run"]["host"].startswith("https://127.0.0.1:")
+    counts, metrics = summary["counts"], summary["metrics"]
+    # Each user opens one connection and keeps it: one TCP connect and one TLS handshake each.
+    assert counts["connections_opened"] == metrics["tls_ms"]["count"] == metrics["connect_ms"]["count"] == 2
+    assert counts["connections_reused"] == counts["turns"] - 2
+    assert metrics["ttfb_ms"]["count"] == counts["turns"]
+    assert 0 < metrics["tls_ms"]["p50"] < metrics["ttft_ms"]["max"]
+
+
 def test_host_with_a_path_prefix(mock_server: Callable[..., Mock], in_process: InProcess) -> None:
     mock = mock_server(*FAST, "--prefix", "/v1")
     assert mock.url.endswith("/v1")
