@@ -27,6 +27,7 @@ from loadtest.report import build_summary, charts
 from loadtest.report.compare import compare
 from loadtest.report.html import render_compare_html, render_html
 from loadtest.report.markdown import render_markdown
+from loadtest.report.summary import stream_lines
 from loadtest.thresholds import format_observed
 from tests.browser import chromium, load, loaded_references, require_chromium
 
@@ -514,7 +515,8 @@ def browser() -> Iterator[Browser]:
 def test_report_draws_every_chart_offline(browser: Browser, tmp_path: Path) -> None:
     from tests.test_report_time_split import split_run
 
-    summary = split_run()  # the passing run with "Where the time goes": every chart of a run
+    # The passing run with "Where the time goes" and token usage: every chart of a run.
+    summary = with_tokens(split_run())
     report = tmp_path / "report.html"
     report.write_text(render_html(summary), encoding="utf-8")
     specs = chart_data(report.read_text(encoding="utf-8"))
@@ -545,7 +547,7 @@ def test_report_draws_every_chart_offline(browser: Browser, tmp_path: Path) -> N
     swatch = page.locator("#latency .swatch").first.evaluate("e => getComputedStyle(e).backgroundColor")
     assert swatch == "rgb(37, 99, 235)" == _rgb(catalog.TTFT.color)
     # "Where the time goes" is drawn to scale: p95's set-up is 310 of the 1,200 ms of p99's bar.
-    assert "time-connections" in expected
+    assert {"time-connections", "time-output-tokens"} <= set(expected)
     p95 = page.locator("#where-the-time-goes svg.bar").nth(1)
     track, setup = p95.bounding_box(), p95.locator("rect.part-setup").bounding_box()
     assert track is not None and setup is not None and track["width"] > 500
@@ -665,6 +667,60 @@ def test_latency_over_time_uses_the_metric_shades() -> None:
     assert [s["label"] for s in spec["series"]] == [s.label for s in catalog.TIMELINE_STATS]
     assert [s["color"] for s in spec["series"]] == list(catalog.TURN_LATENCY.shades)
     assert len(spec["data"]) == 1 + len(catalog.TIMELINE_STATS) and len(spec["data"][0]) == len(tl.t)
+
+
+# Completion tokens per timeline interval of `with_tokens`: 20 s in 5 s intervals, the fifth holding
+# only the run's last instant.
+TOKENS = (100, 200, 300, 400, 0)
+
+
+def with_tokens(summary: dict[str, Any]) -> dict[str, Any]:
+    """`summary` as a run against a server that sends usage writes it: completion tokens per interval."""
+    for point, tokens in zip(summary["timeline"]["points"], TOKENS, strict=True):
+        point["completion_tokens"] = tokens
+    counts = summary["counts"]
+    counts.update(completion_tokens=sum(TOKENS), prompt_tokens=2 * sum(TOKENS))
+    counts["turns_with_usage"] = counts["turns_ok"]
+    return summary
+
+
+@pytest.mark.parametrize(("measured_s", "overall"), [(None, "50.0"), (16.0, "62.5")])
+def test_output_tokens_over_time_with_the_overall_rate_of_the_console(
+    measured_s: float | None, overall: str
+) -> None:
+    """Rates per interval from the timeline; the overall rate over the time the figures cover (16 s
+    after a RESET), the number the console and summary.md give."""
+    summary = with_tokens(passing_run())
+    if measured_s is not None:
+        summary["run"]["measured_s"] = measured_s
+    page = Page(render_html(summary))
+    ids = [s["id"] for s in chart_data(page.html)]
+    assert ids[ids.index("time-throughput") + 1] == "time-output-tokens"
+    [spec] = [s for s in chart_data(page.html) if s["id"] == "time-output-tokens"]
+    assert spec["kind"] == "time" and spec["unit"] == "tokens/s"
+    assert [(s["label"], s["color"]) for s in spec["series"]] == [
+        ("output tokens/s", catalog.OUTPUT_TPS.color)
+    ]
+    assert spec["data"][0] == [T0 + 2.5 + 5 * i for i in range(len(TOKENS))]
+    assert spec["data"][1] == [20.0, 40.0, 60.0, 80.0, 0.0]
+    assert f"Output tokens per second every 5 s; {overall} tokens/s overall" in page.text("over-time")
+    [console] = [line for line in stream_lines(summary) if line.startswith("tokens ")]
+    assert console.endswith(f"; {overall} output tokens/s")
+    assert 'id="time-output-tokens" data-chart="time"' in page.html
+
+
+@pytest.mark.parametrize("absent", [False, True], ids=["counted-none", "absent"])
+def test_no_output_tokens_chart_without_token_usage(absent: bool) -> None:
+    """A server that sends no usage (NLX) counts no completion tokens; an older summary has no count."""
+    summary = passing_run()
+    for point in summary["timeline"]["points"]:
+        if absent:
+            del point["completion_tokens"]
+        else:
+            assert point["completion_tokens"] == 0
+    html = render_html(summary)
+    assert "time-output-tokens" not in html and "Output tokens per second" not in html
+    assert "time-throughput" in [s["id"] for s in chart_data(html)]
 
 
 def test_the_settings_of_the_run_and_lost_workers_are_shown_and_compared() -> None:

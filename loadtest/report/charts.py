@@ -42,6 +42,8 @@ COLORS = {
 }
 # The timeline counts of the connections chart, and their legend.
 CONNECTION_COUNTS = {"connections_opened": "opened", "connections_reused": "reused"}
+# The timeline count of the output tokens chart: tokens the stream's usage reported, never estimated.
+OUTPUT_TOKENS = "completion_tokens"
 # Points labelled on a percentile distribution, the end for a statistic without a percentile (max).
 # p95 would sit between p90 and p99 where labels collide: the tables give it.
 MARKS = tuple(s for s in catalog.TABLE_STATS if s.key != "p95")
@@ -274,6 +276,24 @@ def connections_spec(chart_id: str, tl: Timeline) -> dict[str, Any] | None:
         "series": series,
         "axes": [{"scale": "y", "label": "per second"}],
         "data": data,
+    }
+
+
+def output_tokens_spec(chart_id: str, tl: Timeline) -> dict[str, Any] | None:
+    """Completion tokens per second per interval; None when the timeline counted none (a server that
+    sends no usage, such as NLX, or a summary written before tokens were counted)."""
+    rates = tl.rate(OUTPUT_TOKENS)
+    if not any(rates):
+        return None
+    return {
+        "id": chart_id,
+        "kind": "time",
+        "unit": catalog.TOKENS_PER_S,
+        "height": 200,
+        "interval": tl.interval_s,
+        "series": [_series("output tokens/s", catalog.OUTPUT_TPS.color, width=2.0, fill=True)],
+        "axes": [{"scale": "y", "label": catalog.TOKENS_PER_S}],
+        "data": [_midpoints(tl), list(rates)],
     }
 
 

@@ -39,7 +39,7 @@ from loadtest.report.compare import (
     throughput,
 )
 from loadtest.report.schema import number, scoped_errors
-from loadtest.report.summary import RunVerdict, run_verdict
+from loadtest.report.summary import RunVerdict, output_tokens_per_s, run_verdict
 from loadtest.thresholds import format_observed
 from loadtest.thresholds import parse as parse_threshold
 from loadtest.verdict import ReasonKind
@@ -567,6 +567,7 @@ def _distributions(metrics: Mapping[str, Any], specs: list[dict[str, Any]]) -> l
 class OverTime:
     latency: list[Figure]
     throughput: Figure
+    output_tokens: Figure | None  # None when the stream reported no token usage
 
 
 def _over_time(summary: Mapping[str, Any], specs: list[dict[str, Any]]) -> OverTime | None:
@@ -581,7 +582,22 @@ def _over_time(summary: Mapping[str, Any], specs: list[dict[str, Any]]) -> OverT
         latency.append(_figure(chart_id, _capital(m.label), f"{stats}, {m.unit}", spec, specs, ""))
     detail = f"turns per second, every {tl.interval_s} s"
     tput = charts.throughput_spec("time-throughput", tl)
-    return OverTime(latency, _figure("time-throughput", "Throughput and users", detail, tput, specs, ""))
+    throughput = _figure("time-throughput", "Throughput and users", detail, tput, specs, "")
+    return OverTime(latency, throughput, _output_tokens(summary, tl, specs))
+
+
+def _output_tokens(
+    summary: Mapping[str, Any], tl: charts.Timeline, specs: list[dict[str, Any]]
+) -> Figure | None:
+    """Output tokens per second over time, the run's overall rate in the caption (the console's)."""
+    spec = charts.output_tokens_spec("time-output-tokens", tl)
+    if spec is None:
+        return None
+    detail = f"every {tl.interval_s} s"
+    overall = output_tokens_per_s(summary)
+    if overall is not None:
+        detail += f"; {format_number(overall)} {catalog.TOKENS_PER_S} overall"
+    return _figure("time-output-tokens", "Output tokens per second", detail, spec, specs, "")
 
 
 # --- where the time goes ----------------------------------------------------------------------

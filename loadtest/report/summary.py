@@ -35,6 +35,7 @@ __all__ = [
     "build_summary",
     "console_lines",
     "one_example",
+    "output_tokens_per_s",
     "run_verdict",
     "stream_lines",
     "verdict_lines",
@@ -230,9 +231,15 @@ def stream_lines(summary: Mapping[str, Any]) -> list[str]:
         )
         line += f" ({reasoning:,.0f} reasoning)" if reasoning else ""
         line += f" on {turns:,.0f} turns"
-        rate = per_second(summary, "completion_tokens")
+        rate = output_tokens_per_s(summary)
         lines.append(line + (f"; {catalog.format_number(rate)} output tokens/s" if rate is not None else ""))
     return lines
+
+
+def output_tokens_per_s(summary: Mapping[str, Any]) -> float | None:
+    """The run's throughput in output tokens: completion tokens per second of the time the figures
+    cover, as the console, summary.md and report.html give it; None without the count or a duration."""
+    return per_second(summary, "completion_tokens")
 
 
 def verdict_lines(v: RunVerdict) -> list[str]:
