@@ -124,7 +124,11 @@ class Reporting:
         if settings.threshold_abort and settings.thresholds:
             self.watchers.append(
                 ThresholdWatcher(
-                    run, settings.thresholds, settings.threshold_warmup, lambda: lt.recorder.metrics, self._abort
+                    run,
+                    settings.thresholds,
+                    settings.threshold_warmup,
+                    lambda: lt.recorder.metrics,
+                    self._abort,
                 )
             )
         if settings.fail_fast:
