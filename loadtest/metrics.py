@@ -232,16 +232,32 @@ class Histogram:
         count = self.count
         out: dict[str, Any] = {"count": count}
         if count == 0:
-            out.update({k: None for k in ("min", "mean", *(n for n, _ in PERCENTILES), "max")})
+            out.update(dict.fromkeys(catalog.STAT_KEYS))
         else:
             values = self.values_at_percentiles_us([p for _, p in PERCENTILES])
-            out["min"] = _ms(self.hdr.get_min_value())
-            out["mean"] = round(self.mean_us() / 1000.0, 3)
-            for name, pct in PERCENTILES:
-                out[name] = _ms(values[pct])
-            out["max"] = _ms(self.hdr.get_max_value())
+            for stat in catalog.STATS:
+                pct = stat.percentile
+                out[stat.key] = self._other_stat_ms(stat.key) if pct is None else _ms(values[pct])
         out["hdr"] = self.encode()
         return out
+
+    def stat_ms(self, stat: catalog.Stat) -> float | None:
+        """One statistic as `stats_ms` gives it, None without samples: a percentile walks the counts up
+        to it only, and nothing else is worked out (what `--threshold-abort` reads every few seconds)."""
+        if self.count == 0:
+            return None
+        pct = stat.percentile
+        return (
+            self._other_stat_ms(stat.key) if pct is None else _ms(self.values_at_percentiles_us([pct])[pct])
+        )
+
+    def _other_stat_ms(self, key: str) -> float:
+        """min, mean or max."""
+        if key == "min":
+            return _ms(self.hdr.get_min_value())
+        if key == "mean":
+            return round(self.mean_us() / 1000.0, 3)
+        return _ms(self.hdr.get_max_value())
 
 
 # An interval's figures, in one array of integers: its INTERVAL_COUNTS, then for each of

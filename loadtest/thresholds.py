@@ -298,30 +298,25 @@ def evaluate(thresholds: Sequence[Threshold], summary: Mapping[str, Any]) -> lis
 
 def evaluate_live(thresholds: Sequence[Threshold], metrics: Metrics) -> list[Outcome]:
     """`evaluate` over the summary `metrics` would give, without building it: each threshold's section
-    holds only what it reads, from the histogram or counters it names (each histogram's statistics
-    worked out once, by `Histogram.stats_ms` as the summary's), and nothing is added to `metrics`."""
-    stats: dict[str, dict[str, Any]] = {}
-    return _outcomes(thresholds, lambda th: _read(th, _live_section(th, metrics, stats)))
+    holds only what it reads, the statistic (`Histogram.stat_ms`, as `stats_ms` gives it to the
+    summary) or counters it names, and nothing is added to `metrics`."""
+    return _outcomes(thresholds, lambda th: _read(th, _live_section(th, metrics)))
 
 
-def _live_section(th: Threshold, metrics: Metrics, stats: dict[str, dict[str, Any]]) -> Mapping[str, Any]:
-    """The part of `th`'s summary section it reads, from `metrics`; `stats` keeps the statistics of the
-    histograms read so far. A scope no turn reached reads as it would in the summary: no counts and no
-    samples, so no data."""
+def _live_section(th: Threshold, metrics: Metrics) -> Mapping[str, Any]:
+    """The part of `th`'s summary section it reads, from `metrics`. A scope no turn reached reads as
+    it would in the summary: no counts and no samples, so no data."""
     rate = RATE_BY_KEY.get(th.metric)
     if rate is not None:
         # As Metrics.summary_counts and summary_breakdown count: a counter never added is 0.
         counts = {key: int(metrics.counts.get(_key(key, th.scope), 0)) for key in rate.counters}
         return {"counts": counts}
     metric = catalog.METRIC_BY_KEY[th.metric]
-    key = _key(metric.key, th.scope)
-    if key not in stats:
-        # `get`, not `Metrics.hist`: reading must not add empty histograms to the run's data.
-        hist = metrics.histograms.get(key)
-        if hist is None:
-            return {}
-        stats[key] = hist.stats_ms()
-    return {metric.summary_key: stats[key]}
+    # `get`, not `Metrics.hist`: reading must not add empty histograms to the run's data.
+    hist = metrics.histograms.get(_key(metric.key, th.scope))
+    if hist is None or th.stat is None:
+        return {}
+    return {metric.summary_key: {th.stat: hist.stat_ms(catalog.STAT_BY_LABEL[th.stat])}}
 
 
 def _key(name: str, scope: tuple[str, str] | None) -> str:
