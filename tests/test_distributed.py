@@ -195,7 +195,9 @@ class LostWorkerRun:
 def lost_worker_run(folder: Path) -> Finish:
     """Two workers; once turns flow, one is killed with SIGKILL and a third joins the run."""
     mock = start_background_mock(*FAST)
-    cluster = _cluster(folder, mock.url, workers=2, run_time="12s")
+    # 20 s: a loaded machine takes several seconds to start the late worker (imports alone are 1.4 s of
+    # CPU), and it must still join before the end.
+    cluster = _cluster(folder, mock.url, workers=2, run_time="20s")
     killed = cluster.workers[0]
     # Once turns flow: kill the first worker, and start another in its place (it becomes the late one).
     late_command = shlex.join(cluster.worker_command())
