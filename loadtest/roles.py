@@ -40,6 +40,7 @@ from loadtest.search import (
 )
 from loadtest.settings import Settings, conversations_path, wanted_conversations
 from loadtest.shapes import StagesShape
+from loadtest.trim import StatsTrimmer
 from loadtest.verdict import EXIT_BAD_INPUT, EXIT_FAILED_TURNS, StoppedBy
 from loadtest.watchers import RefusalWatcher, ThresholdWatcher, UserSampler, Watcher
 
@@ -120,7 +121,8 @@ class Reporting:
             logger.warning("loadtest: %s", warning)
         # Also for the web UI's LOGS tab, which refreshes only while a test runs.
         logger.info("loadtest: run %s writes its output to %s", run.id, settings.report_dir / run.id)
-        self.watchers = [UserSampler(run, self.user_count, lt.recorder)]
+        # Locust's per-second counts grow a key a second for the whole run: kept to the last 30 s.
+        self.watchers = [UserSampler(run, self.user_count, lt.recorder), StatsTrimmer(lt.environment.stats)]
         if settings.threshold_abort and settings.thresholds:
             self.watchers.append(
                 ThresholdWatcher(
