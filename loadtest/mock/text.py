@@ -92,5 +92,9 @@ def reply_pieces(seed: int, conversation_id: str, turn: int, chunks: Distributio
     count = max(0, round(chunks.sample(rng)))
     if count == 0:
         return []
-    text, after_spaces = _pooled(seed, _pool_index(conversation_id, turn), max(count, _MIN_DRAWN_WORDS))
+    # n drawn words make a text of n + 4 words and at least n + 2 spaces (one may be the LINE
+    # SEPARATOR), cut at spaces into up to n + 3 pieces: replies of up to 21 pieces share the pool's
+    # texts of 18 words, and the pool holds one text per index, not one per index and piece count.
+    words = max(count + 1 - len(_SPECIAL), _MIN_DRAWN_WORDS)
+    text, after_spaces = _pooled(seed, _pool_index(conversation_id, turn), words)
     return split_text(text, count, rng, after_spaces)
