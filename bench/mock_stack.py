@@ -1,31 +1,45 @@
-"""Which server stack for the NLX mock: aiohttp, or uvicorn with Starlette? Measure both.
+"""How many concurrent streams does the mock hold on one core, and how well does it keep its schedule?
 
-    python bench/mock_stack.py [--duration 5] [--steps 50,200,500]
+    python bench/mock_stack.py [--steps 600,800,1000] [--seconds 5] [--repeat 3] [--baseline DIR]
+                               [--stacks mock,starlette] [--mock-root DIR] [--no-precise-timers]
 
-Starts two equivalent SSE servers in child processes pinned to CPU 0 (the real aiohttp mock, and a
-uvicorn + Starlette StreamingResponse server with the same schedule: TTFT 50 ms, 20 content chunks
-10 ms apart, absolute deadlines), then drives each from this process, pinned to CPU 1, with an
-aiohttp client holding N concurrent streams for a few seconds per step. Per step it prints
-streams/s, client-side chunk lateness versus the schedule (same measure for both servers),
-server-side schedule error (both servers record it), server CPU seconds and client CPU use.
+Each server runs in a child process pinned to CPU 0: the real mock (`python -m loadtest.mock` with
+--precise-timers, as `bench/capacity.py` and `loadtest calibrate` run it; `--mock-root DIR` runs the
+mock of another checkout), with `--baseline DIR` the mock of another checkout beside it, step by step
+(`git archive HEAD loadtest | tar -x -C /tmp/before` before a change: both in one run), and with
+`--stacks mock,starlette` a uvicorn + Starlette StreamingResponse server with the same schedule (needs
+`pip install uvicorn starlette`). The schedule is the benchmarks' workload: TTFT 50 ms, 20 content
+chunks 10 ms apart, absolute deadlines from the request's arrival.
+
+This process, pinned to CPU 1, holds N keep-alive connections, each running streams back to back,
+through plain asyncio protocols that count events by their blank line and find the response's end by
+the last chunk of the chunked encoding: no HTTP parser, so the client costs little beside the
+server. Once connected and --warmup seconds in, both sides start counting at the same moment. Per step
+it prints streams/s, failed streams, the client-side lateness of content chunks against the schedule,
+the server's own schedule error (p50/p99/max, every chunk written), the server's CPU share and CPU ms
+per stream, and the client's CPU share (CLIENT: the client used over 90 % of its core, so the load may
+be short of N). With --repeat R each step runs R times, the servers taking turns, and a `med` line
+gives the medians; on a shared machine, repeat.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
+import resource
 import select
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from hdrh.histogram import HdrHistogram
 
@@ -34,9 +48,16 @@ KEY = "bench-key"
 TTFT_S = 0.050
 ITL_S = 0.010
 CHUNKS = 20
+# The role chunk, the content chunks, the finish and [DONE].
+EVENTS = CHUNKS + 3
 PATH = "/bench/chan-en-US/chat/completions"
 READY = "listening on "
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The end of a chunked body: its last chunk has size 0.
+LAST_CHUNK = b"\r\n0\r\n\r\n"
+SATURATED = 0.9
+# Connections opened at once: aiohttp listens with a backlog of 128, and a SYN dropped waits a second.
+CONNECT_BATCH = 100
 
 
 # --- the Starlette server (runs in a child process: `mock_stack.py --serve-starlette`) ---------
@@ -82,7 +103,7 @@ def serve_starlette() -> None:
                 deadline = start + TTFT_S + i * ITL_S
                 await sleep_until(loop, deadline)
                 yield event({"content": f"piece {i} café 日本語 "}, None)
-                # The write happens when the generator resumes; measure there, as late as aiohttp's.
+                # The write happens when the generator resumes; measure there, as late as the mock's.
                 schedule_error.record_value(max(0, round((loop.time() - deadline) * 1e6)))
             yield event({}, "stop")
             yield b"data: [DONE]\n\n"
@@ -96,6 +117,7 @@ def serve_starlette() -> None:
             "count": h.get_total_count(),
             "p50": h.get_value_at_percentile(50) / 1000,
             "p99": h.get_value_at_percentile(99) / 1000,
+            "max": h.get_max_value() / 1000,
         }
         return JSONResponse({"schedule_error_ms": summary})
 
@@ -112,7 +134,7 @@ def serve_starlette() -> None:
     )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", backlog=2048)
     server = uvicorn.Server(config)
     print(f"uvicorn {READY}http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     server.run(sockets=[sock])
@@ -124,6 +146,12 @@ def serve_starlette() -> None:
 def _pin(cpu: int | None) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
+
+
+def _raise_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @dataclass
@@ -145,166 +173,332 @@ class Child:
             self.process.wait()
 
 
-def start_child(name: str, argv: list[str], cpu: int | None) -> Child:
+def start_child(name: str, argv: list[str], cpu: int | None, root: Path, ready: str) -> Child:
+    def setup() -> None:
+        _pin(cpu)
+        _raise_file_limit()
+
     process = subprocess.Popen(
         argv,
-        cwd=ROOT,
+        cwd=root,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        preexec_fn=lambda: _pin(cpu),
+        env={**os.environ, "PYTHONPATH": str(root)},
+        preexec_fn=setup,
     )
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 20)
-    line = process.stdout.readline() if ready else ""
-    if READY not in line:
+    readable, _, _ = select.select([process.stdout], [], [], 20)
+    line = process.stdout.readline() if readable else ""
+    if ready not in line:
         process.kill()
         raise SystemExit(f"{name} did not start: {line!r}")
-    return Child(name, line.split(READY, 1)[1].strip(), process)
+    return Child(name, line.split(ready, 1)[1].strip(), process)
+
+
+def start_mock(name: str, root: Path, cpu: int | None, precise: bool) -> Child:
+    argv = [sys.executable, "-m", "loadtest.mock", "--api-key", KEY, "--ttft", f"const:{TTFT_S * 1000:g}ms"]
+    argv += ["--itl", f"const:{ITL_S * 1000:g}ms", "--chunks", f"const:{CHUNKS}"]
+    if precise:
+        argv.append("--precise-timers")
+    return start_child(name, argv, cpu, root, READY)
 
 
 # --- the client --------------------------------------------------------------------------------
 
 
 @dataclass
-class Step:
+class Tally:
+    """What the connections of one step counted since `counting` was set."""
+
+    counting: bool = False
     streams: int = 0
     failures: int = 0
-    chunks: int = 0
+    lateness: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 3_600_000_000, 3))
 
 
-async def one_stream(
-    session: aiohttp.ClientSession, url: str, body: bytes, lateness: HdrHistogram, step: Step
-) -> bool:
-    loop = asyncio.get_running_loop()
-    sent = loop.time()
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    events = 0
-    tail = b""
-    async with session.post(url + PATH, data=body, headers=headers) as response:
-        if response.status != 200:
-            await response.read()
-            return False
-        async for data in response.content.iter_any():
-            now = loop.time()
-            found = (tail + data).count(b"\n\n")
-            tail = data[-1:]
-            for index in range(events, events + found):
-                if 1 <= index <= CHUNKS:  # event 0 is the role chunk, 1..20 carry content
-                    deadline = sent + TTFT_S + (index - 1) * ITL_S
-                    lateness.record_value(max(0, round((now - deadline) * 1e6)))
-                    step.chunks += 1
-            events += found
-    return events == CHUNKS + 3
+class StreamConnection(asyncio.Protocol):
+    """One keep-alive connection running streams back to back until `end` on the loop's clock."""
+
+    def __init__(self, request: bytes, tally: Tally, closed: asyncio.Future[None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.request = request
+        self.tally = tally
+        self.end = math.inf  # set when the counting starts
+        self.closed = closed
+        self.transport: asyncio.Transport | None = None
+        self.sent = 0.0
+        self.events = 0
+        self.head = True
+        self.tail = b""
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def begin(self) -> None:
+        """Send the next request, or close once the step is over."""
+        assert self.transport is not None
+        if self.loop.time() >= self.end or self.transport.is_closing():
+            self.transport.close()
+            return
+        self.sent = self.loop.time()
+        self.events = 0
+        self.head = True
+        self.tail = b""
+        self.busy = True
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = self.loop.time()
+        if self.head:
+            if not data.startswith(b"HTTP/1.1 200 "):
+                self._fail()
+                return
+            self.head = False
+        found = (self.tail[-1:] + data).count(b"\n\n")
+        if found and self.tally.counting:
+            lateness = self.tally.lateness
+            for index in range(max(self.events, 1), min(self.events + found, CHUNKS + 1)):
+                deadline = self.sent + TTFT_S + (index - 1) * ITL_S
+                lateness.record_value(max(1, round((now - deadline) * 1e6)))
+        self.events += found
+        self.tail = (self.tail + data)[-len(LAST_CHUNK) :]
+        if self.tail == LAST_CHUNK:
+            self.busy = False
+            if self.tally.counting and now <= self.end:
+                if self.events == EVENTS:
+                    self.tally.streams += 1
+                else:
+                    self.tally.failures += 1
+            self.begin()
+
+    def _fail(self) -> None:
+        if self.tally.counting:
+            self.tally.failures += 1
+        self.busy = False
+        assert self.transport is not None
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.busy and self.tally.counting and self.loop.time() <= self.end:
+            self.tally.failures += 1
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
-async def drive(url: str, concurrency: int, duration: float) -> tuple[Step, HdrHistogram, float]:
-    """Hold `concurrency` streams open for `duration` seconds; count streams finished in that window."""
-    lateness = HdrHistogram(1, 3_600_000_000, 3)
-    step = Step()
+def stream_request(host: str, port: int) -> bytes:
     body = orjson.dumps({"model": "nlx", "messages": [{"role": "user", "content": "hello"}], "stream": True})
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await session.post(url + "/_mock/reset")
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        end = began + duration
-        cpu_before = time.process_time()
-
-        async def worker(i: int) -> None:
-            # Spread the first requests over one stream length so schedules do not move in lockstep.
-            await asyncio.sleep(i / concurrency * (TTFT_S + CHUNKS * ITL_S))
-            while loop.time() < end:
-                try:
-                    ok = await one_stream(session, url, body, lateness, step)
-                except (TimeoutError, aiohttp.ClientError):
-                    ok = False
-                if loop.time() <= end:
-                    if ok:
-                        step.streams += 1
-                    else:
-                        step.failures += 1
-
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        client_cpu = (time.process_time() - cpu_before) / (loop.time() - began)
-    return step, lateness, client_cpu
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
-async def server_schedule_error(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(url + "/_mock/stats") as response:
-        stats: dict[str, Any] = orjson.loads(await response.read())
-    return dict(stats["schedule_error_ms"])
+async def control(host: str, port: int, method: str, path: str) -> dict[str, Any]:
+    """One request to the server's /_mock/... routes, on a connection of its own; its JSON answer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+    )
+    raw = await reader.read()
+    writer.close()
+    _, _, body = raw.partition(b"\r\n\r\n")
+    data: dict[str, Any] = orjson.loads(body)
+    return data
+
+
+@dataclass
+class StepResult:
+    streams_per_s: float
+    failures: int
+    late_p50: float
+    late_p99: float
+    srv_p50: float
+    srv_p99: float
+    srv_max: float
+    srv_cpu: float
+    srv_cpu_ms: float
+    cli_cpu: float
+
+
+async def drive(child: Child, concurrency: int, seconds: float, warmup: float) -> StepResult:
+    """Hold `concurrency` streams for `warmup` + `seconds` once connected; count the last `seconds` on
+    both sides."""
+    host, port_text = child.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    port = int(port_text)
+    loop = asyncio.get_running_loop()
+    tally = Tally()
+    request = stream_request(host, port)
+    connections: list[StreamConnection] = []
+    closed: list[asyncio.Future[None]] = []
+    for first in range(0, concurrency, CONNECT_BATCH):
+        futures = [loop.create_future() for _ in range(first, min(first + CONNECT_BATCH, concurrency))]
+        made = await asyncio.gather(
+            *(
+                loop.create_connection(lambda f=f: StreamConnection(request, tally, f), host, port)
+                for f in futures
+            )
+        )
+        connections += [protocol for _, protocol in made]
+        closed += futures
+    # Spread the first requests over one stream length, so the schedules do not move in lockstep.
+    length = TTFT_S + CHUNKS * ITL_S
+    for i, connection in enumerate(connections):
+        loop.call_later(i / concurrency * length, connection.begin)
+    await asyncio.sleep(warmup)
+    await control(host, port, "POST", "/_mock/reset")
+    tally.counting = True
+    counted = loop.time()
+    for connection in connections:
+        connection.end = counted + seconds
+    cpu_before, client_before = child.cpu_seconds(), time.process_time()
+    await asyncio.sleep(seconds)
+    server_cpu = child.cpu_seconds() - cpu_before
+    elapsed = loop.time() - counted
+    client_cpu = (time.process_time() - client_before) / elapsed
+    stats = await control(host, port, "GET", "/_mock/stats")
+    await asyncio.wait_for(asyncio.gather(*closed), timeout=10)
+    schedule = stats["schedule_error_ms"]
+    lateness = tally.lateness
+    return StepResult(
+        streams_per_s=tally.streams / elapsed,
+        failures=tally.failures,
+        late_p50=lateness.get_value_at_percentile(50) / 1000,
+        late_p99=lateness.get_value_at_percentile(99) / 1000,
+        srv_p50=float(schedule["p50"]),
+        srv_p99=float(schedule["p99"]),
+        srv_max=float(schedule.get("max", 0.0)),
+        srv_cpu=server_cpu / elapsed,
+        srv_cpu_ms=1000 * server_cpu / max(1, tally.streams),
+        cli_cpu=client_cpu,
+    )
+
+
+# --- the report --------------------------------------------------------------------------------
+
+HEADER = (
+    f"{'server':<13}{'conc':>5}{'stream/s':>9}{'fail':>5}{'late p50':>9}{'late p99':>9}"
+    f"{'srv p50':>8}{'srv p99':>8}{'srv max':>8}{'srv CPU':>8}{'ms/strm':>8}{'cli CPU':>8}"
+)
+
+
+def row(name: str, concurrency: int, r: StepResult) -> str:
+    flag = "  CLIENT" if r.cli_cpu > SATURATED else ""
+    return (
+        f"{name:<13}{concurrency:>5}{r.streams_per_s:>9.0f}{r.failures:>5}{r.late_p50:>9.2f}{r.late_p99:>9.2f}"
+        f"{r.srv_p50:>8.2f}{r.srv_p99:>8.2f}{r.srv_max:>8.1f}{r.srv_cpu:>8.0%}{r.srv_cpu_ms:>8.3f}"
+        f"{r.cli_cpu:>8.0%}{flag}"
+    )
+
+
+def median(results: list[StepResult]) -> StepResult:
+    fields = StepResult.__dataclass_fields__
+    values = {name: statistics.median(getattr(r, name) for r in results) for name in fields}
+    values["failures"] = int(values["failures"])
+    return StepResult(**values)
+
+
+def parse_steps(text: str) -> list[int]:
+    try:
+        steps = [int(s) for s in text.split(",")]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) < 1:
+        print(f"mock_stack: --steps takes positive whole numbers, e.g. 600,800,1000 (got {text!r})")
+        raise SystemExit(2)
+    return steps
+
+
+def start_stacks(
+    names: list[str], cpu: int | None, mock_root: Path, baseline: Path | None, precise: bool
+) -> list[Child]:
+    children = []
+    if baseline is not None:
+        children.append(start_mock("baseline", baseline, cpu, precise))
+    for name in names:
+        if name == "mock":
+            children.append(start_mock("mock", mock_root, cpu, precise))
+        elif name == "starlette":
+            children.append(
+                start_child(name, [sys.executable, __file__, "--serve-starlette"], cpu, ROOT, READY)
+            )
+    return children
+
+
+def check_stacks(text: str) -> list[str]:
+    names = text.split(",")
+    unknown = [name for name in names if name not in ("mock", "starlette")]
+    if unknown:
+        print(f"mock_stack: --stacks takes mock and starlette, comma-separated (got {text!r})")
+        raise SystemExit(2)
+    if "starlette" in names:
+        try:
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            print("mock_stack: --stacks starlette needs uvicorn and starlette: pip install uvicorn starlette")
+            raise SystemExit(2) from None
+    return names
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--steps", default="50,200,500")
+    parser.add_argument("--seconds", type=float, default=5.0, help="counted per step, after the warm-up")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--steps", default="600,800,1000")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--stacks", default="mock")
+    parser.add_argument("--mock-root", type=Path, default=ROOT, help="the checkout whose mock runs")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout whose mock runs too, step by step beside it"
+    )
+    parser.add_argument("--no-precise-timers", action="store_true", help="run the mock without them")
     parser.add_argument("--serve-starlette", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_starlette:
         serve_starlette()
         return 0
-
+    steps = parse_steps(args.steps)
+    names = check_stacks(args.stacks)
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
-    steps = [int(s) for s in args.steps.split(",")]
-    children = [
-        start_child(
-            "aiohttp",
-            [sys.executable, "-m", "loadtest.mock", "--api-key", KEY, "--ttft", f"const:{TTFT_S * 1000:g}ms"]
-            + ["--itl", f"const:{ITL_S * 1000:g}ms", "--chunks", f"const:{CHUNKS}"],
-            server_cpu,
-        ),
-        start_child("starlette", [sys.executable, __file__, "--serve-starlette"], server_cpu),
-    ]
+    _raise_file_limit()
+    baseline = args.baseline.resolve() if args.baseline is not None else None
+    for root in (args.mock_root, baseline):
+        if root is not None and not (root / "loadtest" / "mock" / "__main__.py").is_file():
+            print(f"mock_stack: {root} holds no loadtest/mock: give a checkout (git archive HEAD loadtest)")
+            return 2
+    children = start_stacks(names, server_cpu, args.mock_root.resolve(), baseline, not args.no_precise_timers)
     _pin(client_cpu)
     print(
-        f"server CPU {server_cpu}, client CPU {client_cpu}; {args.duration:g} s per step; "
-        f"schedule: TTFT {TTFT_S * 1000:g} ms, {CHUNKS} chunks {ITL_S * 1000:g} ms apart"
+        f"server CPU {server_cpu}, client CPU {client_cpu}; {args.warmup:g} s warm-up and {args.seconds:g} s "
+        f"counted per step; TTFT {TTFT_S * 1000:g} ms, {CHUNKS} chunks {ITL_S * 1000:g} ms apart; "
+        f"mock from {args.mock_root}"
     )
-    header = (
-        f"{'server':<10}{'conc':>5}{'streams':>8}{'stream/s':>9}{'fail':>5}{'late p50':>9}{'late p99':>9}"
-        f"{'srv p50':>8}{'srv p99':>8}{'srv CPU s':>10}{'srv CPU':>8}{'cli CPU':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    results: dict[tuple[str, int], tuple[float, float, float]] = {}
+    print(HEADER)
+    print("-" * len(HEADER))
     try:
         for concurrency in steps:
-            for child in children:
-                cpu_before = child.cpu_seconds()
-                step, lateness, cli_cpu = asyncio.run(drive(child.url, concurrency, args.duration))
-                cpu = child.cpu_seconds() - cpu_before
-                server = asyncio.run(server_schedule_error(child.url))
-                rate = step.streams / args.duration
-                p50 = lateness.get_value_at_percentile(50) / 1000
-                p99 = lateness.get_value_at_percentile(99) / 1000
-                results[(child.name, concurrency)] = (rate, p99, cpu)
-                print(
-                    f"{child.name:<10}{concurrency:>5}{step.streams:>8}{rate:>9.1f}{step.failures:>5}"
-                    f"{p50:>9.1f}{p99:>9.1f}{server['p50']:>8.1f}{server['p99']:>8.1f}"
-                    f"{cpu:>10.2f}{cpu / args.duration:>8.0%}{cli_cpu:>8.0%}",
-                    flush=True,
-                )
+            results: dict[str, list[StepResult]] = {child.name: [] for child in children}
+            # Round by round, so what else the machine runs weighs on each server alike.
+            for _ in range(args.repeat):
+                for child in children:
+                    result = asyncio.run(drive(child, concurrency, args.seconds, args.warmup))
+                    results[child.name].append(result)
+                    print(row(child.name, concurrency, result), flush=True)
+            if args.repeat > 1:
+                for name, runs in results.items():
+                    print(row(f"{name} med", concurrency, median(runs)), flush=True)
     finally:
         for child in children:
             child.stop()
-    print("late: client-side chunk arrival minus schedule; srv: server-side write minus deadline (ms);")
-    print("CPU: share of one core over the step")
-    top = max(steps)
-    a_rate, a_p99, a_cpu = results[("aiohttp", top)]
-    s_rate, s_p99, s_cpu = results[("starlette", top)]
-    a_ms = 1000 * a_cpu / max(1.0, a_rate * args.duration)
-    s_ms = 1000 * s_cpu / max(1.0, s_rate * args.duration)
-    winner = "aiohttp" if (a_p99, -a_rate) <= (s_p99, -s_rate) else "uvicorn+starlette"
     print(
-        f"conclusion: at {top} streams aiohttp served {a_rate:.0f} streams/s (p99 lateness {a_p99:.1f} ms, "
-        f"{a_ms:.2f} CPU ms/stream), uvicorn+starlette {s_rate:.0f} streams/s (p99 {s_p99:.1f} ms, "
-        f"{s_ms:.2f} CPU ms/stream): {winner} keeps the schedule better"
+        "late: client-side content chunk arrival minus its schedule; srv: server-side write minus deadline;"
     )
+    print("(ms). srv CPU: share of one core over the counted seconds; ms/strm: server CPU ms per stream")
     return 0
 
 

@@ -15,8 +15,9 @@ given `http://host/v1` and posts `/v1/chat/completions`), and the URL + `/v1` wh
 With `--fault KIND=RATE` a chat request may get one fault instead of its normal answer (see
 `faults.py`), counted in the stats under `faults`. The parts: `command` and `config` (the command
 line), `routes` (handlers), `validation` (request bodies), `answers` (JSON answers), `stream` and
-`ticker` (the stream of a turn), `usage` (the usage chunk), `connection` (faults below HTTP), `state`
-(what the stats report), `tls` (the certificate).
+`ticker` (the stream of a turn), `fastpath` (streams without faults, straight from the socket),
+`usage` (the usage chunk), `connection` (faults below HTTP), `state` (what the stats report), `tls`
+(the certificate).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from aiohttp import web
 
 from loadtest.mock.config import MockConfig
 from loadtest.mock.contract import READY_PREFIX
+from loadtest.mock.fastpath import FastServer, FastSite, serves
 from loadtest.mock.routes import ChatRoutes, StateRoutes
 from loadtest.mock.state import MockState
 
@@ -46,6 +48,7 @@ _SHUTDOWN_GRACE_S = 1.0
 _MAX_BODY = 64 * 1024 * 1024
 
 STATE_KEY = web.AppKey("state", MockState)
+CHAT_KEY = web.AppKey("chat", ChatRoutes)
 
 
 def create_app(config: MockConfig, state: MockState | None = None) -> web.Application:
@@ -57,6 +60,7 @@ def create_app(config: MockConfig, state: MockState | None = None) -> web.Applic
     mock = StateRoutes(state)
     app = web.Application(client_max_size=_MAX_BODY)
     app[STATE_KEY] = state
+    app[CHAT_KEY] = chat
     app.router.add_post(config.openai_path, chat.openai)
     app.router.add_post(config.nlx_path, chat.nlx)
     for root in dict.fromkeys([config.prefix, ""]):
@@ -91,10 +95,19 @@ async def serve(
     # Installed before the ready line, so a parent may signal as soon as it has read it.
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_S)
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_S)
+    fast: FastServer | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port, ssl_context=_tls_context(config))
+        assert runner.server is not None
+        if serves(config):
+            fast = FastServer(config, app[CHAT_KEY], runner.server)
+            site: web.TCPSite = FastSite(
+                runner, fast, config.host, config.port, ssl_context=_tls_context(config)
+            )
+        else:
+            site = web.TCPSite(runner, config.host, config.port, ssl_context=_tls_context(config))
         await site.start()
         scheme = "https" if config.tls else "http"
         url = f"{scheme}://{_url_host(config.host)}:{runner.addresses[0][1]}{config.prefix}"
@@ -104,7 +117,10 @@ async def serve(
             ready(url)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        if fast is None:
+            await runner.cleanup()
+        else:
+            await asyncio.gather(runner.cleanup(), fast.shutdown(_SHUTDOWN_GRACE_S))
         for signum in signals:
             loop.remove_signal_handler(signum)
 
