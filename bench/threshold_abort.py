@@ -33,9 +33,10 @@ from typing import Any
 import configargparse  # type: ignore[import-untyped]  # Locust's option parser
 import yaml
 
+# The simulated workers' turns of bench/master_scale.py (run from bench/, it is importable).
+from master_scale import turn_result
+
 from loadtest import thresholds
-from loadtest.catalog import http_failure
-from loadtest.client import TurnResult
 from loadtest.health import HealthMonitor
 from loadtest.metrics import INTERVAL_S, Metrics, interval_of, scoped
 from loadtest.options import add_arguments
@@ -46,7 +47,6 @@ from loadtest.settings import Settings, from_options
 from loadtest.watchers import SETTLE_AFTER_S
 
 ROOT = Path(__file__).resolve().parents[1]
-FAIL_SHARE = 0.01
 # Generous limits: every threshold passes, so a check reads them all.
 THRESHOLDS = [
     "ttft.p95<10s",
@@ -65,20 +65,6 @@ THRESHOLDS = [
     "goodput>10%",
     "conversation_goodput{scenario=s1}>=1%",
 ]
-
-
-def turn_result(rng: random.Random) -> TurnResult:
-    """One streamed turn with realistic timings (perf_counter_ns offsets from 0)."""
-    ttft = int(rng.lognormvariate(0, 0.3) * 300e6)
-    itl = tuple(int(rng.uniform(10e6, 40e6)) for _ in range(rng.randint(5, 20)))
-    end = ttft + sum(itl)
-    if rng.random() < FAIL_SHARE:
-        return TurnResult(False, http_failure(500), "HTTP 500: upstream failed", 500, 0, ttft)
-    return TurnResult(
-        True, None, "", 200, 0, end, t_headers_ns=ttft // 2, t_first_event_ns=ttft, t_first_content_ns=ttft,
-        t_last_event_ns=end, content="x" * 40 * len(itl), chunks=len(itl), itl_ns=itl, done=True,
-        finish_reason="stop",
-    )  # fmt: skip
 
 
 def worker_data(rng: random.Random, conversations: int, scenarios: int, turns: int) -> dict[str, Any]:
