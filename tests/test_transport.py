@@ -8,12 +8,10 @@ import select
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import gevent
@@ -21,6 +19,7 @@ import httpx
 import pytest
 
 from loadtest.client import TurnResult, make_client, stream_turn
+from loadtest.mock.tls import server_context
 from loadtest.nlx import request_body
 from loadtest.options import TRANSPORTS
 from loadtest.phases import Connection, PhaseTrace
@@ -413,18 +412,10 @@ def test_an_unknown_transport_is_a_one_line_error() -> None:
 
 
 @pytest.fixture(scope="module")
-def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    """A server context with a self-signed certificate for 127.0.0.1 (clients need verify=False)."""
-    folder: Path = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
+def tls_context() -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1 (clients need verify=False): the
+    one `loadtest mock --tls` makes."""
+    return server_context("127.0.0.1")
 
 
 def keep_alive(conn: socket.socket, head: bytes, n: int) -> bool:
