@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ssl
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
+from httpx._utils import get_environment_proxies
 
 from loadtest import nlx
 from loadtest.catalog import Failure, http_failure
@@ -56,25 +58,39 @@ def make_client(
 
     `transport` "gevent" (the default) sends over `loadtest.transport.GeventTransport`, HTTP/1.1
     parsed in C; "httpx" over httpx's own transport (httpcore), which also speaks HTTP/2 and costs
-    about twice the CPU per streamed turn. Proxies from the environment use httpx's own either way.
+    about twice the CPU per streamed turn. Proxies from the environment (HTTP_PROXY, HTTPS_PROXY,
+    ALL_PROXY, NO_PROXY) go through httpx's own proxy transport either way.
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
     timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=connect_timeout, pool=None)
+    checked = shared_ssl_context() if verify else False
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY_S)
+    gevent = transport == "gevent"
     return httpx.Client(
-        verify=shared_ssl_context() if verify else False,
+        verify=checked,
         timeout=timeout,
-        limits=httpx.Limits(
-            max_connections=4, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY_S
-        ),
+        limits=limits,
         headers={"User-Agent": "loadtest"},
-        transport=GeventTransport(verify=verify, keepalive_expiry=KEEPALIVE_EXPIRY_S)
-        if transport == "gevent"
-        else None,
+        transport=GeventTransport(verify=verify, keepalive_expiry=KEEPALIVE_EXPIRY_S) if gevent else None,
+        mounts=_environment_proxies(checked, limits) if gevent else None,
     )
 
 
-@dataclass(frozen=True, slots=True)
+def _environment_proxies(
+    verify: ssl.SSLContext | bool, limits: httpx.Limits
+) -> dict[str, httpx.BaseTransport | None]:
+    """The mounts httpx makes for the environment's proxies when it picks its transport itself: a
+    client given a transport of its own gets none, and would ignore HTTPS_PROXY without a word."""
+    return {
+        pattern: None if url is None else httpx.HTTPTransport(verify=verify, limits=limits, proxy=url)
+        for pattern, url in get_environment_proxies().items()
+    }
+
+
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which takes three times
+# the instructions of plain slots, once per turn. Change a result with `dataclasses.replace`.
+@dataclass(slots=True)
 class TurnResult:
     """What one turn did, with perf_counter_ns timestamps (None when the turn never got there).
 
@@ -182,6 +198,99 @@ class TurnResult:
         return setup, to_headers - setup, t_first - t_headers, t_last - t_first
 
 
+class TurnSender:
+    """One client's turns, sent straight to its transport rather than through `httpx.Client.send`.
+
+    `Client.send` runs the auth, redirect and event-hook machinery, wraps the response stream and
+    hands every response to urllib's cookie jar, whether it sets a cookie or not; with building the
+    request, that costs more CPU than reading and parsing a whole streamed turn (bench/turn_cost.py).
+    This keeps one `httpx.Request`, built by the client itself (`build_request`: its default headers
+    such as User-Agent, its cookies, Host) for a URL and API key, and per turn sets only its body,
+    Content-Length and extensions (timeouts, trace). What `send` did that matters is done here:
+      - the transport is the client's own for the URL (its mounts, so proxies from the environment
+        go through httpx's proxy transport, and verification is the client's), looked up per URL;
+      - a response that sets cookies (a load balancer's stickiness cookie) fills the client's jar,
+        and the following requests carry them; a response without `Set-Cookie` leaves the jar alone;
+      - a closed client refuses to send, with httpx's words.
+    Redirects are not followed (nor are they by httpx's client, by default): a 3xx is the turn's
+    answer. A turn that starts while another one of the same client is still being sent (two
+    greenlets on one client) gets a request of its own.
+    """
+
+    __slots__ = ("_spare", "_cookies_set")
+
+    def __init__(self) -> None:
+        self._spare: _TurnRequest | None = None
+        # How many responses have set cookies so far: a request built before the last one is stale.
+        self._cookies_set = 0
+
+    def send(
+        self, client: httpx.Client, url: str, payload: bytes, api_key: str, extensions: dict[str, Any]
+    ) -> httpx.Response:
+        """POST `payload` to `url`; the response's body is still to be read, and closed by the caller."""
+        if client.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        prepared, self._spare = self._spare, None
+        if prepared is None or prepared.url != url or prepared.api_key != api_key:
+            prepared = _TurnRequest(client, url, api_key, self._cookies_set)
+        elif prepared.cookies_set != self._cookies_set:
+            prepared.take_cookies(client.cookies, self._cookies_set)
+        request = prepared.request
+        request.stream = httpx.ByteStream(payload)
+        # Transports read the body with `request.read()`, which returns `_content` once it is set.
+        request._content = payload
+        request.headers["Content-Length"] = str(len(payload))
+        request.extensions = extensions
+        try:
+            response = prepared.transport.handle_request(request)
+        finally:
+            # The transport is done with the request once it has the response head.
+            self._spare = prepared
+        response.request = request
+        if "set-cookie" in response.headers:
+            client.cookies.extract_cookies(response)
+            self._cookies_set += 1
+        return response
+
+
+class _TurnRequest:
+    """A request kept across turns, with what it was built for."""
+
+    __slots__ = ("request", "url", "api_key", "transport", "cookies_set")
+
+    def __init__(self, client: httpx.Client, url: str, api_key: str, cookies_set: int) -> None:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.request = client.build_request("POST", url, headers=headers)
+        self.url = url
+        self.api_key = api_key
+        # The client's choice of transport for the URL, as `Client.send` makes it on every request.
+        self.transport = client._transport_for_url(self.request.url)
+        self.cookies_set = cookies_set
+
+    def take_cookies(self, cookies: httpx.Cookies, cookies_set: int) -> None:
+        """The `Cookie` header again from the jar, as `build_request` makes it."""
+        headers = self.request.headers
+        if "cookie" in headers:
+            del headers["cookie"]
+        cookies.set_cookie_header(self.request)
+        self.cookies_set = cookies_set
+
+
+# One sender per client, made on its first turn; it holds no reference to the client, which keeps
+# the entry from outliving it.
+_SENDERS: weakref.WeakKeyDictionary[httpx.Client, TurnSender] = weakref.WeakKeyDictionary()
+
+
+def sender_for(client: httpx.Client) -> TurnSender:
+    """The client's `TurnSender`."""
+    sender = _SENDERS.get(client)
+    if sender is None:
+        sender = _SENDERS[client] = TurnSender()
+    return sender
+
+
 class _Stream:
     """Mutable state while one response streams in."""
 
@@ -191,7 +300,7 @@ class _Stream:
         self.itl_ns: list[int] = []
         self.t_first_event: int | None = None
         self.t_first_content: int | None = None
-        self.t_last_content: int | None = None
+        self.t_last_content = 0  # valid once t_first_content is set
         self.t_last_event: int | None = None
         self.t_first_reasoning: int | None = None
         self.reasoning_chars = 0
@@ -234,10 +343,8 @@ def stream_turn(
     `PhaseTrace`, whose connection (new or reused, its phases) goes into the result.
     """
     hidden = (api_key,)
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
     payload = orjson.dumps(body)
+    sender = sender_for(client)
     state = _Stream(on_pool_wait)
     trace = PhaseTrace(state.pool_waited)
     decoder = SSEDecoder(max_event_bytes=max_event_bytes)
@@ -246,21 +353,11 @@ def stream_turn(
     t_start = time.perf_counter_ns()
 
     def result(ok: bool, kind: str | None = None, detail: str = "") -> TurnResult:
-        protocol = {
-            "comments": decoder.comments,
-            "empty_events": decoder.empty_events,
-            "bom": decoder.bom,
-            "unterminated_tail": decoder.unterminated_tail,
-            "role_only_chunks": state.role_only,
-            "events_after_done": state.after_done,
-        }
-        if ok and not state.done:
-            protocol["no_done"] = 1
         usage = state.usage
         return TurnResult(
             ok=ok,
             kind=kind,
-            detail=redact(detail, hidden),
+            detail=redact(detail, hidden) if detail else detail,
             status=status,
             t_start_ns=t_start,
             t_end_ns=time.perf_counter_ns(),
@@ -274,7 +371,7 @@ def stream_turn(
             done=state.done,
             finish_reason=state.finish_reason,
             system_fingerprint=state.fingerprint,
-            protocol={k: v for k, v in protocol.items() if v},
+            protocol=_protocol(decoder, state, ok),
             t_first_reasoning_ns=state.t_first_reasoning,
             reasoning_chars=state.reasoning_chars,
             prompt_tokens=None if usage is None else usage.prompt_tokens,
@@ -284,35 +381,24 @@ def stream_turn(
             pool_wait_ns=state.pool_wait,
         )
 
-    # httpcore reads this dict when it starts on the body, so the read timeout can change between
+    # Transports read this dict when they start on the body, so the read timeout can change between
     # the wait for headers (first byte) and the waits between chunks (idle).
     timeouts = client.timeout.as_dict()
     if first_byte_timeout is not None:
         timeouts["read"] = first_byte_timeout
     extensions: dict[str, Any] = {"timeout": timeouts, "trace": trace}
-    opened: httpx.Response | None = None
     try:
-        with client.stream("POST", url, content=payload, headers=headers, extensions=extensions) as response:
-            opened = response
+        response = sender.send(client, url, payload, api_key, extensions)
+        try:
             t_headers = time.perf_counter_ns()
             if idle_timeout is not None:
                 timeouts["read"] = idle_timeout
             status = response.status_code
-            if status >= 400:
-                return result(False, http_failure(status), _with_body(f"HTTP {status}", _read_some(response)))
-            content_type = response.headers.get("content-type", "")
-            if not content_type.lower().startswith("text/event-stream"):
-                text = _read_some(response)
-                kind = Failure.ERROR_BODY if _is_json_error(text) else Failure.CONTENT_TYPE
-                return result(
-                    False, kind, _with_body(f"HTTP {status} with Content-Type {content_type!r}", text)
-                )
-            for raw, t_read in _reads(response):
-                for data in decoder.feed_data(raw):
-                    failure = _on_event(state, data, t_read)
-                    if failure is not None:
-                        return result(False, *failure)
-            decoder.close()
+            failure = _refused(response) or _read_events(response, decoder, state)
+            if failure is not None:
+                return result(False, *failure)
+        finally:
+            response.close()
     except EventTooLarge as exc:
         return result(False, Failure.EVENT_TOO_LARGE, str(exc))
     except httpx.ConnectTimeout as exc:
@@ -338,14 +424,58 @@ def stream_turn(
                 result(False, Failure.CUT, f"turn stopped by the end of the run after {elapsed_ms:.0f} ms")
             )
         raise
-    finally:
-        if opened is not None:
-            # httpx's Response and its stream point at each other: left to the cycle collector, every
-            # turn's ~50 objects make full collections that pause all users for tens of ms.
-            opened.stream = None  # type: ignore[assignment]
     if state.chunks == 0:
         return result(False, Failure.NO_CONTENT, "the stream ended without any content chunk")
     return result(True)
+
+
+def _refused(response: httpx.Response) -> tuple[str, str] | None:
+    """(kind, detail) when the response is no event stream: an HTTP error, a redirect (never
+    followed: a chat turn is a POST to one endpoint), or another content type."""
+    status = response.status_code
+    if status >= 300:
+        prefix = f"HTTP {status}"
+        location = response.headers.get("location") if status < 400 else None
+        if location:
+            prefix += f" to {location}"
+        return http_failure(status), _with_body(prefix, _read_some(response))
+    content_type = response.headers.get("content-type", "")
+    if content_type.lower().startswith("text/event-stream"):
+        return None
+    text = _read_some(response)
+    kind = Failure.ERROR_BODY if _is_json_error(text) else Failure.CONTENT_TYPE
+    return kind, _with_body(f"HTTP {status} with Content-Type {content_type!r}", text)
+
+
+def _read_events(response: httpx.Response, decoder: SSEDecoder, state: _Stream) -> tuple[str, str] | None:
+    """Fold the event stream into `state`; (kind, detail) when an event fails the turn."""
+    for raw, t_read in _reads(response):
+        for data in decoder.feed_data(raw):
+            failure = _on_event(state, data, t_read)
+            if failure is not None:
+                return failure
+    decoder.close()
+    return None
+
+
+def _protocol(decoder: SSEDecoder, state: _Stream, ok: bool) -> dict[str, int]:
+    """The turn's protocol counts (`catalog.PROTOCOL_KEYS`), those above zero only."""
+    counts: dict[str, int] = {}
+    if decoder.comments:
+        counts["comments"] = decoder.comments
+    if decoder.empty_events:
+        counts["empty_events"] = decoder.empty_events
+    if decoder.bom:
+        counts["bom"] = decoder.bom
+    if decoder.unterminated_tail:
+        counts["unterminated_tail"] = decoder.unterminated_tail
+    if state.role_only:
+        counts["role_only_chunks"] = state.role_only
+    if state.after_done:
+        counts["events_after_done"] = state.after_done
+    if ok and not state.done:
+        counts["no_done"] = 1
+    return counts
 
 
 def _reads(response: httpx.Response) -> Iterator[tuple[bytes, int]]:
@@ -354,11 +484,15 @@ def _reads(response: httpx.Response) -> Iterator[tuple[bytes, int]]:
         source: Iterable[bytes] = response.iter_bytes()
     else:
         # The transport's own pieces, as iter_raw() would give them less its bookkeeping per piece;
-        # the `with client.stream(...)` block closes the response either way.
+        # stream_turn closes the response either way.
         assert isinstance(response.stream, httpx.SyncByteStream)
         source = response.stream
     for raw in source:
         yield raw, time.perf_counter_ns()
+
+
+# The end-of-stream sentinel as servers send it; `sse.is_done` takes the variants with whitespace.
+_DONE = b"[DONE]"
 
 
 def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
@@ -369,6 +503,9 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
         state.after_done += 1
         return None
     state.t_last_event = t_ns
+    if data == _DONE:
+        state.done = True
+        return None
     try:
         # orjson reads the UTF-8 bytes directly; only data that is not JSON pays for decoding.
         chunk = orjson.loads(data)
@@ -392,28 +529,26 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
     if chunk.get("usage") is not None:
         # The last usage a stream reports holds the totals (some servers report it on every chunk).
         state.usage = nlx.usage(chunk) or state.usage
-    choice = nlx.first_choice(chunk)
-    if choice is None:
+    parts = nlx.choice_parts(chunk)
+    if parts is None:
         # A usage chunk (`"choices": []`): neither content nor a role-only chunk.
         return None
-    reason = nlx.finish_reason(choice)
-    if reason is not None:
-        state.finish_reason = reason
-    content, reasoning = nlx.delta_parts(choice)
-    if reasoning is not None:
-        if state.t_first_reasoning is None:
-            state.t_first_reasoning = t_ns
-        state.reasoning_chars += len(reasoning)
+    content, reasoning, reason = parts
     if content is not None:
         if state.t_first_content is None:
             state.t_first_content = t_ns
         else:
-            assert state.t_last_content is not None
             state.itl_ns.append(t_ns - state.t_last_content)
         state.t_last_content = t_ns
         state.parts.append(content)
         state.chunks += 1
-    elif reason is None and reasoning is None:
+    if reasoning is not None:
+        if state.t_first_reasoning is None:
+            state.t_first_reasoning = t_ns
+        state.reasoning_chars += len(reasoning)
+    if reason is not None:
+        state.finish_reason = reason
+    elif content is None and reasoning is None:
         state.role_only += 1
     return None
 

@@ -73,30 +73,34 @@ def request_body(conversation_id: str, messages: list[dict[str, str]]) -> dict[s
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
-def first_choice(chunk: Any) -> dict[str, Any] | None:
-    """`choices[0]` of a chunk when it is an object; None for a chunk without choices (a usage chunk)."""
-    if not isinstance(chunk, dict):
-        return None
+def choice_parts(chunk: dict[str, Any]) -> tuple[str | None, str | None, str | None] | None:
+    """The answer (`delta.content`), the reasoning and the finish reason of a chunk's first choice,
+    each None when absent or empty (or not a string); None for a chunk without a choice (a usage
+    chunk). One walk of `choices`: this runs for every event of every turn."""
     choices = chunk.get("choices")
     if not choices or not isinstance(choices, list):
         return None
-    first = choices[0]
-    return first if isinstance(first, dict) else None
-
-
-def delta_parts(choice: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The answer (`delta.content`) and the reasoning of one choice, each None when absent or empty."""
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        return None
+    reason = choice.get("finish_reason")
+    if not isinstance(reason, str):
+        reason = None
     delta = choice.get("delta")
     if not isinstance(delta, dict):
-        return None, None
+        return None, None, reason
     content = delta.get("content")
+    if not content or not isinstance(content, str):
+        content = None
     reasoning = None
-    for name in REASONING_FIELDS:
-        value = delta.get(name)
-        if value and isinstance(value, str):
-            reasoning = value
-            break
-    return (content if content and isinstance(content, str) else None), reasoning
+    # A delta holding the answer alone, the usual content chunk, has no reasoning to look for.
+    if content is None or len(delta) > 1:
+        for name in REASONING_FIELDS:
+            value = delta.get(name)
+            if value and isinstance(value, str):
+                reasoning = value
+                break
+    return content, reasoning, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +129,3 @@ def usage(chunk: dict[str, Any]) -> Usage | None:
 
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def finish_reason(choice: dict[str, Any]) -> str | None:
-    """The `finish_reason` of one choice, None while the stream goes on."""
-    reason = choice.get("finish_reason")
-    return reason if isinstance(reason, str) else None

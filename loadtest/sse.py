@@ -114,6 +114,21 @@ class SSEDecoder:
         as fast. The bytes are the stream's own, not checked as UTF-8 (`feed()` replaces invalid
         sequences); `orjson.loads` takes them as they are and refuses invalid UTF-8.
         """
+        # A server that flushes per token sends each event in a read of its own: one `data: ` line
+        # and its blank line, with nothing pending before it, is its data alone.
+        size = len(data)
+        if (
+            data.startswith(b"data: ")
+            and data.endswith(b"\n\n")
+            and data.find(b"\n", 6) == size - 2
+            and self._head is None
+            and not (self._skip_lf or self._partial or self._data or self._field_seen)
+            and b"\r" not in data
+            and (self.max_event_bytes is None or size - 2 <= self.max_event_bytes)
+        ):
+            self.bytes += size
+            self.events += 1
+            return [data[6:-2]]
         return self._decode(data, None)
 
     def _decode(self, data: bytes, metas: list[tuple[str, str | None, int | None]] | None) -> list[bytes]:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loadtest.catalog import PROTOCOL_KEYS
 from loadtest.client import TurnResult, make_client, stream_turn
@@ -81,6 +83,44 @@ def test_stream_split_at_every_byte_gives_the_same_content() -> None:
     data = b"".join(STREAM)
     r = run(sse([data[i : i + 1] for i in range(len(data))]))
     assert r.ok and r.content == "Hello \u2028 wörld" and r.chunks == 2
+
+
+# Events as a server that flushes per token sends them, one read each: the decoder's shortcut for a
+# read that is one whole `data: ` event must give what reading the same bytes one at a time gives.
+READ_PIECES = [
+    chunk("", role="assistant"),
+    chunk("Hel"),
+    chunk("lo, a longer piece of the answer \u00e9 " * 3),
+    chunk(finish="stop"),
+    b"data: " + b"x" * 40 + b"\n\n",
+    b"data: [DONE]\n\n",
+    b": keep-alive\n\n",
+    b"data: {}\r\n\r\n",
+    b'data: {"choices":\ndata: []}\n\n',
+    b'data: {"choices":\rdata: []}\n\n',
+    b"\xef\xbb\xbfdata: {}\n\n",
+    b"data: " + chunk("tail")[6:-2],
+]
+
+
+def same_turn(result: TurnResult) -> tuple[object, ...]:
+    return (result.ok, result.kind, result.content, result.chunks, result.done, result.protocol)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(READ_PIECES), min_size=1, max_size=12), st.sampled_from([None, 8, 30, 60, 200])
+)
+def test_reads_of_one_event_each_give_what_a_byte_at_a_time_gives(
+    pieces: list[bytes], cap: int | None
+) -> None:
+    data = b"".join(pieces)
+    results = []
+    for reads in (pieces, [data[i : i + 1] for i in range(len(data))]):
+        with httpx.Client(transport=httpx.MockTransport(sse(reads))) as client:
+            results.append(stream_turn(client, URL, BODY, api_key=KEY, max_event_bytes=cap))
+    per_event, per_byte = results
+    assert same_turn(per_event) == same_turn(per_byte)
 
 
 def test_stream_without_done_is_ok_and_counted() -> None:

@@ -49,19 +49,16 @@ def test_model_carries_the_conversation_id_and_round_trips() -> None:
         nlx.conversation_id_from_model("gpt-4o")
 
 
-def parts(chunk: object) -> tuple[str | None, str | None, str | None]:
+def parts(chunk: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     """Answer, reasoning and finish reason of a chunk, as the client reads them."""
-    choice = nlx.first_choice(chunk)
-    if choice is None:
-        return None, None, None
-    return (*nlx.delta_parts(choice), nlx.finish_reason(choice))
+    return nlx.choice_parts(chunk) or (None, None, None)
 
 
 def test_content_reasoning_and_finish_reason_tolerate_odd_chunks() -> None:
     assert parts({"choices": [{"delta": {"content": "hé"}, "finish_reason": None}]}) == ("hé", None, None)
     assert parts({"choices": [{"delta": {}, "finish_reason": "stop"}]}) == (None, None, "stop")
     odd_deltas = ({"delta": "x"}, {"delta": {"content": 3, "reasoning": ["x"]}}, {"delta": {"content": ""}})
-    odd_chunks: list[Any] = [None, [], {}, {"choices": []}, {"choices": [1]}]
+    odd_chunks: list[Any] = [{}, {"choices": []}, {"choices": [1]}, {"choices": {"0": {}}}]
     for odd in [*odd_chunks, *({"choices": [d]} for d in odd_deltas)]:
         assert parts(odd) == (None, None, None), odd
 
