@@ -359,7 +359,7 @@ HTTP_FAILURE_PREFIX = "http_"
 
 
 def http_failure(status: int) -> str:
-    """The kind of a turn answered with HTTP `status` (>= 400): `http_429`."""
+    """The kind of a turn answered with HTTP `status` (>= 300: a redirect is never followed): `http_429`."""
     return f"{HTTP_FAILURE_PREFIX}{status}"
 
 
