@@ -6,7 +6,8 @@
 
 Generating load (`Generation`) and writing the outputs (`Reporting`) are the two halves the roles
 are made of. A capacity search (`loadtest.search`) is run by the reporting half, which tells the
-generating processes its arrival rates: directly on a local process, by message to workers.
+generating processes its arrival rates, and when to drain them: directly on a local process, by
+message to workers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from loadtest.output import RunOutput
 from loadtest.report.schema import Summary
 from loadtest.run import Run
 from loadtest.search import (
+    DRAINED_MESSAGE,
     RATE_MESSAGE,
     CapacitySearch,
     CapacityShape,
@@ -65,18 +67,27 @@ class Generation:
         lt.recorder.goodput = settings.goodput
         if settings.turn_log and run_id:
             lt.recorder.open_turn_log(settings.report_dir / run_id)
-        rate = settings.arrival_rate
-        if settings.search_rate is not None:
-            # A rate search changes the rate between steps: it starts at the bottom of its range.
-            if not isinstance(lt.arrivals, SteppedArrivals):
-                lt.arrivals = SteppedArrivals(lt.recorder)
-            rate = ArrivalRate(settings.search_rate.low, settings.search_rate.process)
-        lt.arrivals.start(rate, settings.max_queue_wait, processes)
+        if settings.search_rate is None:
+            lt.arrivals.start(settings.arrival_rate, settings.max_queue_wait, processes)
+            return
+        # A rate search sets the rate of each step: the arrivals begin with its first.
+        if not isinstance(lt.arrivals, SteppedArrivals):
+            lt.arrivals = SteppedArrivals(lt.recorder)
+        lt.arrivals.open(settings.max_queue_wait)
 
     def set_rate(self, rate: ArrivalRate, processes: int) -> None:
         """A rate search's next step."""
         if isinstance(self.lt.arrivals, SteppedArrivals):
             self.lt.arrivals.set_rate(rate, processes)
+
+    def drain(self, timeout_s: float) -> bool:
+        """A rate search's drain before a step: True once every user of this process is free."""
+        arrivals = self.lt.arrivals
+        if not isinstance(arrivals, SteppedArrivals):
+            return True
+        runner = self.lt.runner
+        # The users this process is to run, also while Locust is still spawning them.
+        return arrivals.drain(lambda: int(max(runner.user_count, runner.target_user_count)), timeout_s)
 
     def stop(self) -> None:
         lt = self.lt
@@ -399,7 +410,8 @@ class _Reporter(Role):
 class LocalRole(_Reporter):
     def __init__(self, lt: Loadtest) -> None:
         self.generation = Generation(lt)
-        super().__init__(lt, lambda run: 1, LocalControl(lambda rate: self.generation.set_rate(rate, 1)))
+        control = LocalControl(lambda rate: self.generation.set_rate(rate, 1), self.generation.drain)
+        super().__init__(lt, lambda run: 1, control)
 
     def load_conversations(self) -> None:
         conversation.preload(conversations_path(self.lt.environment.parsed_options))
@@ -456,8 +468,16 @@ class WorkerRole(Role):
         lt.runner.register_message(RATE_MESSAGE, self._on_rate_message)
 
     def _on_rate_message(self, environment: Any, msg: Any, **_: Any) -> None:
+        if msg.data["rate"] is None:
+            # Off the message loop: heartbeats go on while the conversations end.
+            gevent.spawn(self._drain, int(msg.data["drain"]), float(msg.data["timeout_s"]))
+            return
         rate = ArrivalRate(float(msg.data["rate"]), str(msg.data["process"]))
         self.generation.set_rate(rate, self.processes)
+
+    def _drain(self, number: int, timeout_s: float) -> None:
+        drained = self.generation.drain(timeout_s)
+        self.lt.runner.send_message(DRAINED_MESSAGE, {"drain": number, "drained": drained})
 
     def on_init(self) -> None:
         """Nothing to check: the host and the options come from the master with each test. The

@@ -8,12 +8,23 @@
   rules on the step's own data. Those are the difference between the run's figures at the end of the
   step and at the end of its warm-up: on a master the figures are merged from the workers' reports
   (every 3 s), so they are exact across workers, and a step's window reaches back by up to one report.
-- `SteppedArrivals`: the open model's arrival queue, whose rate a rate search changes between steps on
-  every load-generating process.
+- `SteppedArrivals`: the open model's arrival queue, whose rate a rate search sets at each step on
+  every load-generating process, and which it drains before its first step and each one below a step
+  that failed.
 - `LocalControl`, `MasterControl`: how the search reaches the processes that generate the load (a
-  master tells its workers a rate with `RATE_MESSAGE`), and when their figures are in: on a master, a
-  step's window opens and closes once every worker has reported after the moment it is due, so it
-  holds only turns of that step's load, past its warm-up, whenever each worker's report came.
+  master tells its workers a rate, or to drain, with `RATE_MESSAGE`; they answer a drain with
+  `DRAINED_MESSAGE`), and when their figures are in: on a master, a step's window opens and closes
+  once every worker has reported after the moment it is due, so it holds only turns of that step's
+  load, past its warm-up, whenever each worker's report came.
+
+Why a rate step may start with a drain (no arrivals until every user is free): a step of the open model
+above capacity leaves a backlog, queued at the server (up to `-u` conversations) and in the arrival
+queue. A server below capacity works it off only at the rate it has to spare (at 95 % of capacity, a
+twentieth of its pace), so the lower steps that bisection tries next would be judged on the backlog of
+the failed one, not on their own rate. At the start, the users Locust spawns are not all running yet
+(the arrivals begin with the first step: before it, they would wait for the users and come as a
+burst). So the first step, and each step below one that failed, starts once every user waits for an
+arrival (the arrivals still queued are cut): from nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import gevent.queue
 from locust import LoadTestShape
 
 from loadtest import capacity, catalog, thresholds
@@ -34,6 +46,7 @@ from loadtest.catalog import GAUGES
 from loadtest.health import HealthMonitor, ProcessHealth, Tally
 from loadtest.metrics import Histogram, Metrics
 from loadtest.openmodel import ArrivalQueue
+from loadtest.recorder import TurnRecorder
 from loadtest.report.schema import ERROR_RATE, GOODPUT, stat_of
 from loadtest.run import Run
 from loadtest.verdict import StoppedBy
@@ -42,6 +55,9 @@ from loadtest.watchers import Watcher
 logger = logging.getLogger("loadtest")
 
 RATE_MESSAGE = "loadtest_search_rate"
+# A worker's answer to a drain (a RATE_MESSAGE without a rate): whether every user of it got free.
+DRAINED_MESSAGE = "loadtest_search_drained"
+DRAIN_POLL_S = 0.05
 # Workers report every 3 s (Locust's WORKER_REPORT_INTERVAL): a window waits at most this long for
 # every worker's next report.
 REPORT_WAIT_S = 7.0
@@ -57,7 +73,26 @@ STEP_METRICS = (catalog.TTFT, catalog.TURN_LATENCY)
 class SteppedArrivals(ArrivalQueue):
     """The open model's arrival queue, whose rate can change while it runs: the schedule restarts at
     the new rate on the same queue, so arrivals waiting keep their place and users waiting for one
-    keep waiting."""
+    keep waiting. A drain stops the arrivals until the next rate, and lasts until every user waits for
+    one: until the conversations under way have ended."""
+
+    def __init__(self, recorder: TurnRecorder) -> None:
+        super().__init__(recorder)
+        # Users waiting for an arrival now: the others are in a conversation.
+        self.waiting = 0
+
+    def take(self) -> int:
+        self.waiting += 1
+        try:
+            return super().take()
+        finally:
+            self.waiting -= 1
+
+    def open(self, max_wait_s: float) -> None:
+        """At test start: users wait for an arrival, and arrivals begin with the first `set_rate`."""
+        self.stop()
+        self.max_wait_s = max_wait_s
+        self._queue = gevent.queue.Queue()
 
     def set_rate(self, rate: ArrivalRate, processes: int) -> None:
         if self._queue is None:
@@ -67,12 +102,39 @@ class SteppedArrivals(ArrivalQueue):
             self._generator.kill(block=True)
         self._generator = gevent.spawn(self._generate, rate.share(processes), self._queue)
 
+    def drain(self, users: Callable[[], int], timeout_s: float) -> bool:
+        """No more arrivals (those waiting are cut: counted as `arrivals_cut`) until `set_rate`; wait
+        until all `users()` are waiting for one, that is until every conversation under way has
+        ended. False if `timeout_s` passed first."""
+        if self._generator is not None:
+            self._generator.kill(block=True)
+            self._generator = None
+        queue = self._queue
+        while queue is not None and not queue.empty():
+            queue.get_nowait()
+            self.recorder.count("arrivals_cut")
+        deadline = time.monotonic() + timeout_s
+        while self.waiting < users():
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(DRAIN_POLL_S)
+        return True
+
+
+def nothing_to_drain(timeout_s: float) -> bool:
+    """The drain of a process without a rate search's arrivals: every user is free already."""
+    return True
+
 
 class LocalControl:
-    """A search in the process that generates the load: a rate is set here, figures are in at once."""
+    """A search in the process that generates the load: a rate is set and the arrivals drained here
+    (`drain(timeout_s)` says whether every user was free in time), figures are in at once."""
 
-    def __init__(self, set_rate: Callable[[ArrivalRate], None]) -> None:
+    def __init__(
+        self, set_rate: Callable[[ArrivalRate], None], drain: Callable[[float], bool] = nothing_to_drain
+    ) -> None:
         self.set_rate = set_rate
+        self.drain = drain
 
     def settle(self) -> None:
         """Every turn recorded so far is in the figures already."""
@@ -86,14 +148,36 @@ class MasterControl:
         self.runner = runner
         self.report_wait_s = report_wait_s
         self.reported: dict[str, float] = {}
+        # Each drain is numbered; a worker's answer names the drain it answers, and whether it drained.
+        self.drains = 0
+        self.drained: dict[str, tuple[int, bool]] = {}
         runner.environment.events.worker_report.add_listener(self._on_report)
+        runner.register_message(DRAINED_MESSAGE, self._on_drained)
 
     def _on_report(self, client_id: str, data: Mapping[str, Any], **_: Any) -> None:
         self.reported[client_id] = time.monotonic()
 
+    def _on_drained(self, environment: Any, msg: Any, **_: Any) -> None:
+        self.drained[str(msg.node_id)] = (int(msg.data["drain"]), bool(msg.data["drained"]))
+
     def set_rate(self, rate: ArrivalRate) -> None:
         # The whole run's rate: each worker takes its share, as of --arrival-rate.
         self.runner.send_message(RATE_MESSAGE, {"rate": rate.rate, "process": rate.process})
+
+    def drain(self, timeout_s: float) -> bool:
+        """Every worker drains its arrivals; True once each said every user of it got free within
+        `timeout_s`. A worker that does not answer (lost) cuts the wait at `timeout_s` and a report's
+        wait more."""
+        self.drains += 1
+        number = self.drains
+        self.runner.send_message(RATE_MESSAGE, {"rate": None, "drain": number, "timeout_s": timeout_s})
+        deadline = time.monotonic() + timeout_s + self.report_wait_s
+        while time.monotonic() < deadline:
+            answers = [self.drained.get(client.id) for client in self.runner.clients.all]
+            if all(answer is not None and answer[0] == number for answer in answers):
+                return all(answer[1] for answer in answers if answer is not None)
+            gevent.sleep(REPORT_POLL_S)
+        return False
 
     def settle(self) -> None:
         due = time.monotonic()
@@ -299,6 +383,8 @@ class CapacitySearch(Watcher):
     def step(self, load: float) -> dict[str, Any]:
         """Run one step at `load`, record and return what it measured."""
         self.load = load
+        if self.plan.mode == RATE:
+            self._prepare_rate()
         started_s = self.run.elapsed_s()
         if self.plan.mode == RATE:
             self.control.set_rate(ArrivalRate(load, self.plan.process))
@@ -317,6 +403,21 @@ class CapacitySearch(Watcher):
         self.steps.append(record)
         logger.info("loadtest: %s", describe_step(len(self.steps), record, self.plan.unit))
         return record
+
+    def _prepare_rate(self) -> None:
+        """The first rate step starts once Locust runs every user of -u; it and a step below one that
+        failed, once every user is free (see the module), waiting at most a step's time."""
+        if not self.steps:
+            self._wait_for_users(self.users)
+        elif self.steps[-1]["passed"]:
+            return
+        if not self.control.drain(self.plan.step_s):
+            logger.warning(
+                "loadtest: not every user was free after %.0f s without arrivals: step %d starts with "
+                "conversations still running",
+                self.plan.step_s,
+                len(self.steps) + 1,
+            )
 
     def _wait_for_users(self, users: int) -> None:
         deadline = time.monotonic() + self.spawn_wait_s
