@@ -214,7 +214,7 @@ COUNTERS = (
     Counter("arrivals", "arrivals (open model)"),
     Counter("arrivals_late", "arrivals started over 10 ms late"),
     Counter("arrivals_dropped", "arrivals dropped after --max-queue-wait"),
-    Counter("arrivals_cut", "arrivals still waiting at the end"),
+    Counter("arrivals_cut", "arrivals still waiting at the end, or at a rate search's drain"),
 )
 COUNT_KEYS = tuple(c.key for c in COUNTERS)
 COUNTER_KEYS = frozenset(COUNT_KEYS)

@@ -43,7 +43,8 @@ def assert_merged_exactly(
     summary: dict[str, Any], run_dir: Path, served: dict[str, Any], processes: int
 ) -> list[dict[str, Any]]:
     """The merged counts are what the mock served, and the merged TTFT, turn-latency and TTFB
-    percentiles are those of one histogram of every raw sample the `processes` logged; returns those samples."""
+    percentiles are those of one histogram of every raw sample the `processes` logged; returns the
+    samples."""
     counts = summary["counts"]
     assert counts["turns"] == counts["turns_ok"] == served["turns"] > 0
     assert counts["chunks"] == served["chunks"] and counts["chars"] == served["chars"]
