@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gevent
 import httpx
 import orjson
 import pytest
+from gevent.event import AsyncResult
+from gevent.lock import BoundedSemaphore
 
 from loadtest.mock.launch import MockProcess, start_mock
 from tests.harness import CLEARED, CLEARED_PREFIXES, LOCUSTFILE, ROOT, Run, Until, run_in_process, wait_for  # noqa: F401  (ROOT: for other tests)
@@ -187,15 +190,19 @@ class StandardRun(LocustRun):
 # A background run: given its own folder, it starts its processes and returns what waits for them.
 Finish = Callable[[], Any]
 _STARTERS: dict[str, Callable[[Path], Finish]] = {}
-_STARTED: dict[str, Finish] = {}
-_DONE: dict[str, tuple[bool, Any]] = {}
+_RESULTS: dict[str, AsyncResult] = {}
 _FOLDERS: list[Path] = []
+_LEFT_RUNNING: list[subprocess.Popen[Any]] = []
+# How many background runs go on at once. Each is a few processes that import Locust (1.4 s of CPU
+# each) and then mostly wait: a few at a time keep the CPU that the tests in this process leave busy,
+# where all at once would hold those tests up at the start and leave that CPU idle later on.
+AT_ONCE = 2
 
 
 def background(starter: Callable[[Path], Finish]) -> Any:
-    """Make `starter` a session fixture of the same name whose run starts as soon as the session has
-    collected a test that reads it, so the run goes on (mostly waiting for its own processes) while
-    other tests run; the first test that reads it waits for the end."""
+    """Make `starter` a session fixture of the same name whose run goes on in a greenlet of this process
+    once the session has collected a test that reads it, a few at a time (`AT_ONCE`), while other tests
+    run; each run is waited for as soon as it ends, and a test that reads it gets its result then."""
     name = starter.__name__
     _STARTERS[name] = starter
 
@@ -206,30 +213,40 @@ def background(starter: Callable[[Path], Finish]) -> Any:
     return fixture
 
 
-def _start_background(name: str) -> Finish:
-    folder = Path(tempfile.mkdtemp(prefix=f"loadtest-{name}-"))
-    _FOLDERS.append(folder)
-    return _STARTERS[name](folder)
+def _run_background(name: str) -> None:
+    """Start the run and wait for its end; every reader gets its result, or fails the same way without
+    running it again."""
+    result = _RESULTS[name]
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f"loadtest-{name}-"))
+        _FOLDERS.append(folder)
+        result.set(_STARTERS[name](folder)())
+    except BaseException as exc:
+        result.set_exception(exc)
+
+
+def _run_all_background(names: list[str]) -> None:
+    slots = BoundedSemaphore(AT_ONCE)
+    for name in names:
+        slots.acquire()
+        gevent.spawn(_run_background, name).link(lambda _: slots.release())
 
 
 def finish_background(name: str) -> Any:
-    if name not in _DONE:
-        finish = _STARTED.pop(name, None) or _start_background(name)
-        try:
-            _DONE[name] = (True, finish())
-        except BaseException as exc:  # every reader fails the same way, without running it again
-            _DONE[name] = (False, exc)
-    ok, value = _DONE[name]
-    if not ok:
-        raise value
-    return value
+    if name not in _RESULTS:  # not collected with the session: run it now
+        _RESULTS[name] = AsyncResult()
+        gevent.spawn(_run_background, name)
+    return _RESULTS[name].get()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
     wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    for name in _STARTERS:
-        if name in wanted and name not in _STARTED and name not in _DONE:
-            _STARTED[name] = _start_background(name)
+    names = [name for name in _STARTERS if name in wanted and name not in _RESULTS]
+    for name in names:
+        _RESULTS[name] = AsyncResult()
+    gevent.spawn(_run_all_background, names)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -245,15 +262,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("timing") is not None:
-        for name in list(_STARTED):
-            with contextlib.suppress(BaseException):
-                finish_background(name)
+        _wait_for_background()
+    else:
+        # Between tests, the greenlets of the background runs get their turn: start the next run, wait
+        # for one that ended, even after a test that never waited on anything.
+        gevent.sleep(0)
+
+
+def _wait_for_background() -> None:
+    for result in list(_RESULTS.values()):
+        result.wait()
+
+
+def stop_at_session_end(process: subprocess.Popen[Any]) -> None:
+    """For a process that a background run leaves running for the test that reads it (a web UI that
+    waits for its clicks): killed at the end of the session if that test did not stop it."""
+    _LEFT_RUNNING.append(process)
 
 
 def pytest_sessionfinish() -> None:
-    for name in list(_STARTED):
-        with contextlib.suppress(BaseException):
-            finish_background(name)
+    _wait_for_background()
+    for process in _LEFT_RUNNING:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     for folder in _FOLDERS:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -338,15 +370,24 @@ def standard_run(folder: Path) -> Finish:
 
 @background
 def interrupted_run(folder: Path) -> Finish:
-    """`-t 60s` cut by Ctrl-C (SIGINT) once turns have finished: the outputs of an interrupted run."""
+    """`-t 60s` cut by Ctrl-C (SIGINT) once 10 turns have finished: the outputs of an interrupted run."""
     mock_options = " ".join(FAST)
     args = [*shlex.split("-u 2 -r 2 --think-time 0.05 --turn-log --threshold ttft.p95<5s -t 60s")]
     args += ["--mock-options", mock_options]
-    proc, report_dir = popen_locust(args, folder, env=locust_env())
-    # The signal must land mid-run, whenever the test that reads the run comes (tests/when.py).
+    return start_signalled_locust(args, folder, env=locust_env(), signal_name="INT", turns=10)
+
+
+def start_signalled_locust(
+    args: list[str], folder: Path, *, env: dict[str, str], signal_name: str, turns: int
+) -> Callable[[], LocustRun]:
+    """Like `start_locust`, and signal the run (`kill -SIGNAL_NAME`) once its turn log (ARGS have
+    --turn-log) holds `turns` lines: mid-run, whenever the test that reads the run comes (tests/when.py)."""
+    proc, report_dir = popen_locust(args, folder, env=env)
     pattern = str(report_dir / "*" / "turns-*.jsonl")
-    when = [sys.executable, str(ROOT / "tests" / "when.py"), pattern, "1", "60"]
-    signaller = subprocess.Popen([*when, "--", "kill", "-INT", str(proc.pid)], stdin=subprocess.DEVNULL)
+    when = [sys.executable, str(ROOT / "tests" / "when.py"), pattern, str(turns), "60"]
+    signaller = subprocess.Popen(
+        [*when, "--", "kill", f"-{signal_name}", str(proc.pid)], stdin=subprocess.DEVNULL
+    )
 
     def finish() -> LocustRun:
         try:

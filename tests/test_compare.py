@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from loadtest.report import build_summary, write_run
 from loadtest.report.compare import compare, headline, parse_tolerance, render_markdown, rule
 from loadtest.report.schema import Summary, load_summary
 from tests.browser import chromium, load, loaded_references, require_chromium
+from tests.conftest import Finish, background, locust_env
 
 LOADTEST = str(Path(sys.executable).with_name("loadtest"))
 DELTA_HEAD = "| metric | baseline | new | Δ | Δ % | |"
@@ -65,28 +67,71 @@ def run_summary(run_id: str, ttft_ms: float) -> Summary:
     return build_summary(metrics, run, {interval_of(STARTED): 4, interval_of(STARTED + 5): 4})
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+RUNS = (("fast", 20.0), ("slow", 200.0))
+
+
+def write_runs(base: Path) -> dict[str, Path]:
     """Run folders of two runs: TTFT 20 ms ("fast") and 200 ms ("slow"), written as a run writes them."""
-    base = tmp_path_factory.mktemp("runs")
-    folders = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("GITHUB_STEP_SUMMARY", raising=False)
-        for name, ttft in (("fast", 20.0), ("slow", 200.0)):
-            folders[name] = write_run(base / name, name, run_summary(name, ttft))
-    return folders
+        return {name: write_run(base / name, name, run_summary(name, ttft)) for name, ttft in RUNS}
 
 
-def loadtest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LOADTEST, *args], cwd=cwd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-    )
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_runs(tmp_path_factory.mktemp("runs"))
 
 
-def test_a_slower_first_token_is_a_regression(runs: dict[str, Path], tmp_path: Path) -> None:
-    done = loadtest(
-        "compare", str(runs["fast"]), str(runs["slow"] / "summary.json"), "--markdown", "pr.md", cwd=tmp_path
-    )
+@dataclass
+class Shell:
+    """A `loadtest` command that ran in `cwd`, and what it did there."""
+
+    done: subprocess.CompletedProcess[str]
+    cwd: Path
+
+
+def start_loadtest(args: list[str], cwd: Path) -> Callable[[], Shell]:
+    """Start `loadtest ARGS` in `cwd` (made here); the result waits for its end."""
+    cwd.mkdir(parents=True)
+    command = [LOADTEST, *args]
+    process = subprocess.Popen(
+        command, cwd=cwd, env=locust_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def finish() -> Shell:
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        return Shell(subprocess.CompletedProcess(command, process.returncode, stdout, stderr), cwd)
+
+    return finish
+
+
+@background
+def compare_commands(folder: Path) -> Finish:
+    """The `loadtest compare` commands the tests below read, each in a folder of its own, on the two runs
+    written in `folder`: started with the session, they take no test's time."""
+    runs = write_runs(folder / "runs")
+    fast, slow = str(runs["fast"]), str(runs["slow"])
+    commands = {
+        "slower": ["compare", fast, str(runs["slow"] / "summary.json"), "--markdown", "pr.md"],
+        "itself": ["compare", slow, slow, "-o", "same.html"],
+        "missing": ["compare", "nope.json", "nope2.json"],
+    }
+    started = {name: start_loadtest(args, folder / name) for name, args in commands.items()}
+    return lambda: (runs, {name: finish() for name, finish in started.items()})
+
+
+Commands = tuple[dict[str, Path], dict[str, Shell]]
+
+
+def test_a_slower_first_token_is_a_regression(compare_commands: Commands) -> None:
+    runs, shells = compare_commands
+    done, cwd = shells["slower"].done, shells["slower"].cwd
     assert done.returncode == 4, done.stderr
     assert done.stdout.split() == ["compare.html", "pr.md"]
     [line] = done.stderr.splitlines()
@@ -102,7 +147,7 @@ def test_a_slower_first_token_is_a_regression(runs: dict[str, Path], tmp_path: P
     [p50] = [d for d in comparison.latency if d.name == "ttft.p50"]
     assert p50.baseline == pytest.approx(20.0, rel=2e-3) and p50.new == pytest.approx(200.0, rel=2e-3)
     assert p50.ratio == pytest.approx(9.0, rel=2e-3)
-    markdown = (tmp_path / "pr.md").read_text(encoding="utf-8")
+    markdown = (cwd / "pr.md").read_text(encoding="utf-8")
     assert markdown.startswith("## ❌ Load test comparison: regression beyond 10%")
     assert DELTA_HEAD in markdown
     rows = {row.split(" | ")[0].lstrip("| "): row for row in markdown.splitlines() if row.startswith("| ")}
@@ -111,17 +156,18 @@ def test_a_slower_first_token_is_a_regression(runs: dict[str, Path], tmp_path: P
     assert rows["TTFT p50 (ms)"].endswith("| ❌ |")
     assert rows["TTFT p90 (ms)"].endswith("|  |")  # shown, not judged
     assert "error rate" in rows and "throughput (turns/s)" in rows
-    html = (tmp_path / "compare.html").read_text(encoding="utf-8")
+    html = (cwd / "compare.html").read_text(encoding="utf-8")
     assert "REGRESSION" in html and loaded_references(html) == []
 
 
-def test_a_run_against_itself_is_no_regression(runs: dict[str, Path], tmp_path: Path) -> None:
-    done = loadtest("compare", str(runs["slow"]), str(runs["slow"]), "-o", "same.html", cwd=tmp_path)
+def test_a_run_against_itself_is_no_regression(compare_commands: Commands) -> None:
+    _, shells = compare_commands
+    done, cwd = shells["itself"].done, shells["itself"].cwd
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("## ✅ Load test comparison: no regression beyond 10%")
     assert DELTA_HEAD in done.stdout and "+0.0%" in done.stdout
     assert done.stderr.strip() == "loadtest compare: no regression beyond 10% (same.html)"
-    assert (tmp_path / "same.html").exists()
+    assert (cwd / "same.html").exists()
 
 
 def test_faster_is_no_regression(
@@ -206,8 +252,9 @@ def test_bad_input_exits_2_with_one_line(
     assert not (workdir / "compare.html").exists()
 
 
-def test_bad_input_from_the_shell_has_no_traceback(tmp_path: Path) -> None:
-    done = loadtest("compare", "nope.json", "nope2.json", cwd=tmp_path)
+def test_bad_input_from_the_shell_has_no_traceback(compare_commands: Commands) -> None:
+    _, shells = compare_commands
+    done = shells["missing"].done
     assert done.returncode == 2
     assert done.stderr == (
         "loadtest compare: error: nope.json does not exist: pass a run's summary.json or its folder "

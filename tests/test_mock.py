@@ -3,6 +3,7 @@ and as a real child process where only one shows it (timing, signals, the comman
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
@@ -19,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -37,7 +37,7 @@ from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, ERROR_PREFIX, R
 from loadtest.mock.launch import start_mock
 from loadtest.mock.state import MockState, Turn, conversation_json
 from loadtest.mock.text import LINE_SEPARATOR, reply_pieces, reply_text, split_text
-from tests.conftest import LocustRun
+from tests.conftest import Finish, LocustRun, background, locust_env, start_locust
 from tests.mockthread import KEY as THREAD_KEY
 from tests.mockthread import ThreadedMock, mock_in_thread
 
@@ -63,18 +63,47 @@ class RunningMock:
         """Signal the process, wait for it, keep its stderr; return its exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        return self.wait()
+
+    def wait(self) -> int:
+        """Wait for the process to end (killed after 15 s), keep its stderr; return its exit code."""
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         _, self.stderr = self.process.communicate()
         return self.process.returncode
 
 
 @contextmanager
-def running_mock(*args: str, api_key: str = KEY, startup_timeout: float = 15.0) -> Iterator[RunningMock]:
+def running_mock(*args: str, api_key: str = KEY) -> Iterator[RunningMock]:
     """Start `python -m loadtest.mock --port 0 --api-key KEY ARGS`; read its URL from the first line."""
+    with running_mocks([*args], api_key=api_key) as [mock]:
+        yield mock
+
+
+@contextmanager
+def running_mocks(
+    *args: list[str], api_key: str = KEY, startup_timeout: float = 15.0
+) -> Iterator[list[RunningMock]]:
+    """Like `running_mock`, one mock for each list of arguments, all started before any is waited for."""
+    with contextlib.ExitStack() as stack:
+        processes = [stack.enter_context(spawned_mock(mock_args, api_key)) for mock_args in args]
+        mocks = [
+            RunningMock(url=ready_url(process, startup_timeout), process=process) for process in processes
+        ]
+        try:
+            yield mocks
+        finally:
+            for mock in mocks:
+                mock.stop()
+        for mock in mocks:
+            assert "Traceback" not in mock.stderr, mock.stderr
+
+
+@contextmanager
+def spawned_mock(args: list[str], api_key: str) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "loadtest.mock", "--port", "0", "--api-key", api_key, *args],
         cwd=ROOT,
@@ -83,19 +112,40 @@ def running_mock(*args: str, api_key: str = KEY, startup_timeout: float = 15.0) 
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:  # left before it was stopped: a mock that did not start
+            process.kill()
+            process.communicate()
+
+
+def ready_url(process: subprocess.Popen[str], timeout: float) -> str:
+    """The URL of the mock's ready line, or RuntimeError with what it said instead."""
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], startup_timeout)
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
     line = process.stdout.readline() if ready else ""
     if not line.startswith(READY_PREFIX):
         process.kill()
         _, err = process.communicate()
         raise RuntimeError(f"mock did not start: stdout {line!r}, stderr {err!r}")
-    mock = RunningMock(url=line[len(READY_PREFIX) :].strip(), process=process)
-    try:
-        yield mock
-    finally:
-        mock.stop()
-    assert "Traceback" not in mock.stderr, mock.stderr
+    return line[len(READY_PREFIX) :].strip()
+
+
+def listener() -> socket.socket:
+    """A socket of this process listening on a free port of 127.0.0.1: taken, for whatever tries to
+    listen there."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@contextmanager
+def busy_port() -> Iterator[int]:
+    with listener() as sock:
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 # --- the mock in a thread, one for the tests that only need a running mock ---------------------
@@ -528,25 +578,46 @@ def test_a_bad_port_exits_2_with_one_line(port: str, capsys: pytest.CaptureFixtu
     ]
 
 
-def port_of(url: str) -> int:
-    port = urlsplit(url).port
-    assert port is not None
-    return port
-
-
 BUSY_FIX = "address already in use; another process listens there: stop it, or choose another --port"
 
 
-def test_a_busy_port_exits_2_with_one_line_naming_the_fix() -> None:
-    with running_mock(*QUICK) as first:
-        port = port_of(first.url)
-        second = subprocess.run(
-            [sys.executable, "-m", "loadtest.mock", "--port", str(port)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+def start_child(args: list[str], **options: Any) -> Callable[[], subprocess.CompletedProcess[str]]:
+    """Start a child process of this process (for a background run); the result waits for its end and
+    gives what it printed."""
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+    )
+
+    def finish() -> subprocess.CompletedProcess[str]:
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+    return finish
+
+
+@background
+def mock_on_a_busy_port(folder: Path) -> Finish:
+    """`python -m loadtest.mock --port PORT` where this process listens on PORT."""
+    sock = listener()
+    port: int = sock.getsockname()[1]
+    mock = start_child([sys.executable, "-m", "loadtest.mock", "--port", str(port)], cwd=ROOT)
+
+    def finish() -> tuple[subprocess.CompletedProcess[str], int]:
+        with sock:
+            return mock(), port
+
+    return finish
+
+
+def test_a_busy_port_exits_2_with_one_line_naming_the_fix(
+    mock_on_a_busy_port: tuple[subprocess.CompletedProcess[str], int],
+) -> None:
+    second, port = mock_on_a_busy_port
     assert second.returncode == 2 and second.stdout == ""
     [line] = second.stderr.splitlines()
     assert line.startswith(f"{ERROR_PREFIX}cannot listen on 127.0.0.1:{port}: {BUSY_FIX}"), line
@@ -554,10 +625,8 @@ def test_a_busy_port_exits_2_with_one_line_naming_the_fix() -> None:
 
 def test_start_mock_raises_the_mocks_own_line_once(capfd: pytest.CaptureFixture[str]) -> None:
     """The program that starts the mock says what the mock said, once, in its own words."""
-    with running_mock(*QUICK) as first:
-        port = port_of(first.url)
-        with pytest.raises(ConfigError) as busy:
-            start_mock(["--port", str(port)])
+    with busy_port() as port, pytest.raises(ConfigError) as busy:
+        start_mock(["--port", str(port)])
     with pytest.raises(ConfigError) as bad:
         start_mock(["--ttft", "bogus"])
     assert str(busy.value).startswith(f"the built-in mock: cannot listen on 127.0.0.1:{port}: {BUSY_FIX}")
@@ -565,10 +634,25 @@ def test_start_mock_raises_the_mocks_own_line_once(capfd: pytest.CaptureFixture[
     assert capfd.readouterr().err == ""
 
 
-def test_the_plugin_stops_with_the_mocks_line_and_exit_2(run_locust: Callable[..., LocustRun]) -> None:
-    with running_mock(*QUICK) as first:
-        port = port_of(first.url)
-        run = run_locust("-u 1 -r 1 -t 5s", "--mock-options", f"--port {port}")
+@background
+def locust_with_its_mock_on_a_busy_port(folder: Path) -> Finish:
+    """A real `locust` whose built-in mock is told to listen on a port this process holds."""
+    sock = listener()
+    port: int = sock.getsockname()[1]
+    args = ["-u", "1", "-r", "1", "-t", "5s", "--mock-options", f"--port {port}"]
+    run = start_locust(args, folder, env=locust_env())
+
+    def finish() -> tuple[LocustRun, int]:
+        with sock:
+            return run(), port
+
+    return finish
+
+
+def test_the_plugin_stops_with_the_mocks_line_and_exit_2(
+    locust_with_its_mock_on_a_busy_port: tuple[LocustRun, int],
+) -> None:
+    run, port = locust_with_its_mock_on_a_busy_port
     assert run.returncode == 2, run.output[-3000:]
     [line] = [line for line in run.stderr.splitlines() if "error" in line.lower()]
     assert line.startswith(
@@ -605,18 +689,28 @@ def test_what_a_running_mock_writes_to_stderr_is_passed_on_by_stop(
     assert capfd.readouterr().err.splitlines() == ["mock: before the ready line", "mock: at exit"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_stops_cleanly_even_mid_stream(signum: int) -> None:
-    with running_mock("--ttft", "const:30s", api_key="secret-never-printed") as m, httpx.Client() as c:
-        headers = {"Authorization": "Bearer secret-never-printed"}
-        with c.stream(
-            "POST", m.url + CHANNEL_PATH, content=orjson.dumps(body_for("nlx")), headers=headers
-        ) as r:
-            assert r.status_code == 200
-            next(r.iter_bytes())
-            assert m.stop(signum) == 0
-    assert "Traceback" not in m.stderr, m.stderr
-    assert "secret-never-printed" not in m.stderr + m.url
+def test_sigterm_and_sigint_stop_cleanly_even_mid_stream() -> None:
+    # A mock for each signal, both at once: each stop waits out the mock's grace for open streams.
+    stalled = ["--ttft", "const:30s"]
+    signals = (signal.SIGTERM, signal.SIGINT)
+    secret = "secret-never-printed"
+    with running_mocks(stalled, stalled, api_key=secret) as mocks, httpx.Client() as c:
+        headers = {"Authorization": f"Bearer {secret}"}
+        with contextlib.ExitStack() as streams:
+            for m in mocks:
+                r = streams.enter_context(
+                    c.stream(
+                        "POST", m.url + CHANNEL_PATH, content=orjson.dumps(body_for("nlx")), headers=headers
+                    )
+                )
+                assert r.status_code == 200
+                next(r.iter_bytes())
+            for m, signum in zip(mocks, signals, strict=True):
+                m.process.send_signal(signum)
+            assert [m.wait() for m in mocks] == [0, 0]
+    for m in mocks:
+        assert "Traceback" not in m.stderr, m.stderr
+        assert secret not in m.stderr + m.url
 
 
 # --- units: distributions, text, config --------------------------------------------------------
@@ -835,18 +929,28 @@ print("served")
 """
 
 
-def test_the_mock_serves_from_a_thread_with_or_without_gevent_patching() -> None:
+def other_patching() -> str:
+    """THREAD_CHECK's argument for the case this process is not in."""
+    return "nothing" if monkey.is_module_patched("threading") else "locust"
+
+
+@background
+def thread_check_elsewhere(folder: Path) -> Finish:
+    """THREAD_CHECK in a fresh process, patched for gevent as this one is not, or the other way round."""
+    return start_child([sys.executable, "-c", THREAD_CHECK, other_patching()], cwd=ROOT)
+
+
+def test_the_mock_serves_from_a_thread_with_or_without_gevent_patching(
+    thread_check_elsewhere: subprocess.CompletedProcess[str],
+) -> None:
     """tests/mockthread.py runs the mock on an OS thread whether or not Locust has patched the process
     for gevent. Tests run in one process in any order: this one checks the case this process is in
     (tests/conftest.py imports Locust first), and the other in a fresh process."""
-    patched = monkey.is_module_patched("threading")
     with mock_in_thread("--ttft", "1ms", "--itl", "1ms", "--chunks", "const:3") as m, make_client() as c:
         result = stream_turn(c, m.url + CHANNEL_PATH, body_for("nlx"), api_key=THREAD_KEY)
     assert result.ok and result.chunks == 3, result
-    other = "nothing" if patched else "locust"
-    done = subprocess.run(
-        [sys.executable, "-c", THREAD_CHECK, other], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    done = thread_check_elsewhere
+    assert done.args[-1] == other_patching()
     assert done.returncode == 0 and done.stdout.strip() == "served", done.stdout + done.stderr[-3000:]
 
 
@@ -976,12 +1080,18 @@ def test_serving_makes_no_reference_cycles() -> None:
             try:
                 client.stdin.write("go\n")
                 client.stdin.flush()
-                assert client.wait(timeout=120) == 0  # 100 turns on both routes
+                # To the end of the client's output (its exit) with a read that blocks this thread, not
+                # gevent's, which would run other greenlets (the background runs' of tests/conftest.py):
+                # the garbage saved is the mock's alone.
+                os.set_blocking(client.stdout.fileno(), True)
+                while os.read(client.stdout.fileno(), 4096):
+                    pass
                 gc.collect()
                 garbage = [type(o).__name__ for o in gc.garbage]
             finally:
                 gc.set_debug(0)
                 gc.garbage.clear()
+            assert client.wait(timeout=120) == 0  # 100 turns on both routes
         finally:
             if client.poll() is None:
                 client.kill()
@@ -1081,8 +1191,10 @@ def test_the_mock_plays_the_bot_with_its_timings_and_faults(client: httpx.Client
             assert len(streamed.contents) == 3 and streamed.first_content_s >= 0.03
 
 
-def test_the_mock_dies_with_the_process_that_started_it() -> None:
-    # A parent killed with SIGKILL runs none of its own clean-up: the mock must not stay behind.
+@background
+def orphaned_mock(folder: Path) -> Finish:
+    """A process that starts a mock, killed with SIGKILL as soon as the mock runs: it runs none of its
+    own clean-up. The result: whether the mock was gone within 10 s, and the mock's process id."""
     code = (
         "import sys; from loadtest.mock.launch import start_mock; "
         "m = start_mock([]); print(m.process.pid, flush=True); sys.stdin.read()"
@@ -1091,14 +1203,27 @@ def test_the_mock_dies_with_the_process_that_started_it() -> None:
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         env=dict(os.environ, NLX_API_KEY=KEY),
     )  # fmt: skip
-    assert parent.stdout is not None
-    mock_pid = int(parent.stdout.readline())
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{mock_pid}").exists() and _state(mock_pid) != "Z":
-        assert time.monotonic() < deadline, "the mock outlived the process that started it"
-        time.sleep(0.05)  # between looks at /proc
+
+    def finish() -> tuple[bool, int]:
+        assert parent.stdout is not None
+        try:
+            mock_pid = int(parent.stdout.readline())
+        finally:
+            parent.kill()
+            parent.communicate()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{mock_pid}").exists() and _state(mock_pid) != "Z":
+            if time.monotonic() > deadline:
+                return False, mock_pid
+            time.sleep(0.05)  # between looks at /proc
+        return True, mock_pid
+
+    return finish
+
+
+def test_the_mock_dies_with_the_process_that_started_it(orphaned_mock: tuple[bool, int]) -> None:
+    gone, mock_pid = orphaned_mock
+    assert gone, f"the mock {mock_pid} outlived the process that started it"
 
 
 def _state(pid: int) -> str:

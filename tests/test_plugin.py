@@ -1,25 +1,21 @@
 """The plugin in a Locust run: in this process where a function call shows it (tests/harness.py), a
-real `locust` process where only a real run does (signals, timing, the web UI, exit code 2)."""
+real `locust` process where only a real run does (signals, timing, exit code 2; a run from the web UI is
+in tests/test_webui_browser.py)."""
 
 from __future__ import annotations
 
 import gc
-import signal
-import subprocess
-import time
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
 from loadtest.calibrate import Placement, pin
 from tests.conftest import (
     FAST,
     KEYED,
-    LOCUST,
-    LOCUSTFILE,
     NLX,
     TEST_KEY,
     Finish,
@@ -27,13 +23,12 @@ from tests.conftest import (
     Mock,
     StandardRun,
     background,
-    free_port,
     locust_env,
     start_locust,
+    start_signalled_locust,
 )
 from tests.harness import Run, turns_at_least
 
-CHANNEL = ("--nlx-deployment", "dep1", "--nlx-channel", "web-en-US")
 InProcess = Callable[..., Run]
 
 
@@ -243,54 +238,21 @@ def test_the_garbage_collector_rests_during_the_run_unless_gc_on(
     assert seen == during
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_a_signal_still_writes_the_summary(
-    mock_server: Callable[..., Mock], tmp_path: Path, signum: signal.Signals
-) -> None:
-    mock = mock_server(*FAST)
-    report_dir = tmp_path / "reports"
-    proc = subprocess.Popen(
-        [
-            LOCUST,
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--only-summary",
-            "--host",
-            mock.url,
-            *CHANNEL,
-            "-u",
-            "4",
-            "-r",
-            "4",
-            "--think-time",
-            "0",
-            "--report-dir",
-            str(report_dir),
-        ],
-        env=locust_env(NLX_API_KEY=TEST_KEY),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while mock.stats()["turns_completed"] < 10:  # wait on the server's own count, not on the clock
-            assert time.monotonic() < deadline and proc.poll() is None, "locust never got going"
-            time.sleep(0.02)  # between polls, so the poll leaves the CPUs to the run
-        proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    summary = orjson.loads((report_dir / "latest" / "summary.json").read_bytes())
-    counts = summary["counts"]
-    assert counts["turns_ok"] >= 10
-    assert counts["turns"] == counts["turns_ok"] + counts["turns_failed"] + counts["turns_cut"]
-    assert summary["run"]["ended"] >= summary["run"]["started"]
-    assert "Traceback" not in stderr
+@background
+def terminated_run(folder: Path) -> Finish:
+    """`-t 60s` cut by SIGTERM once 10 turns have finished (as interrupted_run is by Ctrl-C)."""
+    args = [*shlex.split("-u 4 -r 4 --think-time 0 --turn-log -t 60s"), "--mock-options", " ".join(FAST)]
+    return start_signalled_locust(args, folder, env=locust_env(), signal_name="TERM", turns=10)
+
+
+def test_a_signal_still_writes_the_summary(terminated_run: LocustRun, interrupted_run: LocustRun) -> None:
+    for name, run in (("SIGTERM", terminated_run), ("Ctrl-C", interrupted_run)):
+        summary = run.summary()
+        counts = summary["counts"]
+        assert counts["turns_ok"] >= 10, name
+        assert counts["turns"] == counts["turns_ok"] + counts["turns_failed"] + counts["turns_cut"], name
+        assert summary["run"]["ended"] >= summary["run"]["started"], name
+        assert "Traceback" not in run.stderr, (name, run.stderr[-3000:])
 
 
 @pytest.mark.timing
@@ -333,48 +295,6 @@ def test_a_400_from_the_server_is_a_failed_turn_with_its_message(mock_server: Ca
         )
     assert not result.ok and result.kind == "http_400" and result.status == 400
     assert "language" in result.detail
-
-
-def test_a_run_started_and_stopped_in_the_web_ui_writes_its_summary(
-    mock_server: Callable[..., Mock], tmp_path: Path
-) -> None:
-    mock = mock_server(*FAST)
-    report_dir = tmp_path / "reports"
-    port = free_port()
-    web = f"http://127.0.0.1:{port}"
-    cmd = [LOCUST, "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1", "--web-port", str(port)]
-    cmd += ["--host", mock.url, *CHANNEL, "--think-time", "0", "--report-dir", str(report_dir)]
-    proc = subprocess.Popen(
-        cmd, env=KEYED, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-
-        def until(condition: Callable[[], bool]) -> None:
-            while not condition():
-                assert time.monotonic() < deadline and proc.poll() is None, "locust web UI did not get there"
-                time.sleep(0.02)  # between polls, so the poll leaves the CPUs to the run
-
-        def web_ui_up() -> bool:
-            try:
-                return httpx.get(web + "/", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        until(web_ui_up)
-        answer = httpx.post(
-            web + "/swarm", data={"user_count": 3, "spawn_rate": 3, "host": mock.url}, timeout=10
-        )
-        assert answer.json()["success"] is True
-        until(lambda: mock.stats()["turns_completed"] >= 10)
-        assert httpx.post(web + "/stop", timeout=30).json()["success"] is True
-        until(lambda: (report_dir / "latest" / "summary.json").exists())
-        summary = orjson.loads((report_dir / "latest" / "summary.json").read_bytes())
-        assert summary["counts"]["turns_ok"] >= 10
-        assert summary["run"]["users"] == 3
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
 
 
 @background

@@ -16,6 +16,7 @@ import markupsafe
 import pytest
 
 from loadtest import verdict
+from loadtest.watchers import ThresholdWatcher
 from tests.conftest import (
     FAST,
     NLX,
@@ -100,8 +101,10 @@ def test_thresholds_turn_failures_into_a_pass_when_they_allow_them(
 
 
 def test_threshold_abort_stops_the_run_early(
-    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
+    thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The check comes every 5 s in a real run; what this test shows is the stop itself, not the period.
+    monkeypatch.setattr(ThresholdWatcher, "interval_s", 0.1)
     mock = thread_mock(*FAST)
     run = in_process(
         f"--host {mock.url} {NLX} -u 2 -r 2 --think-time 0 --threshold-abort --threshold-warmup 0",

@@ -1,5 +1,6 @@
 """The "Exact latency (HDR)" web UI tab: its rows, its Flask wiring, Locust's own web UI in-process, and one
-real Locust master with a worker."""
+real Locust master with a worker. A run started from the web UI's form, in a browser and by a script, is
+in tests/test_webui_browser.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,18 @@ from locust.event import Events
 from loadtest import catalog, webui
 from loadtest.metrics import Metrics
 from loadtest.report import charts
-from tests.conftest import FAST, LOCUST, TEST_KEY, Mock, free_port, locust_env
-from tests.test_webui_form import form_body
+from tests.conftest import (
+    FAST,
+    LOCUST,
+    TEST_KEY,
+    Finish,
+    Mock,
+    background,
+    free_port,
+    locust_env,
+    start_background_mock,
+    stop_at_session_end,
+)
 
 MS = 1_000_000  # ns
 
@@ -466,11 +478,12 @@ scenarios:
 
 
 class WebLocust:
-    """A running `locust` process with its web UI at `url`."""
+    """A running `locust` process with its web UI at `url`, its output in files of `folder`."""
 
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+    def __init__(self, proc: subprocess.Popen[str], url: str, folder: Path) -> None:
         self.proc = proc
         self.url = url
+        self.folder = folder
         self.stderr = ""
 
     def until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -498,37 +511,49 @@ class WebLocust:
         count: int = self.rows()["TTFT", "all"]["count"]
         return count
 
+    def stop(self) -> None:
+        """Stop it as Ctrl-C in its terminal would; its stderr is then in `.stderr`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr = (self.folder / "stderr").read_text(errors="replace")
 
-@contextmanager
-def web_locust(cmd: list[str], cwd: Path, web_host: str | None = "127.0.0.1") -> Iterator[WebLocust]:
-    """A `locust` web UI reached at 127.0.0.1, listening where `--web-host` says (None: not given); once
-    the block is left, its stderr is in `.stderr`."""
+
+def start_web_locust(cmd: list[str], folder: Path, web_host: str | None = "127.0.0.1") -> WebLocust:
+    """Start a `locust` web UI reached at 127.0.0.1, listening where `--web-host` says (None: not given),
+    with its output in `folder` (files: nobody reads a pipe while it waits for a test)."""
     port = free_port()
     cmd = [*cmd, "--web-port", str(port), *(["--web-host", web_host] if web_host is not None else [])]
-    proc = subprocess.Popen(
-        cmd, env=locust_env(NLX_API_KEY=TEST_KEY), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    locust = WebLocust(proc, f"http://127.0.0.1:{port}")
+    with (folder / "stdout").open("w") as out, (folder / "stderr").open("w") as err:
+        proc = subprocess.Popen(
+            cmd, env=locust_env(NLX_API_KEY=TEST_KEY), cwd=folder, stdout=out, stderr=err,
+            stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+    stop_at_session_end(proc)
+    return WebLocust(proc, f"http://127.0.0.1:{port}", folder)
+
+
+@contextmanager
+def stopping(locust: WebLocust) -> Iterator[WebLocust]:
+    """`locust` for the block, stopped at its end; its stderr must hold no traceback."""
     try:
-        locust.until(locust.up, "web UI")
         yield locust
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, locust.stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        locust.stop()
     stderr = locust.stderr
     assert "Traceback" not in stderr and "could not compute" not in stderr, stderr[-3000:]
 
 
-def locust_files(tmp_path: Path) -> list[str]:
-    (tmp_path / "conversations.yaml").write_text(CONVERSATIONS)
-    locustfile = tmp_path / "chat_webui.py"
+def locust_files(folder: Path) -> list[str]:
+    (folder / "conversations.yaml").write_text(CONVERSATIONS)
+    locustfile = folder / "chat_webui.py"
     locustfile.write_text(LOCUSTFILE)
-    common = [LOCUST, "-f", str(locustfile), "--report-dir", str(tmp_path / "reports"), "--think-time", "0"]
+    common = [LOCUST, "-f", str(locustfile), "--report-dir", str(folder / "reports"), "--think-time", "0"]
     return [*common, *CHANNEL]
 
 
@@ -606,22 +631,44 @@ def test_the_tab_on_locusts_own_web_ui_moves_with_the_samples(monkeypatch: pytes
         runner.quit()
 
 
-def test_the_tab_on_a_master_shows_the_workers_merged_data(
-    mock_server: Callable[..., Mock], tmp_path: Path
-) -> None:
-    mock = mock_server(*FAST)
-    master_port = free_port()
-    common = locust_files(tmp_path)
-    master = [*common, "--host", mock.url, "--master"]
-    master += ["--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
+@dataclass
+class MasterWebUI:
+    locust: WebLocust
+    worker: subprocess.Popen[str]
+    mock: Mock
+
+
+@background
+def master_web_ui(folder: Path) -> Finish:
+    """A master's web UI, open on every interface without a login, with one worker and a mock: up and
+    connected, waiting for the test that starts load from it (their start takes no test's time)."""
+    mock = start_background_mock(*FAST)
+    stop_at_session_end(mock.process.process)
+    master_port = str(free_port())
+    common = locust_files(folder)
     worker = subprocess.Popen(
-        [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)],
-        env=locust_env(NLX_API_KEY=TEST_KEY), cwd=tmp_path, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", master_port],
+        env=locust_env(NLX_API_KEY=TEST_KEY), cwd=folder, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    stop_at_session_end(worker)
+    master = [*common, "--host", mock.url, "--master"]
+    master += ["--master-bind-host", "127.0.0.1", "--master-bind-port", master_port]
+    locust = start_web_locust(master, folder, web_host="0.0.0.0")
+
+    def finish() -> MasterWebUI:
+        locust.until(locust.up, "web UI")
+        locust.until(lambda: locust.get("/worker-count").json()["worker_count"] == 1, "worker")
+        return MasterWebUI(locust, worker, mock)
+
+    return finish
+
+
+def test_the_tab_on_a_master_shows_the_workers_merged_data(master_web_ui: MasterWebUI) -> None:
+    """The master's web UI, open on every interface without a login: warned about, once."""
+    locust, worker, mock = master_web_ui.locust, master_web_ui.worker, master_web_ui.mock
     try:
-        with web_locust(master, tmp_path) as locust:
-            locust.until(lambda: locust.get("/worker-count").json()["worker_count"] == 1, "worker")
+        with stopping(locust):
             swarm = httpx.post(
                 locust.url + "/swarm", data={"user_count": 3, "spawn_rate": 3, "host": mock.url}, timeout=10
             )
@@ -633,83 +680,6 @@ def test_the_tab_on_a_master_shows_the_workers_merged_data(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
-
-
-# --- the start form and the key, on a real locust web UI ----------------------------------------------
-
-# Every page, answer and download of the web UI a browser or a script can fetch.
-WEB_UI_PATHS = (
-    "/",
-    "/loadtest/stats",
-    "/loadtest/report.html",
-    "/stats/requests",
-    "/stats/requests/csv",
-    "/stats/requests_full_history/csv",
-    "/stats/failures/csv",
-    "/exceptions",
-    "/exceptions/csv",
-    "/tasks",
-    "/logs",
-    "/stats/report",
-    "/stats/report?download=1",
-)
-# One of each kind: a number, a choice, a threshold, a conversations file that does not exist.
-BAD_FIELDS = (
-    ({"Read timeout": "soon"}, "--read-timeout 'soon' must be a number of seconds > 0"),
-    ({"History": "sometimes"}, "--history 'sometimes' is not known: use --history full or --history last"),
-    ({"Thresholds": "ttft.p95<fast"}, "ttft.p95<fast"),
-    ({"Conversations file": "missing.yaml"}, "missing.yaml: conversations file not found"),
-)
-
-
-def start_form(locust: WebLocust, host: str) -> dict[str, str]:
-    """The body the start form posts as it opens, for 2 users."""
-    page = locust.get("/").text
-    found = re.search(r"window\.templateArgs = (.*)$", page, re.MULTILINE)
-    assert found, page[-2000:]
-    fields = form_body(json.loads(found.group(1))["extra_options"])
-    return {"user_count": "2", "spawn_rate": "2", "host": host, **fields}
-
-
-def test_a_start_from_the_form_runs_with_its_values_and_no_answer_holds_the_key(
-    mock_server: Callable[..., Mock], tmp_path: Path
-) -> None:
-    mock = mock_server(*FAST)
-    cmd = [*locust_files(tmp_path), "--host", mock.url]  # --think-time 0 at start-up
-    with web_locust(cmd, tmp_path, web_host=None) as locust:
-        body = start_form(locust, mock.url)
-        assert body["Think time"] == "0" and body["First byte timeout"] == ""
-        for fields, message in BAD_FIELDS:
-            answer = httpx.post(locust.url + "/swarm", data={**body, **fields}, timeout=10).json()
-            assert answer["success"] is False and message in answer["message"], answer
-            assert "\n" not in answer["message"]
-        assert locust.get("/stats/requests").json()["state"] == "ready"
-
-        # Two turns, the second after 0.5 s of thinking: a conversation lasts 0.5 s and more; with the
-        # start-up think time it would take about 0.1 s.
-        answer = httpx.post(locust.url + "/swarm", data={**body, "Think time": "0.5"}, timeout=10).json()
-        assert answer["success"] is True, answer
-        key = ("Conversation", "scenario two_turns")
-        locust.until(lambda: locust.rows().get(key, {"count": 0})["count"] >= 3, "conversations")
-        assert locust.rows()[key]["p50"] >= 500.0
-        assert httpx.post(locust.url + "/stop", timeout=30).json()["success"] is True
-        locust.until(lambda: locust.get("/loadtest/stats").json()["report"] is not None, "the report link")
-        report = locust.get("/loadtest/report.html")
-        assert report.status_code == 200
-        assert report.content == (tmp_path / "reports" / "latest" / "report.html").read_bytes()
-        for path in WEB_UI_PATHS:
-            answer = locust.get(path)
-            assert TEST_KEY not in answer.text, path
-        logs = locust.get("/logs").json()["master"]
-        assert any(f"run output in {(tmp_path / 'reports').resolve()}" in line for line in logs), logs
-    # Without --web-host, on loopback only, and nothing to warn about.
-    port = locust.url.rsplit(":", 1)[1]
-    assert f"Starting web interface at http://127.0.0.1:{port}" in locust.stderr
-    assert "--web-login" not in locust.stderr
-
-
-def test_a_web_ui_open_beyond_loopback_without_a_login_warns_once(tmp_path: Path) -> None:
-    with web_locust(locust_files(tmp_path), tmp_path, web_host="0.0.0.0") as locust:
-        pass
+        mock.process.stop()
     assert locust.stderr.count("the web UI listens on 0.0.0.0") == 1, locust.stderr[-3000:]
     assert "anyone who can reach that port can start load with this process's API key" in locust.stderr
