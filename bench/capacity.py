@@ -4,6 +4,7 @@
                              [--generators ours,fasthttp,httpx,floor] [--skip-conversations]
     python bench/capacity.py --conversations-mode [--conversations-users 3000] [--conversations-seconds 60]
     python bench/capacity.py ... --ours-args "--gc off"      # options for our generator only
+    python bench/capacity.py ... --baseline /tmp/before      # and `before`: another checkout's generator
 
 The mock (`loadtest mock --ttft const:50ms --itl const:10ms --chunks const:20`) runs pinned to one CPU,
 each generator (a real `locust --headless` process) pinned to another. At each concurrency step each
@@ -13,7 +14,9 @@ moment; turns that end once the run is stopping are not recorded (Locust stops u
 would delay them). Generators: ours (locustfiles/chat.py), FastHttpUser reading the SSE body event by event
 (bench/locustfile_fasthttp.py), plain httpx streams (bench/locustfile_httpx.py) and the floor
 (bench/locustfile_floor.py: raw socket reads, no parsing, the least any gevent generator can spend
-per turn); the baselines time TTFT and turn latency themselves, into HDR histograms.
+per turn); the baselines time TTFT and turn latency themselves, into HDR histograms. With --baseline
+DIR, `before` is our generator from another checkout (`git archive HEAD loadtest locustfiles | tar -x
+-C /tmp/before` before a change), run beside ours at each step: a change's effect in one run.
 
 Per run it prints turns/s, the generator's CPU (share of one core, and CPU ms per turn), what other
 processes used of the generator's and the mock's CPUs, its RSS (and per user, one-time costs
@@ -201,14 +204,17 @@ def run_ours(
     warmup_s: float | None = None,
     stop_timeout: int = 10,
     extra: Sequence[str] = (),
+    root: Path | None = None,
 ) -> Result:
+    """A run of our generator; from the checkout at `root` (named `before`) when one is given."""
     folder = tmp / f"ours-{users}-{time.monotonic_ns()}"
     folder.mkdir()
     conversations = folder / "conversations.yaml"
     conversations.write_text(script, encoding="utf-8")
     warmup = warmup_for(seconds) if warmup_s is None else warmup_s
+    locustfile = GENERATORS["ours"] if root is None else root / "locustfiles" / "chat.py"
     argv = ours_argv(
-        [GENERATORS["ours"], write_warmup_hook(folder, warmup)],
+        [locustfile, write_warmup_hook(folder, warmup)],
         host=mock.url,
         users=users,
         spawn_rate=users if spawn_rate is None else spawn_rate,
@@ -225,9 +231,9 @@ def run_ours(
         seconds=seconds,
         warmup_s=warmup,
         generator_cpu=placement.generator_cpu,
-        env=clean_env(),
+        env=clean_env(None if root is None else {"PYTHONPATH": str(root)}),
     )
-    return Result("ours", users, run, read_summary(folder / "reports"))
+    return Result("ours" if root is None else "before", users, run, read_summary(folder / "reports"))
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -361,6 +367,8 @@ def memory_slope(results: list[Result], generator: str) -> float | None:
 def streams(args: argparse.Namespace, placement: Placement, tmp: Path) -> None:
     steps = [int(s) for s in args.steps.split(",")]
     generators = [g.strip() for g in args.generators.split(",")]
+    if args.baseline is not None:
+        generators.insert(generators.index("ours") + 1 if "ours" in generators else 0, "before")
     print(
         f"\nStreams: one-turn conversations, no think time, -u N -r N, {args.step_seconds} s per run "
         f"(first {warmup_for(args.step_seconds):g} s not measured); mock {' '.join(STREAM_MOCK.values())}"
@@ -372,7 +380,7 @@ def streams(args: argparse.Namespace, placement: Placement, tmp: Path) -> None:
             for g in generators:
                 attempts: list[Result] = []
                 while not attempts or (attempts[-1].run.disturbed and len(attempts) <= args.retries):
-                    if g == "ours":
+                    if g in ("ours", "before"):
                         attempts.append(
                             run_ours(
                                 mock,
@@ -381,6 +389,7 @@ def streams(args: argparse.Namespace, placement: Placement, tmp: Path) -> None:
                                 placement,
                                 tmp,
                                 extra=shlex.split(args.ours_args),
+                                root=args.baseline if g == "before" else None,
                             )
                         )
                     else:
@@ -475,9 +484,25 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help='more options for our generator, e.g. "--gc off" or "--transport httpx"',
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run our generator from the checkout in DIR, as `before`, beside ours at each step",
+    )
+    parser.add_argument(
+        "--generator-cpu",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the CPU the generators run on (default: the second one allowed; the mock takes another)",
+    )
     parser.add_argument("--conversations-users", type=int, default=None, help="default 2000 (--quick) / 3000")
     parser.add_argument("--conversations-seconds", type=int, default=None, help="default 30 (--quick) / 60")
     args = parser.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "loadtest" / "__init__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no loadtest package there; git archive it there first")
     args.steps = args.steps or ("50,150" if args.quick else "50,100,200,400,600")
     args.step_seconds = args.step_seconds or (8 if args.quick else 15)
     args.retries = args.retries if args.retries is not None else (0 if args.quick else 1)
@@ -485,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     args.conversations_seconds = args.conversations_seconds or (30 if args.quick else 60)
 
     placement = Placement.choose(pin=True)
+    if args.generator_cpu is not None and placement.mock_cpu is not None:
+        cpus = sorted(os.sched_getaffinity(0))
+        if args.generator_cpu not in cpus:
+            parser.error(f"--generator-cpu {args.generator_cpu}: this process may run on CPUs {cpus} only")
+        mock_cpu = next(cpu for cpu in cpus if cpu != args.generator_cpu)
+        placement = Placement(mock_cpu, args.generator_cpu)
     if placement.mock_cpu is None:
         print(
             "warning: fewer than 2 CPUs: the mock and the generator share one, the figures include the mock"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -449,8 +449,11 @@ def _refused(response: httpx.Response) -> tuple[str, str] | None:
 
 def _read_events(response: httpx.Response, decoder: SSEDecoder, state: _Stream) -> tuple[str, str] | None:
     """Fold the event stream into `state`; (kind, detail) when an event fails the turn."""
-    for raw, t_read in _reads(response):
-        for data in decoder.feed_data(raw):
+    feed, clock = decoder.feed_data, time.perf_counter_ns
+    for raw in _body(response):
+        # Timestamped as the read leaves the socket, before any parsing.
+        t_read = clock()
+        for data in feed(raw):
             failure = _on_event(state, data, t_read)
             if failure is not None:
                 return failure
@@ -478,17 +481,14 @@ def _protocol(decoder: SSEDecoder, state: _Stream, ok: bool) -> dict[str, int]:
     return counts
 
 
-def _reads(response: httpx.Response) -> Iterator[tuple[bytes, int]]:
-    # Timestamp each read as it leaves the socket, before any parsing.
+def _body(response: httpx.Response) -> Iterable[bytes]:
+    """The response body as it is read: decoded when it is encoded, else the transport's own pieces,
+    as iter_raw() would give them less its bookkeeping per piece (stream_turn closes the response
+    either way)."""
     if "content-encoding" in response.headers:
-        source: Iterable[bytes] = response.iter_bytes()
-    else:
-        # The transport's own pieces, as iter_raw() would give them less its bookkeeping per piece;
-        # stream_turn closes the response either way.
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        source = response.stream
-    for raw in source:
-        yield raw, time.perf_counter_ns()
+        return response.iter_bytes()
+    assert isinstance(response.stream, httpx.SyncByteStream)
+    return response.stream
 
 
 # The end-of-stream sentinel as servers send it; `sse.is_done` takes the variants with whitespace.

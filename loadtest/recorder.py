@@ -149,8 +149,7 @@ class TurnRecorder:
             if result.ttft_ns is not None:
                 m.record_scoped("ttft", result.ttft_ns, scopes, interval)
                 m.hist("ttft_response").record_ns(result.ttft_ns + late_ns)
-            for gap in result.itl_ns:
-                m.itl.record_ns(gap)
+            m.itl.record_all_ns(result.itl_ns)
             self._generation(result)
         if self.turn_log is not None:
             # Wall-clock start of the turn, for lining the log up with server logs.

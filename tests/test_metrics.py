@@ -192,6 +192,36 @@ def test_values_waiting_to_be_recorded_count_wherever_the_histogram_is_read() ->
     assert merged.count == 30_001
 
 
+def test_values_kept_by_bucket_give_hdrhs_histogram_count_for_count() -> None:
+    # Every bucket size from 1 µs to the top of the range, and the edges of each bucket.
+    rng = random.Random(7)
+    samples = [int(10 ** rng.uniform(0, 9.6)) for _ in range(20_000)]
+    samples += [(1 << bits) + delta for bits in range(11, 32) for delta in (-1, 0, 1)]
+    samples += [-3, 0, 2047, 2048, 3_600_000_000, 4_000_000_000]
+    h = Histogram()
+    direct = HdrHistogram(1, 3_600_000_000, 3)
+    for v in samples:
+        h.record_us(v)
+        direct.record_value(min(max(v, 0), 3_600_000_000))
+    assert list(h.hdr.counts) == list(direct.counts)
+    assert (h.hdr.get_min_value(), h.hdr.get_max_value()) == (direct.get_min_value(), direct.get_max_value())
+    assert h.encode() == Histogram.decode(direct.encode().decode("ascii")).encode()
+    at_once = Histogram()
+    at_once.record_all_ns([v * 1000 + 999 for v in samples])
+    assert list(at_once.hdr.counts) == list(direct.counts)
+
+
+def test_latencies_near_each_other_wait_as_few_values() -> None:
+    # Turn latencies within 50 ms of 250 ms fall in about 400 buckets: they never fill the dict
+    # that waits to be folded, whatever their microseconds.
+    rng = random.Random(3)
+    h = Histogram()
+    for _ in range(50_000):
+        h.record_us(rng.randint(225_000, 275_000))
+    assert len(h._pending) <= 400
+    assert h.count == 50_000
+
+
 def test_histograms_a_run_drops_are_freed_without_the_cycle_collector() -> None:
     # --gc auto|off rest the collector during a run: what metrics drop must go by reference counting.
     was_enabled = gc.isenabled()

@@ -36,7 +36,7 @@ from loadtest.mock.config import DEFAULT_MAX_CONVERSATIONS
 from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, ERROR_PREFIX, READY_PREFIX
 from loadtest.mock.launch import start_mock
 from loadtest.mock.state import MockState, Turn, conversation_json
-from loadtest.mock.text import LINE_SEPARATOR, reply_pieces, reply_text, split_text
+from loadtest.mock.text import LINE_SEPARATOR, POOL_SIZE, reply_pieces, reply_text, split_text
 from tests.conftest import Finish, LocustRun, background, locust_env, start_locust
 from tests.mockthread import KEY as THREAD_KEY
 from tests.mockthread import ThreadedMock, mock_in_thread
@@ -770,6 +770,21 @@ def test_replies_are_deterministic_and_split_into_non_empty_pieces() -> None:
     assert reply_text(1, "a", 0) != reply_text(2, "a", 0) != reply_text(1, "a", 1)
     assert split_text("abc", 3, random.Random(0)) == ["a", "b", "c"]
     assert len(reply_pieces(0, "x", 0, parse_count_dist("500"))) == 500
+
+
+def test_a_constant_piece_count_cuts_each_pooled_text_once() -> None:
+    chunks = parse_count_dist("const:20")
+    first = reply_pieces(7, "conv", 0, chunks)
+    first.append("changed by the caller")
+    again = reply_pieces(7, "conv", 0, chunks)
+    assert len(again) == 20 and all(again)
+    assert "".join(again) == reply_text(7, "conv", 0)
+    # Conversations whose (id, turn) pick the same pool text get it in the same pieces.
+    by_text: dict[str, tuple[str, ...]] = {}
+    for i in range(3000):
+        pieces = tuple(reply_pieces(7, f"c{i}", 0, chunks))
+        assert by_text.setdefault("".join(pieces), pieces) == pieces
+    assert 900 < len(by_text) <= POOL_SIZE
 
 
 def test_config_takes_the_key_from_the_environment_and_hides_it() -> None:

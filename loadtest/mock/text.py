@@ -86,15 +86,34 @@ def split_text(
 
 def reply_pieces(seed: int, conversation_id: str, turn: int, chunks: Distribution) -> list[str]:
     """The reply for one turn, already split into a `chunks`-sampled number of pieces."""
+    index = _pool_index(conversation_id, turn)
+    if chunks.kind == "const":
+        # One split per pool text: seeding a generator and drawing the cuts for every request cost
+        # the mock more than a chunk's write.
+        return list(_split_pooled(seed, index, _piece_count(chunks.a)))
     # An integer seed: seeding from a string hashes it with SHA-512.
     rng = random.Random(zlib.crc32(f"{seed}:{conversation_id}:{turn}:split".encode("utf-8", "surrogatepass")))
+    return _split(seed, index, _piece_count(chunks.sample(rng)), rng)
+
+
+def _piece_count(sampled: float) -> int:
     # `--chunks const:0` is an empty reply (role, finish and [DONE] only): the client's `no_content`.
-    count = max(0, round(chunks.sample(rng)))
+    return max(0, round(sampled))
+
+
+@functools.lru_cache(maxsize=POOL_SIZE)
+def _split_pooled(seed: int, index: int, count: int) -> tuple[str, ...]:
+    """Pool text `index` in `count` pieces, cut the same way every time."""
+    rng = random.Random(zlib.crc32(f"{seed}:{index}:{count}:split".encode()))
+    return tuple(_split(seed, index, count, rng))
+
+
+def _split(seed: int, index: int, count: int, rng: random.Random) -> list[str]:
     if count == 0:
         return []
     # n drawn words make a text of n + 4 words and at least n + 2 spaces (one may be the LINE
     # SEPARATOR), cut at spaces into up to n + 3 pieces: replies of up to 21 pieces share the pool's
     # texts of 18 words, and the pool holds one text per index, not one per index and piece count.
     words = max(count + 1 - len(_SPECIAL), _MIN_DRAWN_WORDS)
-    text, after_spaces = _pooled(seed, _pool_index(conversation_id, turn), words)
+    text, after_spaces = _pooled(seed, index, words)
     return split_text(text, count, rng, after_spaces)
