@@ -1,7 +1,7 @@
 """How many concurrent streams does the mock hold on one core, and how well does it keep its schedule?
 
     python bench/mock_stack.py [--steps 600,800,1000] [--seconds 5] [--repeat 3] [--baseline DIR]
-                               [--stacks mock,starlette] [--mock-root DIR] [--no-precise-timers]
+                               [--stacks mock,floor,starlette] [--mock-root DIR] [--no-precise-timers]
 
 Each server runs in a child process pinned to CPU 0: the real mock (`python -m loadtest.mock` with
 --precise-timers, as `bench/capacity.py` and `loadtest calibrate` run it; `--mock-root DIR` runs the
@@ -10,6 +10,17 @@ mock of another checkout), with `--baseline DIR` the mock of another checkout be
 `--stacks mock,starlette` a uvicorn + Starlette StreamingResponse server with the same schedule (needs
 `pip install uvicorn starlette`). The schedule is the benchmarks' workload: TTFT 50 ms, 20 content
 chunks 10 ms apart, absolute deadlines from the request's arrival.
+
+`--stacks mock,floor` runs the floor beside the mock: the least any Python server can spend writing
+that schedule. No event loop and no HTTP: one epoll, non-blocking sockets, one heap of deadlines, the
+mock's --precise-timers waiting, requests read to their blank line and Content-Length unchecked, and
+one stream's bytes made once (the mock's sizes: head with the role chunk at once, each content chunk
+at its deadline, the last with the finish, [DONE] and the chunked body's end), so a chunk costs a heap
+pop, one send(), its lateness counted and a push. On loopback the send() alone is most of that, so
+the mock's CPU over the floor's is what asyncio and the mock's bookkeeping add, and the step at which
+the floor's schedule error passes 1 ms is as far as one core takes this schedule in Python.
+Both poll through the last millisecond before each deadline, so below saturation their CPU share
+counts that polling too: compare their CPU where the floor's nears a whole core.
 
 This process, pinned to CPU 1, holds N keep-alive connections, each running streams back to back,
 through plain asyncio protocols that count events by their blank line and find the response's end by
@@ -26,6 +37,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import heapq
+import itertools
 import math
 import os
 import resource
@@ -35,8 +49,10 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +74,7 @@ LAST_CHUNK = b"\r\n0\r\n\r\n"
 SATURATED = 0.9
 # Connections opened at once: aiohttp listens with a backlog of 128, and a SYN dropped waits a second.
 CONNECT_BATCH = 100
+STACKS = ("mock", "floor", "starlette")
 
 
 # --- the Starlette server (runs in a child process: `mock_stack.py --serve-starlette`) ---------
@@ -138,6 +155,291 @@ def serve_starlette() -> None:
     server = uvicorn.Server(config)
     print(f"uvicorn {READY}http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     server.run(sockets=[sock])
+
+
+# --- the floor server (runs in a child process: `mock_stack.py --serve-floor`) -------------------
+
+
+def sse_event(base: dict[str, Any], delta: dict[str, str], finish: str | None) -> bytes:
+    """One chat.completion.chunk event, byte for byte as the mock's encoder writes it."""
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
+
+
+def http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def floor_frames() -> tuple[bytes, list[bytes]]:
+    """One stream as the mock writes it: the response head with the role chunk, and the content chunks,
+    the last one with the finish, [DONE] and the end of the chunked body. The mock's own pieces of one
+    reply, its head fields and its chunk ids, so every write is the size of the mock's."""
+    from loadtest.mock.config import DEFAULT_FINGERPRINT
+    from loadtest.mock.dist import parse_count_dist
+    from loadtest.mock.text import reply_pieces
+
+    conversation_id = str(uuid.uuid4())
+    pieces = reply_pieces(0, conversation_id, 0, parse_count_dist(f"const:{CHUNKS}"))
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().int:032x}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": PATH.split("/")[2],
+        "system_fingerprint": DEFAULT_FINGERPRINT,
+    }
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()).encode()
+    server = f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{version('aiohttp')}".encode()
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+        b"X-Conversation-Id: %s\r\nTransfer-Encoding: chunked\r\nDate: %s\r\nServer: %s\r\n\r\n"
+        % (conversation_id.encode(), date, server)
+    )
+    first = head + http_chunk(sse_event(base, {"role": "assistant", "content": ""}, None))
+    frames = [http_chunk(sse_event(base, {"content": piece}, None)) for piece in pieces]
+    ending = sse_event(base, {}, "stop") + b"data: [DONE]\n\n"
+    frames[-1] += http_chunk(ending) + b"0\r\n\r\n"
+    return first, frames
+
+
+def precise_timeout(delay: float) -> float:
+    """epoll's timeout for a deadline `delay` seconds away: the whole milliseconds before it, then 0
+    (poll) through the rest, as the mock's --precise-timers selector waits; -1 (none) for no deadline."""
+    if delay == math.inf:
+        return -1
+    whole_ms = math.floor(delay * 1e3)
+    # Half a millisecond under, so epoll's rounding up lands on the whole one.
+    return (whole_ms - 0.5) * 1e-3 if whole_ms > 0 else 0
+
+
+def percentiles_ms(counts: dict[int, int], step_us: int) -> dict[str, float | int]:
+    """Count, p50, p90, p99 and max of values counted in steps of `step_us`, in ms, as HdrHistogram
+    picks a percentile's value (0 when empty)."""
+    total = sum(counts.values())
+    summary: dict[str, float | int] = {"count": total}
+    values = sorted(counts.items())
+    for percentile in (50, 90, 99):
+        wanted = max(1, int(percentile / 100 * total + 0.5))
+        seen = 0
+        summary[f"p{percentile}"] = 0.0
+        for value, count in values:
+            seen += count
+            if seen >= wanted:
+                summary[f"p{percentile}"] = max(0, value) * step_us / 1000
+                break
+    summary["max"] = max(0, values[-1][0]) * step_us / 1000 if values else 0.0
+    return summary
+
+
+def content_length(head: bytes) -> int:
+    """The Content-Length of a request `head` (without its blank line); 0 without one."""
+    start = head.lower().find(b"\r\ncontent-length:")
+    if start < 0:
+        return 0
+    start += len(b"\r\ncontent-length:")
+    end = head.find(b"\r\n", start)
+    return int(head[start : end if end >= 0 else len(head)])
+
+
+class FloorConnection:
+    """One client connection: what it has sent that is not yet served, what is left to write, and the
+    stream it is on (its request's arrival and the index of its next content chunk)."""
+
+    __slots__ = (
+        "sock",
+        "fd",
+        "received",
+        "unsent",
+        "streaming",
+        "arrival",
+        "next",
+        "closed",
+        "close_when_sent",
+    )
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.received = bytearray()
+        self.unsent = b""
+        self.streaming = False
+        self.arrival = 0.0
+        self.next = 0
+        self.closed = False
+        self.close_when_sent = False
+
+
+class FloorServer:
+    """The streams of the bench's schedule from one heap of deadlines and one epoll, no event loop.
+
+    Per content chunk: pop the heap, one `send()`, count its lateness (in 10-µs steps, as the mock
+    rounds it), push the next deadline. Requests are read up to their blank line and Content-Length
+    bytes, unchecked: only the bench's client talks to it.
+    """
+
+    LATENESS_STEP_US = 10
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.epoll = select.epoll()
+        self.epoll.register(listener.fileno(), select.EPOLLIN)
+        self.connections: dict[int, FloorConnection] = {}
+        self.heap: list[tuple[float, int, FloorConnection]] = []
+        self.seq = itertools.count()
+        self.lateness: dict[int, int] = {}
+        self.first, self.frames = floor_frames()
+        self.offsets = [TTFT_S + i * ITL_S for i in range(len(self.frames))]
+
+    def run(self) -> None:
+        listen_fd = self.listener.fileno()
+        while True:
+            delay = self.heap[0][0] - time.monotonic() if self.heap else math.inf
+            for fd, mask in self.epoll.poll(precise_timeout(delay)):
+                if fd == listen_fd:
+                    self.accept()
+                    continue
+                connection = self.connections.get(fd)
+                if connection is not None and mask & select.EPOLLOUT:
+                    self.flush(connection)
+                if connection is not None and not connection.closed and mask & ~select.EPOLLOUT:
+                    self.receive(connection)
+            self.write_due()
+
+    def write_due(self) -> None:
+        heap, frames, offsets, lateness = self.heap, self.frames, self.offsets, self.lateness
+        pop, push, clock = heapq.heappop, heapq.heappush, time.monotonic
+        now = clock()
+        while heap and heap[0][0] <= now:
+            deadline, _, connection = pop(heap)
+            if connection.closed:
+                continue
+            i = connection.next
+            self.send(connection, frames[i])
+            if connection.closed:
+                continue
+            late = round((clock() - deadline) * 1e5)
+            lateness[late] = lateness.get(late, 0) + 1
+            i += 1
+            if i < len(frames):
+                connection.next = i
+                push(heap, (connection.arrival + offsets[i], next(self.seq), connection))
+            else:
+                connection.streaming = False
+                self.serve(connection)
+
+    def accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            # As asyncio sets it on its TCP transports: each chunk leaves at once.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = FloorConnection(sock)
+            self.connections[connection.fd] = connection
+            self.epoll.register(connection.fd, select.EPOLLIN)
+
+    def receive(self, connection: FloorConnection) -> None:
+        try:
+            data = connection.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close(connection)
+            return
+        connection.received += data
+        if not connection.streaming:
+            self.serve(connection)
+
+    def serve(self, connection: FloorConnection) -> None:
+        """Answer the request at the start of what was received, once it has all come."""
+        received = connection.received
+        end = received.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(received[:end])
+        length = content_length(head)
+        if len(received) < end + 4 + length:
+            return
+        del received[: end + 4 + length]
+        if head.startswith(b"GET /_mock/stats "):
+            self.answer(
+                connection, {"schedule_error_ms": percentiles_ms(self.lateness, self.LATENESS_STEP_US)}
+            )
+        elif head.startswith(b"POST /_mock/reset "):
+            self.lateness.clear()
+            self.answer(connection, {"reset": True})
+        else:
+            connection.streaming = True
+            connection.arrival = time.monotonic()
+            connection.next = 0
+            self.send(connection, self.first)
+            heapq.heappush(self.heap, (connection.arrival + self.offsets[0], next(self.seq), connection))
+
+    def answer(self, connection: FloorConnection, data: dict[str, Any]) -> None:
+        """A JSON answer, and the connection closed once it is written (the client reads to the end)."""
+        body = orjson.dumps(data)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        connection.close_when_sent = True
+        self.send(connection, head + b"Connection: close\r\n\r\n" + body)
+        if not connection.unsent:
+            self.close(connection)
+
+    def send(self, connection: FloorConnection, data: bytes) -> None:
+        if connection.unsent:
+            connection.unsent += data  # after what is waiting, in order
+            return
+        try:
+            sent = connection.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close(connection)
+            return
+        if sent < len(data):
+            connection.unsent = data[sent:]
+            self.epoll.modify(connection.fd, select.EPOLLIN | select.EPOLLOUT)
+
+    def flush(self, connection: FloorConnection) -> None:
+        """Send what a full socket buffer left over, now that it is writable."""
+        data, connection.unsent = connection.unsent, b""
+        self.send(connection, data)
+        if connection.closed or connection.unsent:
+            return
+        if connection.close_when_sent:
+            self.close(connection)
+        else:
+            self.epoll.modify(connection.fd, select.EPOLLIN)
+
+    def close(self, connection: FloorConnection) -> None:
+        if connection.closed:
+            return
+        connection.closed = True
+        del self.connections[connection.fd]
+        self.epoll.unregister(connection.fd)
+        connection.sock.close()
+
+
+def floor_listener(port: int = 0) -> socket.socket:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(2048)
+    listener.setblocking(False)
+    return listener
+
+
+def serve_floor() -> None:
+    listener = floor_listener()
+    server = FloorServer(listener)
+    # As the mock runs: no collector pauses (a connection and its socket make no reference cycle).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    print(f"floor {READY}http://127.0.0.1:{listener.getsockname()[1]}", flush=True)
+    server.run()
 
 
 # --- child processes ---------------------------------------------------------------------------
@@ -421,18 +723,18 @@ def start_stacks(
     for name in names:
         if name == "mock":
             children.append(start_mock("mock", mock_root, cpu, precise))
-        elif name == "starlette":
+        else:
             children.append(
-                start_child(name, [sys.executable, __file__, "--serve-starlette"], cpu, ROOT, READY)
+                start_child(name, [sys.executable, __file__, f"--serve-{name}"], cpu, ROOT, READY)
             )
     return children
 
 
 def check_stacks(text: str) -> list[str]:
     names = text.split(",")
-    unknown = [name for name in names if name not in ("mock", "starlette")]
+    unknown = [name for name in names if name not in STACKS]
     if unknown:
-        print(f"mock_stack: --stacks takes mock and starlette, comma-separated (got {text!r})")
+        print(f"mock_stack: --stacks takes {', '.join(STACKS)}, comma-separated (got {text!r})")
         raise SystemExit(2)
     if "starlette" in names:
         try:
@@ -457,9 +759,13 @@ def main() -> int:
     )
     parser.add_argument("--no-precise-timers", action="store_true", help="run the mock without them")
     parser.add_argument("--serve-starlette", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_starlette:
         serve_starlette()
+        return 0
+    if args.serve_floor:
+        serve_floor()
         return 0
     steps = parse_steps(args.steps)
     names = check_stacks(args.stacks)
