@@ -326,6 +326,7 @@ def test_pool_wait_is_recorded_when_two_requests_share_one_connection(server_url
     assert any(r.startswith("connection-pool wait p99 ") for r in summary["reasons"])
 
 
+@pytest.mark.timing  # a wait in ms: the session's background runs, in greenlets, could take it
 def test_pool_wait_is_near_zero_without_contention(server_url: str) -> None:
     monitor = HealthMonitor()
     with httpx.Client(limits=httpx.Limits(max_connections=1)) as client:
