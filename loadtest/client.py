@@ -312,6 +312,10 @@ class _Stream:
         self.after_done = 0
         self.pool_wait: int | None = None
         self._on_pool_wait = on_pool_wait
+        # The bytes around the content of this stream's plain content chunks, once the first one was
+        # read in full (see `_learn_shape`); None when it could not give them.
+        self.shape: tuple[bytes, bytes] | None = None
+        self.shape_tried = False
 
     def pool_waited(self, wait_ns: int) -> None:
         self.pool_wait = wait_ns
@@ -506,6 +510,20 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
     if data == _DONE:
         state.done = True
         return None
+    shape = state.shape
+    if shape is not None:
+        # Most events of a stream are the same chunk with another piece of content: same id, model,
+        # fingerprint, no finish, no usage. Bytes that are the known chunk's around one JSON string
+        # are that chunk with that string as content, so only the string is parsed.
+        prefix, suffix = shape
+        if data.startswith(prefix) and data.endswith(suffix):
+            try:
+                content = orjson.loads(data[len(prefix) : len(data) - len(suffix)])
+            except orjson.JSONDecodeError:
+                content = None
+            if type(content) is str and content:
+                _on_content(state, content, t_ns)
+                return None
     try:
         # orjson reads the UTF-8 bytes directly; only data that is not JSON pays for decoding.
         chunk = orjson.loads(data)
@@ -535,13 +553,10 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
         return None
     content, reasoning, reason = parts
     if content is not None:
-        if state.t_first_content is None:
-            state.t_first_content = t_ns
-        else:
-            state.itl_ns.append(t_ns - state.t_last_content)
-        state.t_last_content = t_ns
-        state.parts.append(content)
-        state.chunks += 1
+        _on_content(state, content, t_ns)
+        if not state.shape_tried and reasoning is None and reason is None:
+            state.shape_tried = True
+            state.shape = _learn_shape(data, chunk, content)
     if reasoning is not None:
         if state.t_first_reasoning is None:
             state.t_first_reasoning = t_ns
@@ -551,6 +566,44 @@ def _on_event(state: _Stream, data: bytes, t_ns: int) -> tuple[str, str] | None:
     elif content is None and reasoning is None:
         state.role_only += 1
     return None
+
+
+def _on_content(state: _Stream, content: str, t_ns: int) -> None:
+    if state.t_first_content is None:
+        state.t_first_content = t_ns
+    else:
+        state.itl_ns.append(t_ns - state.t_last_content)
+    state.t_last_content = t_ns
+    state.parts.append(content)
+    state.chunks += 1
+
+
+# A string no server sends as content, put in a learned shape's place to check it.
+_PROBE = "\x01probe\u2028\U0001f680"
+
+
+def _learn_shape(data: bytes, chunk: dict[str, Any], content: str) -> tuple[bytes, bytes] | None:
+    """The bytes before and after the content string in `data`, a plain content chunk (one choice,
+    a delta of content alone, no finish, no usage, no error) that parsed as `chunk`; None when the
+    content's bytes are not found once, as orjson writes them, or the bytes around them would not
+    read as this chunk with another content."""
+    if "error" in chunk or chunk.get("usage") is not None or len(chunk["choices"]) != 1:
+        return None
+    if len(chunk["choices"][0]["delta"]) != 1:
+        return None
+    encoded = orjson.dumps(content)
+    at = data.find(encoded)
+    if at < 0 or data.find(encoded, at + 1) >= 0:
+        return None
+    prefix, suffix = data[:at], data[at + len(encoded) :]
+    expected = orjson.loads(data)
+    expected["choices"][0]["delta"]["content"] = _PROBE
+    try:
+        if orjson.loads(prefix + orjson.dumps(_PROBE) + suffix) != expected:
+            return None
+    except orjson.JSONDecodeError:
+        return None
+    return prefix, suffix
 
 
 def _read_some(response: httpx.Response) -> str:

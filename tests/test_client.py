@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import unittest.mock
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loadtest import client
 from loadtest.catalog import PROTOCOL_KEYS
 from loadtest.client import TurnResult, make_client, stream_turn
 from loadtest.options import OPENAI_PATH, TRANSPORTS
@@ -121,6 +124,86 @@ def test_reads_of_one_event_each_give_what_a_byte_at_a_time_gives(
             results.append(stream_turn(client, URL, BODY, api_key=KEY, max_event_bytes=cap))
     per_event, per_byte = results
     assert same_turn(per_event) == same_turn(per_byte)
+
+
+def raw_chunk(delta: object, *, finish: object = None, chunk_id: str = "x", **extra: object) -> bytes:
+    obj = {"id": chunk_id, "object": "chat.completion.chunk", "system_fingerprint": "fp-1"}
+    obj["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]  # type: ignore[assignment]
+    return b"data: " + orjson.dumps({**obj, **extra}) + b"\n\n"
+
+
+CONTENTS = ["Hel", "lo", 'a "quoted" \\ back', "\u2028", "wörld 日本 🚀", "x", "Hel", "", "\x01probe", " "]
+# Events that keep or break a stream's plain-content shape: another content, the same content twice,
+# a finish with content, another id, content that is no string, reasoning beside it, usage, an error,
+# other spacing, bytes that are not UTF-8, and events around the content that are not JSON.
+SHAPE_EVENTS = [
+    *(raw_chunk({"content": text}) for text in CONTENTS),
+    raw_chunk({"content": "end"}, finish="stop"),
+    raw_chunk({"content": "other id"}, chunk_id="y"),
+    raw_chunk({"content": 7}),
+    raw_chunk({"content": None}),
+    raw_chunk({"content": "both", "reasoning_content": "think"}),
+    raw_chunk({"content": "with usage"}, usage={"prompt_tokens": 3, "completion_tokens": 4}),
+    raw_chunk({"content": "x"}, error={"message": "boom"}),
+    raw_chunk({"content": "x"}).replace(b'"content":', b'"content" : '),
+    raw_chunk({"content": "é"}).replace("é".encode(), b"\xe9"),
+    raw_chunk({"content": "Hel"}).replace(b'"Hel"', b'"Hel","content":"lo"'),
+    raw_chunk({"content": "Hel"}).replace(b'"Hel"', b'"Hel" "lo"'),
+    b'data: {"choices":[]}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(SHAPE_EVENTS), min_size=1, max_size=10))
+def test_content_read_by_the_streams_shape_is_what_parsing_each_chunk_gives(events: list[bytes]) -> None:
+    results = []
+    for learn in (True, False):
+        with unittest.mock.patch.object(client, "_learn_shape", client._learn_shape if learn else _no_shape):
+            results.append(run(sse([chunk("", role="assistant"), *events])))
+    shaped, parsed = results
+    assert (shaped.ok, shaped.kind, shaped.detail, shaped.content, shaped.chunks, len(shaped.itl_ns)) == (
+        parsed.ok,
+        parsed.kind,
+        parsed.detail,
+        parsed.content,
+        parsed.chunks,
+        len(parsed.itl_ns),
+    )
+    assert (shaped.done, shaped.finish_reason, shaped.system_fingerprint, shaped.protocol) == (
+        parsed.done,
+        parsed.finish_reason,
+        parsed.system_fingerprint,
+        parsed.protocol,
+    )
+    assert (shaped.reasoning_chars, shaped.prompt_tokens, shaped.completion_tokens) == (
+        parsed.reasoning_chars,
+        parsed.prompt_tokens,
+        parsed.completion_tokens,
+    )
+
+
+def _no_shape(*args: object) -> None:
+    return None
+
+
+def test_a_streams_content_chunks_after_the_first_are_read_by_its_shape() -> None:
+    learned: list[object] = []
+    learn_shape = client._learn_shape
+
+    def learn(*args: Any) -> object:
+        learned.append(learn_shape(*args))
+        return learned[-1]
+
+    with unittest.mock.patch.object(client, "_learn_shape", learn):
+        r = run(sse([chunk("", role="assistant"), *(raw_chunk({"content": f"w{i} "}) for i in range(5))]))
+    assert r.content == "w0 w1 w2 w3 w4 " and r.chunks == 5
+    # Learned once, from the first content chunk, and it is that chunk's bytes around its content.
+    (shape,) = learned
+    assert shape == (
+        raw_chunk({"content": "w0 "})[6:].split(b'"w0 "')[0],
+        b'},"logprobs":null,"finish_reason":null}]}',
+    )
 
 
 def test_stream_without_done_is_ok_and_counted() -> None:
