@@ -8,7 +8,6 @@ the controlling process, sends their readers to it only, after the tests that an
 
 from __future__ import annotations
 
-import _queue
 import collections
 import contextlib
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import orjson
 import pytest
 from gevent.monkey import get_original
@@ -86,21 +86,26 @@ def share_owners(
 
 class CooperativeQueue:
     """xdist's queue of a worker's next tests (xdist.remote.TestQueue), same methods. execnet's receiving
-    thread, a real one (it started before Locust patched the process), fills it; the main greenlet waits
-    for it in gevent's thread pool, so that the background runs' greenlets go on meanwhile. xdist's own
-    Event is gevent's here, set from that other thread: the hub saw nothing to wait for (LoopExit)."""
+    thread, a real one (it started before Locust patched the process), fills it and wakes this process's
+    hub through an async watcher, the one thread-safe way in; the main greenlet waits for it there, so that
+    the background runs' greenlets go on meanwhile. xdist's own Event is gevent's here, set from that other
+    thread: the hub saw nothing to wait for (LoopExit)."""
 
     def __init__(self) -> None:
         self._items: collections.deque[int | Marker] = collections.deque()
         self._lock = get_original("_thread", "RLock")()
-        self._bell = _queue.SimpleQueue()  # the C queue: real locks, which gevent does not patch
+        self._ready = gevent.event.Event()
+        # Started once for good: libev forgets a send to a watcher that is not started.
+        self._wake = gevent.get_hub().loop.async_()
+        self._wake.start(self._ready.set)
 
     def get(self) -> int | Marker:
         while True:
+            self._ready.clear()
             with self.lock() as items:
                 if items:
                     return items.popleft()
-            gevent.get_hub().threadpool.apply(self._bell.get)
+            self._ready.wait()
 
     def put(self, item: int | Marker) -> None:
         with self.lock() as items:
@@ -117,7 +122,7 @@ class CooperativeQueue:
                 yield self._items
             finally:
                 if self._items:
-                    self._bell.put(None)  # a spare ring only makes `get` look again
+                    self._wake.send()
 
 
 def use_cooperative_queue(config: pytest.Config) -> None:
