@@ -74,10 +74,8 @@ demo: $(STAMP)
 	$(BIN)/locust -f locustfiles/chat.py --headless -u 20 -r 10 -t 30s --think-time 0.5-1.5 --stop-timeout 10 \
 		--only-summary --mock-options "--ttft lognormal:250ms:0.3 --itl uniform:10ms:40ms"
 
-# The tests on two processes; those that time something (or need a process to themselves) on the one
-# left once the other has ended, with the machine quiet (tests/parallel.py).
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q
 	$(smoke_on_newest)
 
 # When this machine has a Python newer (major.minor) than .venv's, a smoke test on it, in a venv of its

@@ -33,7 +33,6 @@ from gevent.lock import BoundedSemaphore
 
 from loadtest.mock.launch import MockProcess, start_mock
 from tests.harness import CLEARED, CLEARED_PREFIXES, LOCUSTFILE, ROOT, Run, Until, run_in_process, wait_for  # noqa: F401  (ROOT: for other tests)
-from tests import parallel
 from tests.mockthread import ThreadedMock, mock_in_thread
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -194,10 +193,9 @@ _STARTERS: dict[str, Callable[[Path], Finish]] = {}
 _RESULTS: dict[str, AsyncResult] = {}
 _FOLDERS: list[Path] = []
 _LEFT_RUNNING: list[subprocess.Popen[Any]] = []
-# How many background runs go on at once in a process (on each xdist worker). Each is a few processes
-# that import Locust (1.4 s of CPU each) and then mostly wait: a few at a time keep the CPU that the
-# tests in this process leave busy, where all at once would hold those tests up at the start and leave
-# that CPU idle later on.
+# How many background runs go on at once. Each is a few processes that import Locust (1.4 s of CPU
+# each) and then mostly wait: a few at a time keep the CPU that the tests in this process leave busy,
+# where all at once would hold those tests up at the start and leave that CPU idle later on.
 AT_ONCE = 2
 
 
@@ -227,8 +225,8 @@ def _run_background(name: str) -> None:
         result.set_exception(exc)
 
 
-def _run_all_background(names: list[str], at_once: int) -> None:
-    slots = BoundedSemaphore(at_once)
+def _run_all_background(names: list[str]) -> None:
+    slots = BoundedSemaphore(AT_ONCE)
     for name in names:
         slots.acquire()
         gevent.spawn(_run_background, name).link(lambda _: slots.release())
@@ -241,56 +239,29 @@ def finish_background(name: str) -> Any:
     return _RESULTS[name].get()
 
 
-# On an xdist worker: the worker of each background run (tests/parallel.py).
-_OWN: dict[str, int] = {}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if parallel.worker(config) is not None:
-        parallel.use_cooperative_queue(config)
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    return parallel.OwnerScheduling(config, log)
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
-    wanted = {name for item in session.items for name in _reads(item)}
-    place = parallel.worker(session.config)
-    mine = (lambda name: True) if place is None else (lambda name: _OWN.get(name) == place[0])
-    names = [name for name in _STARTERS if name in wanted and name not in _RESULTS and mine(name)]
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    names = [name for name in _STARTERS if name in wanted and name not in _RESULTS]
     for name in names:
         _RESULTS[name] = AsyncResult()
-    gevent.spawn(_run_all_background, names, AT_ONCE)
+    gevent.spawn(_run_all_background, names)
 
 
-def _reads(item: pytest.Item) -> set[str]:
-    """The background runs that `item` reads."""
-    return {name for name in getattr(item, "fixturenames", ()) if name in _STARTERS}
-
-
-@pytest.hookimpl(trylast=True)  # after the deselection by -m and -k: the tests that will run
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The readers of background runs come after the other tests, so their runs have had all that time
-    # to end; timing and alone tests run last, once every background run has ended: on a machine as
-    # quiet as it gets, with no greenlet beside them.
+    # to end; timing tests run last, once every background run has ended: on a machine as quiet as it
+    # gets.
     def order(item: pytest.Item) -> tuple[bool, bool]:
-        return _last(item), bool(_reads(item))
+        reads_background = any(name in _STARTERS for name in getattr(item, "fixturenames", ()))
+        return item.get_closest_marker("timing") is not None, reads_background
 
     items.sort(key=order)
-    place = parallel.worker(config)
-    if place is not None:
-        _OWN.update(parallel.share_owners(config, items, _reads, _last, place[1]))
-
-
-def _last(item: pytest.Item) -> bool:
-    return any(item.get_closest_marker(name) is not None for name in ("timing", "alone"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _last(item):
+    if item.get_closest_marker("timing") is not None:
         _wait_for_background()
     else:
         # Between tests, the greenlets of the background runs get their turn: start the next run, wait

@@ -361,7 +361,6 @@ def test_every_turn_closes_its_response(
     assert streams[0].closed
 
 
-@pytest.mark.alone  # the background runs' greenlets make garbage of httpx too (a web UI's polls)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_turn_leaves_nothing_for_the_cycle_collector(transport: str, serve: Callable[..., Server]) -> None:
     server = serve()
@@ -373,8 +372,8 @@ def test_a_turn_leaves_nothing_for_the_cycle_collector(transport: str, serve: Ca
         try:
             results = turns(client, server.url + PATH, ["a", "b", "c"])
             gc.collect()
-            # Other greenlets (Locust's, a test's leftovers) may still run while the turns wait: only
-            # what the turns made counts.
+            # The session's background runs go on in greenlets while the turns wait: only what the
+            # turns made counts.
             assert [obj for obj in gc.garbage if _made_by_a_turn(obj)] == []
         finally:
             gc.set_debug(0)
@@ -399,7 +398,6 @@ def test_one_sender_per_client_and_it_does_not_keep_the_client() -> None:
     assert sender_for(other) is not sender_for(client)
     from loadtest import client as module
 
-    gc.collect()  # a client of an earlier test, in a cycle, would go with this one's
     before = len(module._SENDERS)
     del client
     gc.collect()
