@@ -255,18 +255,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # gets.
     def order(item: pytest.Item) -> tuple[bool, bool]:
         reads_background = any(name in _STARTERS for name in getattr(item, "fixturenames", ()))
-        return item.get_closest_marker("timing") is not None, reads_background
+        return _runs_last(item), reads_background
 
     items.sort(key=order)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("timing") is not None:
+    if _runs_last(item):
         _wait_for_background()
     else:
         # Between tests, the greenlets of the background runs get their turn: start the next run, wait
         # for one that ended, even after a test that never waited on anything.
         gevent.sleep(0)
+
+
+def _runs_last(item: pytest.Item) -> bool:
+    """Timing tests, and those that must not have a background run's greenlets beside them (`alone`)."""
+    return any(item.get_closest_marker(name) is not None for name in ("timing", "alone"))
 
 
 def _wait_for_background() -> None:

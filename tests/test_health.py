@@ -115,6 +115,7 @@ def test_cpu_of_busy_work_reads_high() -> None:
     assert summary["loop_lag_ms"]["max"] < 100.0
 
 
+@pytest.mark.timing  # a quiet loop's lag under 100 ms: CI saw 121 ms with the background runs beside it
 def test_stop_records_a_stall_the_sampler_could_not_see_and_start_begins_afresh() -> None:
     monitor = HealthMonitor(cpu_interval_s=10.0)
 
