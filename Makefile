@@ -74,8 +74,9 @@ demo: $(STAMP)
 	$(BIN)/locust -f locustfiles/chat.py --headless -u 20 -r 10 -t 30s --think-time 0.5-1.5 --stop-timeout 10 \
 		--only-summary --mock-options "--ttft lognormal:250ms:0.3 --itl uniform:10ms:40ms"
 
+# The tests in two shards side by side, then the timing ones alone (tests/sharding.py).
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m tests.sharding -q
 	$(smoke_on_newest)
 
 # When this machine has a Python newer (major.minor) than .venv's, a smoke test on it, in a venv of its

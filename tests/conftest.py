@@ -33,6 +33,7 @@ from gevent.lock import BoundedSemaphore
 
 from loadtest.mock.launch import MockProcess, start_mock
 from tests.harness import CLEARED, CLEARED_PREFIXES, LOCUSTFILE, ROOT, Run, Until, run_in_process, wait_for  # noqa: F401  (ROOT: for other tests)
+from tests import sharding
 from tests.mockthread import ThreadedMock, mock_in_thread
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -249,13 +250,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gevent.spawn(_run_all_background, names)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shard", default=None, metavar="I/N", help="run shard I of N only (tests/sharding.py)")
+
+
+def _reads_background(item: pytest.Item) -> set[str]:
+    return {name for name in getattr(item, "fixturenames", ()) if name in _STARTERS}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("shard")
+    if shard is not None:
+        index, count = sharding.parse_shard(shard)
+        shards = sharding.shard_of(items, _reads_background, count)
+        config.hook.pytest_deselected(
+            items=[item for item, s in zip(items, shards, strict=True) if s != index]
+        )
+        items[:] = [item for item, s in zip(items, shards, strict=True) if s == index]
+
     # The readers of background runs come after the other tests, so their runs have had all that time
     # to end; timing tests run last, once every background run has ended: on a machine as quiet as it
     # gets.
     def order(item: pytest.Item) -> tuple[bool, bool]:
-        reads_background = any(name in _STARTERS for name in getattr(item, "fixturenames", ()))
-        return _runs_last(item), reads_background
+        return _runs_last(item), bool(_reads_background(item))
 
     items.sort(key=order)
 

@@ -104,7 +104,7 @@ def test_make_test_runs_a_smoke_test_on_a_newer_python_in_a_venv_of_its_own(tmp_
     done = make(tmp_path, fake_pythons(tmp_path, {name: newer}), "-n", "test", f"PYTHONS={name}")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    smoke = lines[lines.index(".venv/bin/python -m pytest -q") + 1 :]
+    smoke = lines[lines.index(".venv/bin/python -m tests.sharding -q") + 1 :]
     assert (
         smoke[0]
         == f'echo "make: smoke test on {name} (Python {newer}), newer than .venv\'s, in .venv-newest"'
