@@ -596,9 +596,10 @@ def _learn_shape(data: bytes, chunk: dict[str, Any], content: str) -> tuple[byte
     if at < 0 or data.find(encoded, at + 1) >= 0:
         return None
     prefix, suffix = data[:at], data[at + len(encoded) :]
-    expected = orjson.loads(data)
-    expected["choices"][0]["delta"]["content"] = _PROBE
     try:
+        # Parsed again for a copy to change (and bytes that are not UTF-8 around the content refuse).
+        expected = orjson.loads(data)
+        expected["choices"][0]["delta"]["content"] = _PROBE
         if orjson.loads(prefix + orjson.dumps(_PROBE) + suffix) != expected:
             return None
     except orjson.JSONDecodeError:

@@ -147,6 +147,7 @@ SHAPE_EVENTS = [
     raw_chunk({"content": "x"}, error={"message": "boom"}),
     raw_chunk({"content": "x"}).replace(b'"content":', b'"content" : '),
     raw_chunk({"content": "é"}).replace("é".encode(), b"\xe9"),
+    raw_chunk({"content": "x"}, chunk_id="\u00e9").replace("é".encode(), b"\xe9"),
     raw_chunk({"content": "Hel"}).replace(b'"Hel"', b'"Hel","content":"lo"'),
     raw_chunk({"content": "Hel"}).replace(b'"Hel"', b'"Hel" "lo"'),
     b'data: {"choices":[]}\n\n',
