@@ -52,10 +52,13 @@ def shard_of(items: Sequence[pytest.Item], reads: Callable[[pytest.Item], set[st
         first, *rest = sorted(reads(item)) or [""]
         for name in rest:
             group[root(name)] = root(first)
+    # What goes to a shard whole: a group of background runs with their readers, or a file.
+    keys = [
+        f"run:{root(min(names))}" if (names := reads(item)) else f"file:{item.nodeid.split('::')[0]}"
+        for item in items
+    ]
     weight: collections.Counter[str] = collections.Counter()
-    for item in items:
-        names = reads(item)
-        key = f"run:{root(min(names))}" if names else f"file:{item.nodeid.split('::')[0]}"
+    for item, key in zip(items, keys, strict=True):
         fixtures = set(getattr(item, "fixturenames", ()))
         weight[key] += _PROCESS_WEIGHT if fixtures & _PROCESS_FIXTURES else 1
     load = [0] * count
@@ -63,12 +66,7 @@ def shard_of(items: Sequence[pytest.Item], reads: Callable[[pytest.Item], set[st
     for key, w in sorted(weight.items(), key=lambda pair: (-pair[1], pair[0])):
         shard_of_key[key] = load.index(min(load))
         load[shard_of_key[key]] += w
-    shards = []
-    for item in items:
-        names = reads(item)
-        key = f"run:{root(min(names))}" if names else f"file:{item.nodeid.split('::')[0]}"
-        shards.append(shard_of_key[key])
-    return shards
+    return [shard_of_key[key] for key in keys]
 
 
 def main(args: Sequence[str]) -> int:
