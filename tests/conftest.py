@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
 import httpx
@@ -190,6 +190,7 @@ class StandardRun(LocustRun):
 
 # A background run: given its own folder, it starts its processes and returns what waits for them.
 Finish = Callable[[], Any]
+T = TypeVar("T")
 _STARTERS: dict[str, Callable[[Path], Finish]] = {}
 _RESULTS: dict[str, AsyncResult] = {}
 _FOLDERS: list[Path] = []
@@ -364,6 +365,37 @@ def wait_locust(proc: subprocess.Popen[str], folder: Path, report_dir: Path) -> 
 def start_background_mock(*args: str, api_key: str = TEST_KEY) -> Mock:
     """A mock for a background run (stopped by the run's own finish)."""
     return Mock(start_mock(list(args), env=dict(os.environ, NLX_API_KEY=api_key)))
+
+
+def stopping_mock(mock: Mock, finish: Callable[[], T]) -> Callable[[], T]:
+    """A background run's `finish`, with its mock stopped after it, whatever became of it."""
+
+    def finished() -> T:
+        try:
+            return finish()
+        finally:
+            mock.process.stop()
+
+    return finished
+
+
+def start_child(args: list[str], **options: Any) -> Callable[[], subprocess.CompletedProcess[str]]:
+    """Start a child process of this process (for a background run); the result waits for its end and
+    gives what it printed."""
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+    )
+
+    def finish() -> subprocess.CompletedProcess[str]:
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+    return finish
 
 
 @background

@@ -54,6 +54,7 @@ from tests.conftest import (
     locust_env,
     start_background_mock,
     start_locust,
+    stopping_mock,
 )
 from tests.harness import (
     LOCUSTFILE,
@@ -641,13 +642,7 @@ def capacity_run(folder: Path) -> Finish:
     args = ["--host", mock.url, *shlex.split(NLX), *shlex.split(SEARCH_ARGS)]
     run = start_locust(args, folder, env=locust_env(NLX_API_KEY=TEST_KEY), locustfile=CAPACITY_LOCUSTFILE)
 
-    def finish() -> LocustRun:
-        try:
-            return run()
-        finally:
-            mock.process.stop()
-
-    return finish
+    return stopping_mock(mock, run)
 
 
 def test_a_real_search_finds_the_mocks_capacity_within_15_percent(capacity_run: LocustRun) -> None:
@@ -697,13 +692,7 @@ def rate_capacity_run(folder: Path) -> Finish:
     args += ["--processes", "2", "--master-bind-port", port, "--master-port", port]
     run = start_locust(args, folder, env=locust_env(NLX_API_KEY=TEST_KEY), locustfile=CAPACITY_LOCUSTFILE)
 
-    def finish() -> LocustRun:
-        try:
-            return run()
-        finally:
-            mock.process.stop()
-
-    return finish
+    return stopping_mock(mock, run)
 
 
 def test_a_real_rate_search_on_two_workers_finds_the_mocks_rate_within_15_percent(

@@ -21,7 +21,7 @@ from loadtest.report import build_summary, write_run
 from loadtest.report.compare import compare, headline, parse_tolerance, render_markdown, rule
 from loadtest.report.schema import Summary, load_summary
 from tests.browser import chromium, load, loaded_references, require_chromium
-from tests.conftest import Finish, background, locust_env
+from tests.conftest import Finish, background, locust_env, start_child
 
 LOADTEST = str(Path(sys.executable).with_name("loadtest"))
 DELTA_HEAD = "| metric | baseline | new | Δ | Δ % | |"
@@ -93,22 +93,8 @@ class Shell:
 def start_loadtest(args: list[str], cwd: Path) -> Callable[[], Shell]:
     """Start `loadtest ARGS` in `cwd` (made here); the result waits for its end."""
     cwd.mkdir(parents=True)
-    command = [LOADTEST, *args]
-    process = subprocess.Popen(
-        command, cwd=cwd, env=locust_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-    def finish() -> Shell:
-        try:
-            stdout, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-        return Shell(subprocess.CompletedProcess(command, process.returncode, stdout, stderr), cwd)
-
-    return finish
+    child = start_child([LOADTEST, *args], cwd=cwd, env=locust_env())
+    return lambda: Shell(child(), cwd)
 
 
 @background

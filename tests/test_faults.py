@@ -21,7 +21,16 @@ from loadtest.mock import parse_config
 from loadtest.mock.command import main as mock_main
 from loadtest.mock.faults import ALIASES, BY_NAME, FAULT_KINDS, FAULTS, Fault, FaultPlan, parse_faults
 from loadtest.options import TRANSPORTS
-from tests.conftest import KEYED, NLX, Finish, LocustRun, background, start_background_mock, start_locust
+from tests.conftest import (
+    KEYED,
+    NLX,
+    Finish,
+    LocustRun,
+    background,
+    start_background_mock,
+    start_locust,
+    stopping_mock,
+)
 from tests.harness import wait_for
 from tests.mockthread import KEY, ThreadedMock, mock_in_thread
 
@@ -303,13 +312,7 @@ def mixed_faults_run(folder: Path) -> Finish:
     args = [*shlex.split(f"--host {mock.url} {RUN} -u 4 -r 4 -t 4s --on-turn-error continue")]
     run = start_locust(args, folder, env=KEYED)
 
-    def finish() -> tuple[LocustRun, dict[str, Any]]:
-        try:
-            return run(), mock.stats()
-        finally:
-            mock.process.stop()
-
-    return finish
+    return stopping_mock(mock, lambda: (run(), mock.stats()))
 
 
 def test_mixed_faults_are_all_counted_and_add_up(mixed_faults_run: tuple[LocustRun, dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,7 @@ from loadtest.mock.contract import API_KEY_ENV, DEFAULT_API_KEY, ERROR_PREFIX, R
 from loadtest.mock.launch import start_mock
 from loadtest.mock.state import MockState, Turn, conversation_json
 from loadtest.mock.text import LINE_SEPARATOR, POOL_SIZE, reply_pieces, reply_text, split_text
-from tests.conftest import Finish, LocustRun, background, locust_env, start_locust
+from tests.conftest import Finish, LocustRun, background, locust_env, start_child, start_locust
 from tests.mockthread import KEY as THREAD_KEY
 from tests.mockthread import ThreadedMock, mock_in_thread
 
@@ -579,25 +579,6 @@ def test_a_bad_port_exits_2_with_one_line(port: str, capsys: pytest.CaptureFixtu
 
 
 BUSY_FIX = "address already in use; another process listens there: stop it, or choose another --port"
-
-
-def start_child(args: list[str], **options: Any) -> Callable[[], subprocess.CompletedProcess[str]]:
-    """Start a child process of this process (for a background run); the result waits for its end and
-    gives what it printed."""
-    process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
-    )
-
-    def finish() -> subprocess.CompletedProcess[str]:
-        try:
-            stdout, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-        return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
-
-    return finish
 
 
 @background

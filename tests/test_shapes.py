@@ -18,6 +18,7 @@ from tests.conftest import (
     locust_env,
     start_background_mock,
     start_locust,
+    stopping_mock,
 )
 from tests.test_settings import parse_options
 
@@ -44,13 +45,7 @@ def ramp_run(folder: Path) -> Finish:
         locustfile=ROOT / "locustfiles" / "ramp.py",
     )
 
-    def finish() -> LocustRun:
-        try:
-            return run()
-        finally:
-            mock.process.stop()
-
-    return finish
+    return stopping_mock(mock, run)
 
 
 def test_a_ramp_through_stages_ends_by_itself(ramp_run: LocustRun) -> None:
