@@ -304,6 +304,7 @@ def test_the_web_ui_says_the_goodput_so_far() -> None:
 # --- a run -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing  # TTFT against a 35 ms bound: beside the other shard's load no turn made it (CI)
 def test_a_run_counts_goodput_and_its_threshold_gates_the_exit_code(
     thread_mock: Callable[..., ThreadedMock], in_process: Callable[..., Run]
 ) -> None:
